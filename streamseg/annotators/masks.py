@@ -1,0 +1,118 @@
+"""Semi-transparent masks, outlines and class names drawn with tensor ops on the frame's device."""
+
+from __future__ import annotations
+
+import colorsys
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..types import Segmentation
+
+__all__ = ["MaskAnnotator", "class_color"]
+
+
+def class_color(label_id: int) -> tuple[int, int, int]:
+    """A fixed, well-spread RGB colour per class id, so a class looks the same in every frame and every run."""
+    hue = (label_id * 0.618033988749895 + 0.1) % 1.0
+    sat = 0.65 + 0.35 * ((label_id * 7) % 3) / 2
+    r, g, b = colorsys.hsv_to_rgb(hue, sat, 0.95)
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+class MaskAnnotator:
+    """Draws a :class:`Segmentation` over its frame.
+
+    The constructor holds style only; :meth:`annotate` is pure and never syncs with the host.
+
+    Args:
+        opacity: weight of the mask colour over the frame.
+        outlines: draw each segment's border at full colour.
+        labels: write class names at the top-left of each segment's box.
+        color_by: ``class`` colours by label id; ``instance`` gives each segment of a frame its own shade.
+    """
+
+    def __init__(self, opacity: float = 0.5, outlines: bool = True, labels: bool = True,
+                 color_by: str = "class") -> None:
+        self.opacity = opacity
+        self.outlines = outlines
+        self.labels = labels
+        self.color_by = color_by
+        self._glyphs: dict[tuple[str, int, str], torch.Tensor] = {}
+
+    def annotate(self, scene: torch.Tensor, segmentation: Segmentation) -> torch.Tensor:
+        """Return a copy of ``scene`` ((H, W, 3) uint8 RGB) with the segments drawn on it."""
+        n = len(segmentation)
+        if n == 0:
+            return scene.clone()
+        device = scene.device
+        height, width = scene.shape[:2]
+        top = torch.zeros((height, width), dtype=torch.int64, device=device)
+        for k, mask in enumerate(segmentation.masks.to(device)):
+            top.masked_fill_(mask, k + 1)  # later segments are drawn over earlier ones
+        colours = [class_color(lab) for lab in segmentation.label_ids]
+        if self.color_by == "instance":
+            colours = [_shade(c, i) for i, c in enumerate(colours)]
+        lut = torch.tensor([(0, 0, 0), *colours], dtype=torch.float32, device=device)
+        colour = lut[top]
+        covered = (top > 0).unsqueeze(-1)
+        out = scene.float()
+        out = torch.where(covered, out * (1 - self.opacity) + colour * self.opacity, out)
+        if self.outlines:
+            edge = torch.zeros_like(covered[..., 0])
+            edge[:, :-1] |= top[:, :-1] != top[:, 1:]
+            edge[:-1, :] |= top[:-1, :] != top[1:, :]
+            thickness = max(1, round(height / 360))
+            if thickness > 1:
+                edge = F.max_pool2d(edge[None, None].float(), 2 * thickness - 1, 1, thickness - 1)[0, 0] > 0
+            owner = torch.maximum(top, _shift_max(top))
+            out = torch.where((edge & (owner > 0)).unsqueeze(-1), lut[owner], out)
+        out = out.round_().clamp_(0, 255).to(torch.uint8)
+        if self.labels:
+            self._draw_labels(out, segmentation)
+        return out
+
+    def _draw_labels(self, out: torch.Tensor, segmentation: Segmentation) -> None:
+        height, width = out.shape[:2]
+        scale = max(1, round(height / 400))
+        for name, box, area in zip(segmentation.labels, segmentation.boxes, segmentation.areas):
+            if area == 0:
+                continue
+            glyph = self._glyph(name, scale, out.device)
+            gh, gw = glyph.shape
+            x = min(max(box[0], 0), max(width - gw, 0))
+            y = min(max(box[1], 0), max(height - gh, 0))
+            h, w = min(gh, height - y), min(gw, width - x)
+            if h <= 0 or w <= 0:
+                continue
+            alpha = glyph[:h, :w].unsqueeze(-1)
+            region = out[y : y + h, x : x + w].float()
+            # Dark box behind white text, so names read on any colour.
+            region = region * 0.35 * (1 - alpha) + 255.0 * alpha
+            out[y : y + h, x : x + w] = region.round().to(torch.uint8)
+
+    def _glyph(self, text: str, scale: int, device: torch.device) -> torch.Tensor:
+        key = (text, scale, str(device))
+        if key not in self._glyphs:
+            font, thickness = cv2.FONT_HERSHEY_SIMPLEX, scale
+            (tw, th), base = cv2.getTextSize(text, font, 0.45 * scale, thickness)
+            pad = 2 * scale
+            canvas = np.zeros((th + base + 2 * pad, tw + 2 * pad), dtype=np.uint8)
+            cv2.putText(canvas, text, (pad, pad + th), font, 0.45 * scale, 255, thickness, cv2.LINE_AA)
+            self._glyphs[key] = torch.from_numpy(canvas.astype(np.float32) / 255.0).to(device)
+        return self._glyphs[key]
+
+
+def _shift_max(top: torch.Tensor) -> torch.Tensor:
+    """Each pixel's largest right or lower neighbour, so an outline between two segments takes the upper one."""
+    out = top.clone()
+    out[:, :-1] = torch.maximum(out[:, :-1], top[:, 1:])
+    out[:-1, :] = torch.maximum(out[:-1, :], top[1:, :])
+    return out
+
+
+def _shade(rgb: tuple[int, int, int], index: int) -> tuple[int, int, int]:
+    factor = (0.75, 1.0, 0.55, 0.9)[index % 4]
+    return tuple(int(min(255, c * factor)) for c in rgb)  # type: ignore[return-value]

@@ -1,0 +1,67 @@
+"""The one-call Python API."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .config import DEFAULT_MODEL, load_config
+from .pipeline import Pipeline
+from .types import FrameResult
+
+__all__ = ["segment"]
+
+
+def segment(
+    source: str | Path,
+    *,
+    model: str = DEFAULT_MODEL,
+    task: str = "auto",
+    device: str = "auto",
+    dtype: str = "auto",
+    batch_size: int | None = None,
+    threshold: float | None = None,
+    mask_threshold: float | None = None,
+    overlap_threshold: float | None = None,
+    output: str | Path | None = None,
+    save_masks: str | Path | None = None,
+    config: str | Path | None = None,
+    **overrides: Any,
+) -> Iterator[FrameResult]:
+    """Segment a video lazily, yielding one :class:`FrameResult` per frame, in order.
+
+    Frames are decoded, batched and segmented in background threads while you iterate; stopping
+    early (``break``) stops the work and closes any output.
+
+    Example:
+        >>> for r in streamseg.segment("clip.mp4", model="samples/model"):
+        ...     print(r.index, r.time, r.segmentation.labels)
+
+    Args:
+        source: a video file (or URL FFmpeg can open).
+        model: hub id or local folder of a Mask2Former checkpoint.
+        task: auto, semantic, instance or panoptic.
+        output: also write the annotated video here.
+        save_masks: also write per-frame masks as JSON lines here.
+        config: a YAML config to start from; the other arguments override it.
+        **overrides: any other config value by dotted name with ``__`` for the dot,
+            e.g. ``render__opacity=0.3``.
+    """
+    cfg = load_config(
+        config,
+        sources=(str(source),),
+        model__name=model if config is None or model != DEFAULT_MODEL else None,
+        model__task=task if config is None or task != "auto" else None,
+        model__device=device,
+        model__dtype=dtype,
+        batching__batch_size=batch_size,
+        postprocess__threshold=threshold,
+        postprocess__mask_threshold=mask_threshold,
+        postprocess__overlap_threshold=overlap_threshold,
+        output__video=str(output) if output else None,
+        output__masks=str(save_masks) if save_masks else None,
+        **overrides,
+    )
+    with Pipeline(cfg, masks_to_host=True) as pipeline:
+        yield from pipeline.results()

@@ -1,0 +1,154 @@
+"""Queues between stages, the producer loop and the batcher.
+
+Stages talk only through bounded queues. Besides frames and results, a queue carries two messages:
+:class:`EndOfStream` (a source or stage has nothing more) and :class:`Failure` (a stage raised; the
+error travels downstream to the caller, who re-raises it). Every blocking call waits with a timeout
+and checks the run's stop event, so no thread can hang on a queue nobody reads.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from .types import Frame
+
+__all__ = ["EndOfStream", "Failure", "put", "get", "produce", "Batcher", "POLL_S"]
+
+POLL_S = 0.05  # how often a blocked stage looks at the stop event
+
+
+@dataclass(frozen=True)
+class EndOfStream:
+    """Nothing more will come from ``source`` (a source name, or "*" for a whole stage)."""
+
+    source: str = "*"
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An exception raised in a stage, carried to the caller's thread."""
+
+    error: BaseException
+    stage: str
+    trace: str = field(default="", repr=False)
+
+    @classmethod
+    def capture(cls, error: BaseException, stage: str) -> Failure:
+        return cls(error, stage, traceback.format_exc())
+
+
+def put(q: queue.Queue, item: Any, stop: threading.Event) -> bool:
+    """Block until ``item`` is queued; False (item dropped) if ``stop`` is set first."""
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=POLL_S)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def get(q: queue.Queue, stop: threading.Event) -> Any:
+    """Block until an item arrives; None if ``stop`` is set and the queue is empty."""
+    while True:
+        try:
+            return q.get(timeout=POLL_S)
+        except queue.Empty:
+            if stop.is_set():
+                return None
+
+
+def produce(frames: Callable[[], Iterator[Frame]], out: queue.Queue, stop: threading.Event,
+            wakeup: threading.Event, name: str) -> None:
+    """Producer thread body: decode frames into ``out`` until the source ends or ``stop`` is set.
+
+    The queue is bounded and ``put`` blocks, so a file never loses a frame. Always ends with
+    :class:`EndOfStream`, after a :class:`Failure` if the source raised.
+    """
+    try:
+        for frame in frames():
+            if not put(out, frame, stop):
+                break
+            wakeup.set()
+    except BaseException as exc:  # noqa: BLE001 - carried to the caller
+        put(out, Failure.capture(exc, f"source {name}"), stop)
+    finally:
+        # The end marker must arrive even when stopping, so the batcher can tell "done" from "slow".
+        while True:
+            try:
+                out.put(EndOfStream(name), timeout=POLL_S)
+                break
+            except queue.Full:
+                try:
+                    out.get_nowait()  # stopping: make room by dropping an undelivered frame
+                except queue.Empty:
+                    pass
+        wakeup.set()
+
+
+class Batcher:
+    """Forms batches from per-source queues.
+
+    Takes frames round-robin, at most one per source per round, so a fast source cannot starve a slow
+    one and a stalled source never holds a batch back. A batch is handed over when it has
+    ``batch_size`` frames, or ``max_wait_s`` after its first frame arrived, or when every source has
+    ended (a short last batch). A source's frames keep their order.
+    """
+
+    def __init__(self, queues: dict[str, queue.Queue], batch_size: int, max_wait_s: float,
+                 wakeup: threading.Event) -> None:
+        self.queues = queues
+        self.batch_size = batch_size
+        self.max_wait_s = max_wait_s
+        self.wakeup = wakeup
+        self.active = list(queues)
+        self._turn = 0
+
+    def next_batch(self, stop: threading.Event) -> list[Frame] | None:
+        """The next batch, or None when every source has ended or ``stop`` is set.
+
+        Raises:
+            BaseException: what a source raised, re-raised here with its original traceback.
+        """
+        batch: list[Frame] = []
+        deadline: float | None = None
+        while len(batch) < self.batch_size and self.active and not stop.is_set():
+            took = self._round(batch)
+            if batch and deadline is None:
+                deadline = time.monotonic() + self.max_wait_s
+            if took:
+                continue
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            self.wakeup.wait(POLL_S if deadline is None else max(0.0, min(POLL_S, deadline - time.monotonic())))
+            self.wakeup.clear()
+        if stop.is_set() or not batch:
+            return None
+        return batch
+
+    def _round(self, batch: list[Frame]) -> bool:
+        took = False
+        names = self.active[self._turn :] + self.active[: self._turn]
+        self._turn = (self._turn + 1) % max(1, len(self.active))
+        for name in names:
+            if len(batch) >= self.batch_size:
+                break
+            try:
+                item = self.queues[name].get_nowait()
+            except queue.Empty:
+                continue
+            if isinstance(item, EndOfStream):
+                self.active.remove(name)
+                self._turn = 0
+                continue
+            if isinstance(item, Failure):
+                raise item.error
+            batch.append(item)
+            took = True
+        return took

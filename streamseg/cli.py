@@ -1,0 +1,184 @@
+"""Command line: ``streamseg segment SOURCE -o OUTPUT [options]``, a thin layer over :class:`Pipeline`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from .config import DEFAULT_MODEL, Config, load_config
+from .exceptions import ConfigError, ModelError, SinkError, SourceError, StreamsegError
+from .pipeline import Pipeline, RunSummary
+from .types import FrameResult
+
+__all__ = ["main"]
+
+EXIT_CODES = {ConfigError: 2, SourceError: 3, ModelError: 4, SinkError: 5}
+EXIT_INTERRUPTED = 130
+
+log = logging.getLogger("streamseg")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streamseg", description="Mask2Former segmentation over video.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    seg = sub.add_parser(
+        "segment", help="segment a video file into an annotated video and/or per-frame masks",
+        description="Segment a video: decode, run Mask2Former, draw the masks, write the outputs. "
+                    "Flags override values from --config.",
+    )
+    seg.add_argument("source", help="video file (or URL FFmpeg can open)")
+    seg.add_argument("-o", "--output", help="annotated video to write; the suffix picks the container "
+                                            "(.mp4, .mkv, .mov)")
+    seg.add_argument("--save-masks", metavar="PATH.jsonl", help="write per-frame masks as JSON lines (COCO RLE)")
+    seg.add_argument("--config", metavar="FILE.yaml", help="YAML config (see configs/)")
+    seg.add_argument("--model", help=f"hub id or local folder of a Mask2Former checkpoint (default {DEFAULT_MODEL})")
+    seg.add_argument("--task", choices=("auto", "semantic", "instance", "panoptic"),
+                     help="what to segment; auto reads the checkpoint name, else panoptic")
+    seg.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
+    seg.add_argument("--dtype", choices=("auto", "float32", "float16", "bfloat16"),
+                     help="auto: float32 on CPU, float16 on CUDA")
+    seg.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    seg.add_argument("--threshold", type=float, help="minimum segment score (default 0.5)")
+    seg.add_argument("--mask-threshold", type=float, help="panoptic: weighted-probability threshold (default 0.5)")
+    seg.add_argument("--overlap-threshold", type=float,
+                     help="panoptic: minimum kept share of a segment's own mask (default 0.8)")
+    seg.add_argument("--batch-size", type=int, help="frames per forward pass (default 4)")
+    seg.add_argument("--max-wait-ms", type=float, help="longest wait to fill a batch (default 20)")
+    seg.add_argument("--opacity", type=float, help="mask opacity, 0 to 1 (default 0.5)")
+    seg.add_argument("--no-labels", action="store_true", default=None, help="do not write class names")
+    seg.add_argument("--no-outlines", action="store_true", default=None, help="do not outline segments")
+    seg.add_argument("--no-audio", action="store_true", default=None, help="do not copy the source's audio")
+    seg.add_argument("--codec", help="video encoder (default libx264)")
+    seg.add_argument("--crf", type=int, help="x264 quality, lower is better (default 20)")
+    seg.add_argument("--no-progress", action="store_true", help="no progress line")
+    seg.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    return parser
+
+
+def build_config(args: argparse.Namespace) -> Config:
+    """Merge the flags given over the config file's values (or the defaults)."""
+    def flag_off(value: Any) -> bool | None:
+        return None if value is None else not value
+
+    return load_config(
+        args.config,
+        sources=(args.source,),
+        model__name=args.model,
+        model__task=args.task,
+        model__device=args.device,
+        model__dtype=args.dtype,
+        model__compile=args.compile,
+        postprocess__threshold=args.threshold,
+        postprocess__mask_threshold=args.mask_threshold,
+        postprocess__overlap_threshold=args.overlap_threshold,
+        batching__batch_size=args.batch_size,
+        batching__max_wait_ms=args.max_wait_ms,
+        render__opacity=args.opacity,
+        render__labels=flag_off(args.no_labels),
+        render__outlines=flag_off(args.no_outlines),
+        output__video=args.output,
+        output__masks=args.save_masks,
+        output__audio=flag_off(args.no_audio),
+        output__codec=args.codec,
+        output__crf=args.crf,
+    )
+
+
+class Progress:
+    """A one-line progress display (frames, fps, ETA) on a terminal; silent elsewhere."""
+
+    def __init__(self, total: int | None, stream: Any = sys.stderr, enabled: bool = True) -> None:
+        self.total = total
+        self.stream = stream
+        self.enabled = enabled and stream.isatty()
+        self.count = 0
+        self.started = time.monotonic()
+        self._last = 0.0
+
+    def __call__(self, result: FrameResult) -> None:
+        self.count += 1
+        now = time.monotonic()
+        if not self.enabled or (now - self._last < 0.2 and self.count != self.total):
+            return
+        self._last = now
+        elapsed = now - self.started
+        fps = self.count / elapsed if elapsed > 0 else 0.0
+        if self.total:
+            done = min(self.count / self.total, 1.0)
+            bar = "#" * int(done * 24)
+            eta = (self.total - self.count) / fps if fps > 0 else 0.0
+            text = f"[{bar:<24}] {self.count}/{self.total} {fps:5.1f} fps ETA {_clock(eta)}"
+        else:
+            text = f"{self.count} frames {fps:5.1f} fps"
+        self.stream.write("\r" + text + "\033[K")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        if self.enabled and self.count:
+            self.stream.write("\n")
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def _segment(args: argparse.Namespace) -> int:
+    config = build_config(args)
+    if not config.output.video and not config.output.masks:
+        raise ConfigError("nothing to write: give -o OUTPUT and/or --save-masks PATH")
+    pipeline = Pipeline(config)
+    progress: Progress | None = None
+    try:
+        pipeline.start()
+        info = next(iter(pipeline.infos.values()))
+        progress = Progress(info.frames, enabled=not args.no_progress)
+        summary: RunSummary = pipeline.run(on_result=progress)
+    finally:
+        pipeline.close()
+        if progress is not None:
+            progress.finish()
+    state = "stopped early" if summary.interrupted else "done"
+    print(f"{state}: {summary.frames} frames in {summary.seconds:.1f} s ({summary.fps:.1f} fps) -> "
+          f"{', '.join(summary.outputs)}", file=sys.stderr)
+    return EXIT_INTERRUPTED if summary.interrupted else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``streamseg`` command; returns the exit code."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
+                        format="%(levelname)s: %(message)s")
+    if not args.debug:
+        _quiet_libraries()
+    try:
+        return _segment(args)
+    except StreamsegError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return next((code for cls, code in EXIT_CODES.items() if isinstance(exc, cls)), 1)
+    except KeyboardInterrupt:
+        print("aborted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _quiet_libraries() -> None:
+    """Hide library chatter (retries, download bars) that would bury our one-line messages."""
+    for name in ("transformers", "huggingface_hub", "libav"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,229 @@
+"""One typed configuration, loaded from YAML or built from CLI flags, validated once.
+
+A YAML file mirrors the sections below::
+
+    model: {name: facebook/mask2former-swin-tiny-coco-panoptic, task: panoptic}
+    postprocess: {threshold: 0.5}
+    batching: {batch_size: 4}
+
+Unknown keys and ill-typed values raise :class:`ConfigError` naming the key, e.g.
+``postprocess.treshold: unknown key (expected one of: threshold, mask_threshold, ...)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .exceptions import ConfigError
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "Config",
+    "ModelConfig",
+    "PostprocessConfig",
+    "BatchingConfig",
+    "RenderConfig",
+    "OutputConfig",
+    "load_config",
+]
+
+DEFAULT_MODEL = "facebook/mask2former-swin-tiny-coco-panoptic"
+DEFAULT_BATCH_SIZE = 4
+DEFAULT_MAX_WAIT_MS = 20.0
+DEFAULT_QUEUE_SIZE = 8
+
+
+def _check(condition: bool, key: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"{key}: {message}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """Which checkpoint to run, where, and for which task."""
+
+    name: str = DEFAULT_MODEL
+    task: str = "auto"
+    device: str = "auto"
+    dtype: str = "auto"
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        _check(self.task in ("auto", "semantic", "instance", "panoptic"), "model.task",
+               f"unknown task {self.task!r} (expected auto, semantic, instance or panoptic)")
+        _check(self.dtype in ("auto", "float32", "float16", "bfloat16"), "model.dtype",
+               f"unknown dtype {self.dtype!r} (expected auto, float32, float16 or bfloat16)")
+        device = self.device.split(":")[0]
+        _check(device in ("auto", "cpu", "cuda", "mps"), "model.device",
+               f"unknown device {self.device!r} (expected auto, cpu, cuda or cuda:N)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PostprocessConfig:
+    """Thresholds, with the defaults of transformers' post_process_* functions."""
+
+    threshold: float = 0.5
+    mask_threshold: float = 0.5
+    overlap_threshold: float = 0.8
+    label_ids_to_fuse: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("threshold", "mask_threshold", "overlap_threshold"):
+            value = getattr(self, name)
+            _check(0.0 <= value <= 1.0, f"postprocess.{name}", f"must be between 0 and 1, got {value}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatchingConfig:
+    """How the inference worker groups frames."""
+
+    batch_size: int = DEFAULT_BATCH_SIZE
+    max_wait_ms: float = DEFAULT_MAX_WAIT_MS
+    queue_size: int = DEFAULT_QUEUE_SIZE
+
+    def __post_init__(self) -> None:
+        _check(self.batch_size >= 1, "batching.batch_size", f"must be at least 1, got {self.batch_size}")
+        _check(self.max_wait_ms >= 0, "batching.max_wait_ms", f"must be >= 0, got {self.max_wait_ms}")
+        _check(self.queue_size >= 1, "batching.queue_size", f"must be at least 1, got {self.queue_size}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RenderConfig:
+    """How masks are drawn over the frames."""
+
+    opacity: float = 0.5
+    outlines: bool = True
+    labels: bool = True
+    color_by: str = "auto"
+
+    def __post_init__(self) -> None:
+        _check(0.0 <= self.opacity <= 1.0, "render.opacity", f"must be between 0 and 1, got {self.opacity}")
+        _check(self.color_by in ("auto", "class", "instance"), "render.color_by",
+               f"unknown value {self.color_by!r} (expected auto, class or instance)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutputConfig:
+    """Where results go."""
+
+    video: str | None = None
+    masks: str | None = None
+    audio: bool = True
+    codec: str = "libx264"
+    crf: int = 20
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.crf <= 51, "output.crf", f"must be between 0 and 51, got {self.crf}")
+        if self.video is not None:
+            suffix = Path(self.video).suffix.lower()
+            _check(suffix in (".mp4", ".mkv", ".mov"), "output.video",
+                   f"unsupported container {suffix or '(none)'!r} for {self.video} (use .mp4, .mkv or .mov)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """Everything a run needs; build it with :func:`load_config` or ``Config.from_dict``."""
+
+    sources: tuple[str, ...] = ()
+    model: ModelConfig = field(default_factory=ModelConfig)
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+    batching: BatchingConfig = field(default_factory=BatchingConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Config:
+        """Build and validate a config from plain data (as YAML gives it)."""
+        return _build(cls, data, "")
+
+    def merged(self, overrides: dict[str, Any]) -> Config:
+        """A copy with dotted keys replaced, e.g. ``{"postprocess.threshold": 0.7}``; None values are skipped."""
+        data = dataclasses.asdict(self)
+        for dotted, value in overrides.items():
+            if value is None:
+                continue
+            node = data
+            *parents, leaf = dotted.split(".")
+            for part in parents:
+                node = node[part]
+            node[leaf] = value
+        return Config.from_dict(data)
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
+    """Load a YAML config file (or the defaults) and apply dotted-key overrides.
+
+    Raises:
+        ConfigError: the file is missing, is not YAML, or holds an unknown or ill-typed key.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(loaded).__name__}")
+        data = loaded or {}
+    config = Config.from_dict(data)
+    return config.merged({k.replace("__", "."): v for k, v in overrides.items()})
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        where = f"{prefix}{key}"
+        if key not in fields:
+            raise ConfigError(f"{where}: unknown key (expected one of: {', '.join(fields)})")
+        kwargs[key] = _coerce(hints[key], value, where)
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    """Check ``value`` against a field's type hint, converting only where no information is lost."""
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where + ".")
+    if origin in (types.UnionType, typing.Union):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(inner, value, where)
+    if origin is tuple:
+        (inner, _) = typing.get_args(hint)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
+        return tuple(_coerce(inner, v, f"{where}[{i}]") for i, v in enumerate(value))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {hint} at {where}")  # a bug in this module, not user input

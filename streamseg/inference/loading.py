@@ -1,0 +1,117 @@
+"""Loading a Mask2Former checkpoint from the Hugging Face hub or a local folder in the hub layout."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..exceptions import ModelError
+from .preprocess import PreprocessSpec
+
+__all__ = ["LoadedModel", "load_model", "resolve_device", "resolve_dtype", "guess_task"]
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for inference, with what is needed to feed it and read its output."""
+
+    model: torch.nn.Module
+    spec: PreprocessSpec
+    id2label: dict[int, str]
+    name: str
+    device: torch.device
+    dtype: torch.dtype
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` picks the first CUDA device when there is one, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError(f"device {device!r} requested but CUDA is not available on this machine")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """``auto`` is float32 on the CPU and float16 on an accelerator."""
+    if dtype == "auto":
+        return torch.float32 if device.type == "cpu" else torch.float16
+    return _DTYPES[dtype]
+
+
+def guess_task(name: str, id2label: dict[int, str]) -> str:
+    """The task a checkpoint was trained for, read from its name; panoptic when the name does not say."""
+    lowered = os.path.basename(os.path.normpath(name)).lower() if os.path.isdir(name) else name.lower()
+    for task in ("panoptic", "instance", "semantic"):
+        if task in lowered:
+            return task
+    if any(k in lowered for k in ("ade", "cityscapes", "mapillary")) and len(id2label) in (19, 65, 150):
+        return "semantic"
+    return "panoptic"
+
+
+def _read_preprocessor_config(name: str) -> dict:
+    if os.path.isdir(name):
+        path = Path(name) / "preprocessor_config.json"
+        if not path.is_file():
+            raise ModelError(f"{name}: no preprocessor_config.json in the model folder")
+    else:
+        if name.startswith((".", "/", "~")) or name.count("/") > 1 or os.path.exists(name):
+            raise ModelError(f"{name}: not a model folder (no such directory)")
+        from transformers.utils import cached_file
+
+        try:
+            found = cached_file(name, "preprocessor_config.json")
+        except OSError as exc:
+            text = str(exc)
+            if "connect" in text or "offline" in text.lower() or "cached" in text:
+                raise ModelError(
+                    f"cannot download model {name!r}: the Hugging Face hub is unreachable and it is not in the "
+                    "local cache; pass a local folder in the hub layout with --model PATH"
+                ) from exc
+            raise ModelError(f"model {name!r} not found on the Hugging Face hub: {text.splitlines()[0]}") from exc
+        if found is None:
+            raise ModelError(f"model {name!r} has no preprocessor_config.json")
+        path = Path(found)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path}: unreadable preprocessor config ({exc})") from exc
+
+
+def load_model(name: str, *, device: str = "auto", dtype: str = "auto") -> LoadedModel:
+    """Load a Mask2Former checkpoint for inference.
+
+    Args:
+        name: a hub id such as ``facebook/mask2former-swin-tiny-coco-panoptic`` or a local folder with
+            config.json, weights and preprocessor_config.json.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        dtype: ``auto``, ``float32``, ``float16`` or ``bfloat16``; weights are cast whatever they were saved in.
+
+    Raises:
+        ModelError: the checkpoint cannot be found or loaded.
+    """
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    spec = PreprocessSpec.from_dict(_read_preprocessor_config(name))
+
+    from transformers import Mask2FormerForUniversalSegmentation
+
+    try:
+        model = Mask2FormerForUniversalSegmentation.from_pretrained(name)
+    except (OSError, ValueError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"cannot load model {name!r}: {first}") from exc
+    model = model.to(device=torch_device, dtype=torch_dtype).eval()
+    id2label = {int(k): str(v) for k, v in model.config.id2label.items()}
+    log.info("loaded %s on %s as %s", name, torch_device, torch_dtype)
+    return LoadedModel(model=model, spec=spec, id2label=id2label, name=name, device=torch_device, dtype=torch_dtype)

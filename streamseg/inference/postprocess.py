@@ -1,0 +1,255 @@
+"""Batched Mask2Former post-processing in torch, equal to transformers' post_process_* functions.
+
+Each function takes a whole batch of model outputs and returns one :class:`Segmentation` per frame.
+They follow transformers step for step, quirks included (mask logits first resized to 384x384;
+instance masks are ``logits > 0`` whatever ``mask_threshold`` says; panoptic compares score-weighted
+probabilities with ``mask_threshold``; the panoptic segment counter of ``compute_segments``), but
+replace the per-query Python loops with tensor ops, so a batch costs two small device-to-host copies
+instead of one sync per query.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..types import Segmentation
+
+__all__ = ["postprocess", "semantic", "instance", "panoptic"]
+
+HF_MASK_SIZE = (384, 384)  # transformers resizes mask logits to this before anything else
+
+
+def _masks_384(mask_logits: torch.Tensor) -> torch.Tensor:
+    return F.interpolate(mask_logits.float(), size=HF_MASK_SIZE, mode="bilinear", align_corners=False)
+
+
+def _by_size(sizes: Sequence[tuple[int, int]]) -> dict[tuple[int, int], list[int]]:
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, size in enumerate(sizes):
+        groups.setdefault(tuple(size), []).append(i)  # type: ignore[arg-type]
+    return groups
+
+
+def _boxes_and_areas(masks: list[torch.Tensor]) -> tuple[list[list[int]], list[list[tuple[int, int, int, int]]]]:
+    """Area and (x, y, w, h) box of every mask of every frame, with one device-to-host copy."""
+    stats = []
+    for m in masks:
+        if m.shape[0] == 0:
+            stats.append(torch.zeros((0, 5), dtype=torch.int64, device=m.device))
+            continue
+        rows, cols = m.any(2), m.any(1)
+        h, w = m.shape[1], m.shape[2]
+        y0 = rows.int().argmax(1)
+        y1 = h - 1 - rows.flip(1).int().argmax(1)
+        x0 = cols.int().argmax(1)
+        x1 = w - 1 - cols.flip(1).int().argmax(1)
+        area = m.flatten(1).sum(1)
+        stats.append(torch.stack([area, x0, y0, x1 - x0 + 1, y1 - y0 + 1], dim=1).long())
+    counts = [s.shape[0] for s in stats]
+    flat = torch.cat(stats).cpu().tolist() if stats else []
+    areas, boxes, k = [], [], 0
+    for n in counts:
+        rows_ = flat[k : k + n]
+        k += n
+        areas.append([r[0] for r in rows_])
+        boxes.append([(r[1], r[2], r[3], r[4]) if r[0] > 0 else (0, 0, 0, 0) for r in rows_])
+    return areas, boxes
+
+
+def _finish(
+    task: str,
+    masks: list[torch.Tensor],
+    ids: list[list[int]],
+    labels: list[list[int]],
+    scores: list[list[float | None]],
+    id2label: dict[int, str],
+) -> list[Segmentation]:
+    areas, boxes = _boxes_and_areas(masks)
+    return [
+        Segmentation(task, m, i, lb, s, areas=a, boxes=b, id2label=id2label)
+        for m, i, lb, s, a, b in zip(masks, ids, labels, scores, areas, boxes)
+    ]
+
+
+def semantic(
+    class_logits: torch.Tensor,
+    mask_logits: torch.Tensor,
+    target_sizes: Sequence[tuple[int, int]],
+    id2label: dict[int, str] | None = None,
+) -> list[Segmentation]:
+    """``post_process_semantic_segmentation``: one segment per class present, score None."""
+    masks = _masks_384(mask_logits).sigmoid()
+    classes = class_logits.float().softmax(-1)[..., :-1]
+    scores = torch.einsum("bqc,bqhw->bchw", classes, masks)
+    num_classes = classes.shape[-1]
+    maps: list[torch.Tensor] = [torch.empty(0)] * len(target_sizes)
+    for i, size in enumerate(target_sizes):  # per frame, like transformers: (C, H, W) at full size is large
+        up = F.interpolate(scores[i : i + 1], size=tuple(size), mode="bilinear", align_corners=False)
+        maps[i] = up[0].argmax(0)
+    present = torch.stack([torch.bincount(m.flatten(), minlength=num_classes) > 0 for m in maps]).cpu()
+    out_masks, ids = [], []
+    for m, row in zip(maps, present):
+        labels = row.nonzero().flatten()
+        out_masks.append(m[None] == labels.to(m.device)[:, None, None])
+        ids.append(labels.tolist())
+    return _finish("semantic", out_masks, ids, ids, [[None] * len(i) for i in ids], id2label or {})
+
+
+def instance(
+    class_logits: torch.Tensor,
+    mask_logits: torch.Tensor,
+    target_sizes: Sequence[tuple[int, int]],
+    *,
+    threshold: float = 0.5,
+    id2label: dict[int, str] | None = None,
+) -> list[Segmentation]:
+    """``post_process_instance_segmentation``: top-Q (query, class) pairs, masks may overlap.
+
+    Segments are ordered by score (transformers keeps ``topk(sorted=False)`` order, which differs by device).
+    """
+    batch, queries, _ = class_logits.shape
+    num_classes = class_logits.shape[-1] - 1
+    m384 = _masks_384(mask_logits)
+    scores = class_logits.float().softmax(-1)[..., :-1].flatten(1)
+    top_scores, top_index = scores.topk(queries, dim=1, sorted=False)
+    top_labels = top_index % num_classes
+    top_query = torch.div(top_index, num_classes, rounding_mode="floor")
+    picked = torch.gather(m384, 1, top_query[:, :, None, None].expand(-1, -1, *HF_MASK_SIZE))
+    binary = picked > 0
+    mask_scores = (picked.sigmoid() * binary).flatten(2).sum(-1) / (binary.flatten(2).sum(-1) + 1e-6)
+    final_scores = top_scores * mask_scores
+
+    # Nearest upsampling is a gather of source rows and columns; take the indices from interpolate itself.
+    lookups = {}
+    nonempty = torch.zeros((batch, queries), dtype=torch.bool, device=binary.device)
+    for size, members in _by_size(target_sizes).items():
+        rows = _nearest_index(HF_MASK_SIZE[0], size[0], binary.device)
+        cols = _nearest_index(HF_MASK_SIZE[1], size[1], binary.device)
+        lookups[size] = (rows, cols)
+        sub = binary[members][:, :, rows.unique()][..., cols.unique()]
+        nonempty[members] = sub.flatten(2).any(-1)
+    keep = nonempty & (final_scores >= threshold)
+    keep_h, scores_h, labels_h = (t.cpu() for t in (keep, final_scores, top_labels))
+
+    out_masks, ids, labels, out_scores = [], [], [], []
+    for b, size in enumerate(target_sizes):
+        kept = keep_h[b].nonzero().flatten()
+        kept = kept[scores_h[b, kept].argsort(descending=True, stable=True)]
+        rows, cols = lookups[tuple(size)]  # type: ignore[index]
+        sel = binary[b, kept.to(binary.device)]
+        out_masks.append(sel[:, rows][:, :, cols])
+        ids.append(list(range(len(kept))))
+        labels.append(labels_h[b, kept].tolist())
+        out_scores.append([round(s, 6) for s in scores_h[b, kept].tolist()])
+    return _finish("instance", out_masks, ids, labels, out_scores, id2label or {})
+
+
+def _nearest_index(src: int, dst: int, device: torch.device) -> torch.Tensor:
+    grid = torch.arange(src, dtype=torch.float32, device=device).view(1, 1, src)
+    return F.interpolate(grid, size=dst, mode="nearest")[0, 0].long()
+
+
+def panoptic(
+    class_logits: torch.Tensor,
+    mask_logits: torch.Tensor,
+    target_sizes: Sequence[tuple[int, int]],
+    *,
+    threshold: float = 0.5,
+    mask_threshold: float = 0.5,
+    overlap_threshold: float = 0.8,
+    label_ids_to_fuse: Sequence[int] = (),
+    id2label: dict[int, str] | None = None,
+) -> list[Segmentation]:
+    """``post_process_panoptic_segmentation``: non-overlapping segments, ids from 1.
+
+    Queries of a class in ``label_ids_to_fuse`` share one segment; such a segment is reported once.
+    """
+    num_labels = class_logits.shape[-1] - 1
+    probs = _masks_384(mask_logits).sigmoid()
+    pred_scores, pred_labels = class_logits.float().softmax(-1).max(-1)
+    keep = (pred_labels != num_labels) & (pred_scores > threshold)
+    keep_h, scores_h, labels_h = (t.cpu() for t in (keep, pred_scores, pred_labels))
+
+    winners: list[torch.Tensor | None] = []
+    area_stats = []
+    for b, size in enumerate(target_sizes):
+        kept = keep_h[b].nonzero().flatten()
+        if len(kept) == 0:
+            winners.append(None)
+            continue
+        kept_d = kept.to(probs.device)
+        up = F.interpolate(probs[b, kept_d][None], size=tuple(size), mode="bilinear", align_corners=False)[0]
+        up *= pred_scores[b, kept_d].view(-1, 1, 1)
+        winner = up.argmax(0)
+        winners.append(winner)
+        area = torch.bincount(winner.flatten(), minlength=len(kept))
+        original = (up >= mask_threshold).flatten(1).sum(1)
+        area_stats.append(torch.stack([area, original]))
+    areas_h = [s.tolist() for s in torch.cat(area_stats, dim=1).cpu().split(
+        [s.shape[1] for s in area_stats], dim=1)] if area_stats else []
+
+    fuse = set(label_ids_to_fuse)
+    out_masks, ids, labels, out_scores = [], [], [], []
+    stats_iter = iter(areas_h)
+    for b, size in enumerate(target_sizes):
+        winner = winners[b]
+        if winner is None:
+            out_masks.append(torch.zeros((0, *size), dtype=torch.bool, device=probs.device))
+            ids.append([]), labels.append([]), out_scores.append([])
+            continue
+        (area, original) = next(stats_iter)
+        kept = keep_h[b].nonzero().flatten().tolist()
+        lut = [0] * len(kept)
+        seg_ids: list[int] = []
+        seg_labels: list[int] = []
+        seg_scores: list[float | None] = []
+        current, stuff_memory = 0, {}
+        for k, q in enumerate(kept):
+            label = int(labels_h[b, q])
+            if not (area[k] > 0 and original[k] > 0 and area[k] / original[k] > overlap_threshold):
+                continue
+            # transformers' compute_segments counter, reproduced as is (a fused id can be reused later).
+            if label in stuff_memory:
+                current = stuff_memory[label]
+            else:
+                current += 1
+            lut[k] = current
+            if current not in seg_ids:
+                seg_ids.append(current)
+                seg_labels.append(label)
+                seg_scores.append(round(float(scores_h[b, q]), 6))
+            if label in fuse:
+                stuff_memory[label] = current
+        id_map = torch.tensor(lut, dtype=torch.int64, device=winner.device)[winner]
+        seg_tensor = torch.tensor(seg_ids, dtype=torch.int64, device=winner.device)
+        out_masks.append(id_map[None] == seg_tensor[:, None, None])
+        ids.append(seg_ids), labels.append(seg_labels), out_scores.append(seg_scores)
+    return _finish("panoptic", out_masks, ids, labels, out_scores, id2label or {})
+
+
+def postprocess(
+    task: str,
+    class_logits: torch.Tensor,
+    mask_logits: torch.Tensor,
+    target_sizes: Sequence[tuple[int, int]],
+    *,
+    threshold: float = 0.5,
+    mask_threshold: float = 0.5,
+    overlap_threshold: float = 0.8,
+    label_ids_to_fuse: Sequence[int] = (),
+    id2label: dict[int, str] | None = None,
+) -> list[Segmentation]:
+    """Dispatch to the task's post-processing with transformers' defaults."""
+    if task == "semantic":
+        return semantic(class_logits, mask_logits, target_sizes, id2label)
+    if task == "instance":
+        return instance(class_logits, mask_logits, target_sizes, threshold=threshold, id2label=id2label)
+    if task == "panoptic":
+        return panoptic(
+            class_logits, mask_logits, target_sizes, threshold=threshold, mask_threshold=mask_threshold,
+            overlap_threshold=overlap_threshold, label_ids_to_fuse=label_ids_to_fuse, id2label=id2label,
+        )
+    raise ValueError(f"unknown task {task!r}")

@@ -1,0 +1,127 @@
+"""The model runner: one batch of frames in, one result per frame out, all heavy work on the device."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from ..annotators.masks import MaskAnnotator
+from ..config import PostprocessConfig
+from ..exceptions import ModelError
+from ..types import Frame, FrameResult
+from .loading import LoadedModel
+from .postprocess import postprocess
+from .preprocess import preprocess
+
+__all__ = ["ModelRunner"]
+
+STAGES = ("upload", "preprocess", "forward", "postprocess", "render", "download")
+
+
+class ModelRunner:
+    """Runs a loaded Mask2Former over batches of frames.
+
+    Args:
+        loaded: the model, its preprocessing and labels.
+        task: "semantic", "instance" or "panoptic".
+        post: thresholds for post-processing.
+        annotator: draws the overlay on the device; None skips rendering.
+        masks_to_host: copy the masks to host memory (needed by mask export and the Python API).
+        compile: wrap the forward pass in ``torch.compile``.
+        profile: synchronize the device after each stage so the per-stage times in ``FrameResult.stats``
+            are exact (costs a little speed; the benchmark turns it on).
+    """
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        task: str,
+        post: PostprocessConfig,
+        *,
+        annotator: MaskAnnotator | None = None,
+        masks_to_host: bool = True,
+        compile: bool = False,
+        profile: bool = False,
+    ) -> None:
+        self.loaded = loaded
+        self.task = task
+        self.post = post
+        self.annotator = annotator
+        self.masks_to_host = masks_to_host
+        self.profile = profile
+        self._forward = loaded.model
+        if compile:
+            self._forward = torch.compile(loaded.model)
+        self._pin = loaded.device.type == "cuda"
+
+    def __call__(self, frames: Sequence[Frame]) -> list[FrameResult]:
+        """Segment a batch of frames (any mix of sizes)."""
+        try:
+            return self._run(frames)
+        except torch.cuda.OutOfMemoryError as exc:
+            raise ModelError(f"out of device memory on a batch of {len(frames)} frames; lower --batch-size") from exc
+        except RuntimeError as exc:
+            raise ModelError(f"inference failed: {str(exc).splitlines()[0]}") from exc
+
+    def _run(self, frames: Sequence[Frame]) -> list[FrameResult]:
+        device, loaded = self.loaded.device, self.loaded
+        times = dict.fromkeys(STAGES, 0.0)
+        clock = time.perf_counter()
+
+        def lap(stage: str) -> None:
+            nonlocal clock
+            if self.profile and device.type == "cuda":
+                torch.cuda.synchronize(device)
+            now = time.perf_counter()
+            times[stage] += now - clock
+            clock = now
+
+        with torch.inference_mode():
+            images = [self._upload(f.image) for f in frames]
+            lap("upload")
+            pixel_values = preprocess(images, loaded.spec, loaded.dtype)
+            lap("preprocess")
+            outputs = self._forward(pixel_values=pixel_values)
+            lap("forward")
+            segs = postprocess(
+                self.task,
+                outputs.class_queries_logits,
+                outputs.masks_queries_logits,
+                [(f.height, f.width) for f in frames],
+                threshold=self.post.threshold,
+                mask_threshold=self.post.mask_threshold,
+                overlap_threshold=self.post.overlap_threshold,
+                label_ids_to_fuse=self.post.label_ids_to_fuse,
+                id2label=loaded.id2label,
+            )
+            lap("postprocess")
+            drawn = [self.annotator.annotate(img, seg) for img, seg in zip(images, segs)] if self.annotator else []
+            lap("render")
+            annotated: list[np.ndarray | None] = [None] * len(frames)
+            if drawn:
+                annotated = list(_to_host(drawn))
+            if self.masks_to_host:
+                segs = [s.cpu() for s in segs]
+            lap("download")
+        per_frame = {k: v / len(frames) for k, v in times.items()}
+        return [FrameResult(f, s, a, per_frame) for f, s, a in zip(frames, segs, annotated)]
+
+    def _upload(self, image: np.ndarray) -> torch.Tensor:
+        tensor = torch.from_numpy(image)
+        if self.loaded.device.type == "cpu":
+            return tensor
+        if self._pin:
+            tensor = tensor.pin_memory()
+        return tensor.to(self.loaded.device, non_blocking=True)
+
+
+def _to_host(images: list[torch.Tensor]) -> list[np.ndarray]:
+    """Copy drawn frames to host memory, batched per size so a batch costs one transfer."""
+    if images[0].device.type == "cpu":
+        return [t.numpy() for t in images]
+    if all(t.shape == images[0].shape for t in images):
+        return list(torch.stack(images).cpu().numpy())
+    return [t.cpu().numpy() for t in images]

@@ -1,0 +1,84 @@
+"""Per-frame masks as JSON lines, one record per frame, COCO RLE per segment."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from .. import rle
+from ..exceptions import SinkError
+from ..types import FrameResult
+
+__all__ = ["JsonlSink", "result_record"]
+
+
+def result_record(result: FrameResult, *, wall_clock: bool = False) -> dict[str, Any]:
+    """The JSON record of one frame.
+
+    ``time`` is seconds from the start of the source, or Unix time for live sources (``wall_clock``).
+    """
+    seg = result.segmentation
+    masks = seg.masks.cpu().numpy()
+    segments = []
+    for k in range(len(seg)):
+        score = seg.scores[k]
+        segments.append({
+            "id": seg.ids[k],
+            "label_id": seg.label_ids[k],
+            "label": seg.labels[k],
+            "score": None if score is None or math.isnan(score) else score,
+            "area": seg.areas[k],
+            "bbox": list(seg.boxes[k]),
+            "rle": rle.encode(masks[k]),
+        })
+    frame = result.frame
+    return {
+        "frame": frame.index,
+        "pts": frame.pts,
+        "time": round(time.time() if wall_clock else frame.time, 6),
+        "source": frame.source,
+        "width": frame.width,
+        "height": frame.height,
+        "task": seg.task,
+        "segments": segments,
+    }
+
+
+class JsonlSink:
+    """Appends one JSON line per frame to a file, flushed per line so an interrupted run keeps its records."""
+
+    def __init__(self, path: str | Path, *, wall_clock: bool = False) -> None:
+        self.path = str(path)
+        self.wall_clock = wall_clock
+        self._file: IO[str] | None = None
+
+    def __enter__(self) -> JsonlSink:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def open(self) -> None:
+        try:
+            self._file = open(self.path, "w", encoding="utf-8")
+        except OSError as exc:
+            raise SinkError(f"{self.path}: cannot open for writing: {exc.strerror or exc}") from exc
+
+    def write(self, result: FrameResult) -> None:
+        if self._file is None:
+            self.open()
+        assert self._file is not None
+        try:
+            self._file.write(json.dumps(result_record(result, wall_clock=self.wall_clock)) + "\n")
+            self._file.flush()
+        except OSError as exc:
+            raise SinkError(f"{self.path}: cannot write: {exc.strerror or exc}") from exc
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None

@@ -1,0 +1,195 @@
+"""Annotated video out, encoded with PyAV, keeping the source's timestamps and audio."""
+
+from __future__ import annotations
+
+import logging
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from ..exceptions import SinkError
+from ..types import FrameResult
+
+__all__ = ["VideoSink", "check_writable"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RATE = Fraction(30, 1)
+
+
+def check_writable(path: str | Path) -> None:
+    """Fail early, before any work, when an output file cannot be created.
+
+    Raises:
+        SinkError: the folder is missing or not writable, or the path is a folder.
+    """
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise SinkError(f"{path}: is a directory")
+    if not folder.is_dir():
+        raise SinkError(f"{path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise SinkError(f"{path}: permission denied")
+
+
+class VideoSink:
+    """Writes annotated frames to a video file.
+
+    Every frame keeps its source timestamp (variable frame rate stays variable; the rate is never
+    rounded). Audio streams of ``audio_from`` are copied packet by packet, up to the end of the last
+    written frame, so an interrupted run still has matching sound. Odd frame sizes are padded by one
+    pixel to the even size that 4:2:0 video needs.
+
+    Args:
+        path: output file; its suffix picks the container (.mp4, .mkv, .mov).
+        time_base: unit of the frames' ``pts``.
+        rate: the source's average frame rate (a hint for players and the encoder's rate control).
+        audio_from: a file whose audio streams to copy, or None.
+        codec: video encoder name (libx264, h264_nvenc, ...).
+        crf: quality for x264-style encoders (lower is better).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        time_base: Fraction,
+        rate: Fraction | None = None,
+        audio_from: str | None = None,
+        codec: str = "libx264",
+        crf: int = 20,
+    ) -> None:
+        self.path = str(path)
+        self.time_base = time_base
+        self.rate = rate or DEFAULT_RATE
+        self.audio_from = audio_from
+        self.codec = codec
+        self.crf = crf
+        self.frames_written = 0
+        self._out: av.container.OutputContainer | None = None
+        self._video: av.VideoStream | None = None
+        self._audio_in: av.container.InputContainer | None = None
+        self._audio_packets = None
+        self._audio_map: dict[int, av.stream.Stream] = {}
+        self._pending_audio: av.Packet | None = None
+        self._last_pts: int | None = None
+        self._end_time = 0.0
+        self._size: tuple[int, int] | None = None
+
+    def __enter__(self) -> VideoSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _open(self, width: int, height: int) -> None:
+        even_w, even_h = width + width % 2, height + height % 2
+        if (even_w, even_h) != (width, height):
+            log.info("%s: padding %dx%d frames to %dx%d for 4:2:0 video", self.path, width, height, even_w, even_h)
+        try:
+            self._out = av.open(self.path, mode="w")
+            options = {"crf": str(self.crf), "preset": "veryfast"} if self.codec.startswith("libx26") else {}
+            stream = self._out.add_stream(self.codec, rate=self.rate, options=options)
+            stream.width, stream.height, stream.pix_fmt = even_w, even_h, "yuv420p"
+            stream.codec_context.time_base = self.time_base
+            stream.time_base = self.time_base
+            self._video = stream
+        except (av.FFmpegError, ValueError) as exc:
+            raise SinkError(f"{self.path}: cannot open for writing: {_reason(exc)}") from exc
+        self._size = (width, height)
+        if self.audio_from:
+            self._open_audio()
+
+    def _open_audio(self) -> None:
+        assert self._out is not None
+        try:
+            self._audio_in = av.open(self.audio_from)
+        except av.FFmpegError as exc:
+            log.warning("%s: cannot reopen %s for its audio (%s); writing video only", self.path, self.audio_from,
+                        _reason(exc))
+            return
+        for stream in self._audio_in.streams.audio:
+            try:
+                self._audio_map[stream.index] = self._out.add_stream_from_template(stream)
+            except (av.FFmpegError, ValueError) as exc:
+                log.warning("%s: audio codec %s cannot be copied into this container (%s); try .mkv",
+                            self.path, stream.codec_context.name, _reason(exc))
+        if self._audio_map:
+            self._audio_packets = self._audio_in.demux(*[self._audio_in.streams[i] for i in self._audio_map])
+        else:
+            self._audio_in.close()
+            self._audio_in = None
+
+    def write(self, result: FrameResult) -> None:
+        """Encode one annotated frame (or the plain frame if nothing was drawn)."""
+        image = result.annotated if result.annotated is not None else result.frame.image
+        if self._out is None:
+            self._open(image.shape[1], image.shape[0])
+        assert self._video is not None and self._size is not None
+        if (image.shape[1], image.shape[0]) != self._size:
+            raise SinkError(f"{self.path}: frame size changed from {self._size} to {image.shape[1::-1]}")
+        if image.shape[0] % 2 or image.shape[1] % 2:
+            image = np.pad(image, ((0, image.shape[0] % 2), (0, image.shape[1] % 2), (0, 0)), mode="edge")
+        pts = result.pts if result.pts is not None else self.frames_written
+        if self._last_pts is not None and pts <= self._last_pts:
+            pts = self._last_pts + 1  # encoders reject repeated timestamps
+        self._last_pts = pts
+        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        frame.pts, frame.time_base = pts, self.time_base
+        try:
+            for packet in self._video.encode(frame):
+                self._out.mux(packet)
+        except av.FFmpegError as exc:
+            raise SinkError(f"{self.path}: cannot write: {_reason(exc)}") from exc
+        self.frames_written += 1
+        self._end_time = float(pts * self.time_base) + float(1 / self.rate)
+        self._copy_audio(until=self._end_time)
+
+    def _copy_audio(self, until: float) -> None:
+        if self._audio_packets is None:
+            return
+        assert self._out is not None
+        while True:
+            packet = self._pending_audio or next(self._audio_packets, None)
+            self._pending_audio = None
+            if packet is None:
+                self._audio_packets = None
+                return
+            if packet.dts is None:  # the demuxer's end-of-stream packet
+                continue
+            if float(packet.dts * packet.time_base) > until:
+                self._pending_audio = packet
+                return
+            packet.stream = self._audio_map[packet.stream_index]
+            try:
+                self._out.mux(packet)
+            except av.FFmpegError as exc:
+                log.warning("%s: dropping audio (%s)", self.path, _reason(exc))
+                self._audio_packets = None
+                return
+
+    def close(self) -> None:
+        """Flush the encoder and finish the file so that it plays; safe to call twice."""
+        if self._out is None:
+            return
+        try:
+            if self._video is not None:
+                for packet in self._video.encode(None):
+                    self._out.mux(packet)
+            self._copy_audio(until=self._end_time)
+        except av.FFmpegError as exc:
+            raise SinkError(f"{self.path}: cannot finish the file: {_reason(exc)}") from exc
+        finally:
+            self._out.close()
+            self._out = None
+            if self._audio_in is not None:
+                self._audio_in.close()
+                self._audio_in = None
+
+
+def _reason(exc: BaseException) -> str:
+    return str(getattr(exc, "strerror", None) or exc)
