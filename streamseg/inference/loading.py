@@ -108,7 +108,7 @@ def load_model(name: str, *, device: str = "auto", dtype: str = "auto") -> Loade
 
     try:
         model = Mask2FormerForUniversalSegmentation.from_pretrained(name)
-    except (OSError, ValueError, RuntimeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure to load is the checkpoint's (safetensors, config, ...)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"cannot load model {name!r}: {first}") from exc
     model = model.to(device=torch_device, dtype=torch_dtype).eval()

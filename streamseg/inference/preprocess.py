@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from ..exceptions import ModelError
 
-__all__ = ["PreprocessSpec", "resized_size", "preprocess"]
+__all__ = ["PreprocessSpec", "resized_size", "resize_uint8", "preprocess"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -106,6 +106,19 @@ def _size_with_aspect_ratio(height: int, width: int, size: int, max_size: int | 
     return oh, ow
 
 
+def resize_uint8(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """PIL's antialiased bilinear resize of a (B, 3, H, W) uint8 batch, returning uint8.
+
+    On the CPU, torch resizes uint8 with a fixed-point version of PIL's filter; elsewhere it works in
+    float, rounded back to uint8. Either way a value is at most one level off PIL's.
+    """
+    if x.device.type == "cpu":
+        return F.interpolate(x.contiguous(memory_format=torch.channels_last), size=size, mode="bilinear",
+                             align_corners=False, antialias=True)
+    y = F.interpolate(x.float(), size=size, mode="bilinear", align_corners=False, antialias=True)
+    return y.round_().clamp_(0, 255).to(torch.uint8)
+
+
 def preprocess(images: list[torch.Tensor], spec: PreprocessSpec, dtype: torch.dtype) -> torch.Tensor:
     """Turn uint8 (H, W, 3) RGB tensors into the model's ``pixel_values``.
 
@@ -119,12 +132,11 @@ def preprocess(images: list[torch.Tensor], spec: PreprocessSpec, dtype: torch.dt
     std = torch.tensor(spec.image_std, device=device, dtype=torch.float32).view(1, 3, 1, 1)
     resized: list[torch.Tensor | None] = [None] * len(images)
     for (h, w), members in groups.items():
-        x = torch.stack([images[i] for i in members]).permute(0, 3, 1, 2).float()
+        x = torch.stack([images[i] for i in members]).permute(0, 3, 1, 2)
         new_size = resized_size(h, w, spec)
         if new_size != (h, w):
-            # PIL resamples uint8 with an antialiasing filter and rounds back to uint8.
-            x = F.interpolate(x, size=new_size, mode="bilinear", align_corners=False, antialias=True)
-            x = x.round_().clamp_(0, 255)
+            x = resize_uint8(x, new_size)
+        x = x.float()
         if spec.do_rescale:
             x = x * spec.rescale_factor
         if spec.do_normalize:

@@ -52,7 +52,7 @@ def _open(path: str) -> av.container.InputContainer:
     try:
         container = av.open(path, mode="r")
     except av.error.InvalidDataError as exc:
-        raise SourceError(f"{path}: not a video file (FFmpeg cannot read its format)") from exc
+        raise SourceError(f"{path}: not a video file, or damaged (FFmpeg: {exc.strerror or exc})") from exc
     except av.FFmpegError as exc:
         raise SourceError(f"{path}: cannot open: {exc.strerror or exc}") from exc
     if not container.streams.video:
@@ -135,5 +135,19 @@ def read_frames(path: str | Path, *, name: str | None = None) -> Iterator[Frame]
                         exc.strerror or exc)
         if index == 0:
             raise SourceError(f"{path}: no decodable video frame")
+        declared = _declared_seconds(container, stream)
+        reached = float((last_pts - start) * time_base) if last_pts is not None else 0.0
+        frame_s = float(1 / stream.average_rate) if stream.average_rate else 0.1
+        if declared is not None and reached + 3 * frame_s < declared:
+            log.warning("%s: video ends at %.2f s but the file declares %.2f s; the file may be truncated",
+                        path, reached, declared)
     finally:
         container.close()
+
+
+def _declared_seconds(container: av.container.InputContainer, stream: av.VideoStream) -> float | None:
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    if container.duration:
+        return container.duration / av.time_base
+    return None

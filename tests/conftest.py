@@ -1,0 +1,122 @@
+"""Shared fixtures: tiny Mask2Former checkpoints saved in the hub layout, and small real video files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from streamseg.synthetic import Scene
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_MODEL = ROOT / "samples" / "model"
+SAMPLE_CLIP = ROOT / "samples" / "shapes.mp4"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait on the network in tests
+
+
+def build_tiny_model(folder: Path, size: dict, *, num_labels: int = 5, seed: int = 0) -> Path:
+    """Save a randomly initialised tiny Mask2Former (Swin backbone) with a preprocessor config."""
+    from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation, SwinConfig
+
+    torch.manual_seed(seed)
+    backbone = SwinConfig(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2], window_size=7,
+                          out_features=["stage1", "stage2", "stage3", "stage4"])
+    config = Mask2FormerConfig(
+        backbone_config=backbone, hidden_dim=32, mask_feature_size=32, feature_size=32, encoder_layers=1,
+        decoder_layers=2, num_queries=12, num_labels=num_labels, dim_feedforward=64, encoder_feedforward_dim=64,
+        id2label={i: f"class{i}" for i in range(num_labels)},
+    )
+    model = Mask2FormerForUniversalSegmentation(config)
+    model.save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text(json.dumps({
+        "image_processor_type": "Mask2FormerImageProcessor", "size": size, "size_divisor": 32,
+        "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
+        "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225],
+    }))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Shortest/longest-edge size style."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-edge"), {"shortest_edge": 96, "longest_edge": 160})
+
+
+@pytest.fixture(scope="session")
+def tiny_model_fixed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Fixed height/width size style, like the hub checkpoints (384x384)."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-fixed"), {"height": 128, "width": 128}, seed=1)
+
+
+def write_clip(
+    path: Path,
+    *,
+    width: int = 96,
+    height: int = 64,
+    pts: list[int] | None = None,
+    time_base: Fraction = Fraction(1, 30),
+    frames: int = 12,
+    audio: bool = False,
+    seed: int = 5,
+    codec: str = "libx264",
+) -> Path:
+    """Encode a synthetic scene with chosen timestamps (and optionally a sine tone track)."""
+    pts = pts if pts is not None else list(range(frames))
+    scene = Scene(seed, aspect=width / height)
+    container = av.open(str(path), mode="w")
+    stream = container.add_stream(codec, rate=30)
+    stream.width, stream.height = width, height
+    stream.pix_fmt = "yuv444p" if (width % 2 or height % 2) else "yuv420p"
+    stream.codec_context.time_base = time_base
+    astream = container.add_stream("aac", rate=48000, layout="mono") if audio else None
+    for i, p in enumerate(pts):
+        image, _ = scene.render(i * 3, width, height)
+        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        frame.pts, frame.time_base = p, time_base
+        for packet in stream.encode(frame):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+    if astream is not None:
+        seconds = float((pts[-1] + 1) * time_base) + 0.5
+        total = int(seconds * 48000)
+        tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(total) / 48000)).astype(np.float32)
+        for start in range(0, total, 1024):
+            chunk = np.ascontiguousarray(tone[None, start : start + 1024])
+            aframe = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="mono")
+            aframe.sample_rate, aframe.pts = 48000, start
+            for packet in astream.encode(aframe):
+                container.mux(packet)
+        for packet in astream.encode():
+            container.mux(packet)
+    container.close()
+    return path
+
+
+@pytest.fixture
+def clip(tmp_path: Path) -> Path:
+    return write_clip(tmp_path / "clip.mp4")
+
+
+def read_video(path: Path) -> tuple[list[int], Fraction, list[np.ndarray]]:
+    """Decode a whole (small) file: pts, time base, RGB frames."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = list(container.decode(stream))
+        return [f.pts for f in frames], stream.time_base, [f.to_ndarray(format="rgb24") for f in frames]
+
+
+def run_cli(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "streamseg", *args], capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, **(env or {})}, cwd=ROOT,
+    )

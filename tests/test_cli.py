@@ -1,0 +1,223 @@
+"""The command line as a user meets it: outputs, bad input, Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from streamseg import rle
+
+from .conftest import ROOT, read_video, run_cli, write_clip
+
+
+def _one_line_error(proc: subprocess.CompletedProcess, code: int, *needles: str) -> None:
+    assert proc.returncode == code, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("error: ")]
+    assert len(errors) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+
+
+def test_segment_writes_video_and_masks(tmp_path: Path, tiny_model: Path) -> None:
+    src = write_clip(tmp_path / "in.mp4", frames=10)
+    out, masks = tmp_path / "out.mp4", tmp_path / "m.jsonl"
+    proc = run_cli("segment", str(src), "-o", str(out), "--save-masks", str(masks), "--model", str(tiny_model),
+                   "--task", "panoptic", "--threshold", "0.0", "--mask-threshold", "0.05",
+                   "--overlap-threshold", "0.2")
+    assert proc.returncode == 0, proc.stderr
+    assert len(read_video(out)[2]) == 10
+    records = [json.loads(line) for line in masks.read_text().splitlines()]
+    assert [r["frame"] for r in records] == list(range(10))
+    assert all(r["task"] == "panoptic" and (r["width"], r["height"]) == (96, 64) for r in records)
+    assert sum(len(r["segments"]) for r in records) > 0
+
+
+def test_jsonl_round_trip(tmp_path: Path, tiny_model: Path) -> None:
+    """What the export says decodes back to exactly the masks the API returned."""
+    import streamseg
+
+    src = write_clip(tmp_path / "in.mp4", frames=4)
+    masks = tmp_path / "m.jsonl"
+    results = list(streamseg.segment(src, model=str(tiny_model), task="instance", threshold=0.0,
+                                     save_masks=masks))
+    records = [json.loads(line) for line in masks.read_text().splitlines()]
+    assert len(records) == len(results) == 4
+    for rec, res in zip(records, results):
+        seg = res.segmentation
+        assert [s["id"] for s in rec["segments"]] == seg.ids
+        assert [s["label"] for s in rec["segments"]] == seg.labels
+        for s, mask in zip(rec["segments"], seg.masks.numpy()):
+            decoded = rle.decode(s["rle"])
+            assert np.array_equal(decoded, mask)
+            assert s["area"] == int(mask.sum())
+            ys, xs = np.nonzero(mask)
+            if len(xs):
+                assert s["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
+
+
+def test_semantic_export_has_null_scores(tmp_path: Path, tiny_model: Path) -> None:
+    src = write_clip(tmp_path / "in.mp4", frames=2)
+    masks = tmp_path / "m.jsonl"
+    proc = run_cli("segment", str(src), "--save-masks", str(masks), "--model", str(tiny_model), "--task", "semantic")
+    assert proc.returncode == 0, proc.stderr
+    rec = json.loads(masks.read_text().splitlines()[0])
+    assert rec["segments"] and all(s["score"] is None for s in rec["segments"])
+    assert sum(s["area"] for s in rec["segments"]) == 96 * 64  # semantic covers every pixel once
+
+
+def test_help_documents_every_flag() -> None:
+    proc = run_cli("segment", "--help")
+    assert proc.returncode == 0
+    for flag in ("--model", "--task", "--save-masks", "--config", "--threshold", "--mask-threshold",
+                 "--overlap-threshold", "--batch-size", "--device", "--dtype", "--no-audio", "--debug"):
+        assert flag in proc.stdout
+
+
+@pytest.mark.parametrize("case", ["missing", "not_video", "truncated_mp4", "directory"])
+def test_bad_source(tmp_path: Path, tiny_model: Path, case: str) -> None:
+    if case == "missing":
+        src, needle = tmp_path / "nope.mp4", "no such file"
+    elif case == "not_video":
+        src, needle = tmp_path / "text.mp4", "not a video"
+        src.write_text("just text\n" * 100)
+    elif case == "truncated_mp4":
+        full = write_clip(tmp_path / "full.mp4", frames=30)
+        src, needle = tmp_path / "cut.mp4", "damaged"
+        src.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    else:
+        src, needle = tmp_path, "directory"
+    proc = run_cli("segment", str(src), "-o", str(tmp_path / "o.mp4"), "--model", str(tiny_model))
+    _one_line_error(proc, 3, str(src), needle)
+
+
+def test_truncated_mkv_still_segments_with_warning(tmp_path: Path, tiny_model: Path) -> None:
+    full = write_clip(tmp_path / "full.mkv", frames=40)
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    out = tmp_path / "o.mp4"
+    proc = run_cli("segment", str(cut), "-o", str(out), "--model", str(tiny_model))
+    assert proc.returncode == 0, proc.stderr
+    assert "truncated" in proc.stderr
+    assert 5 < len(read_video(out)[2]) < 40
+
+
+def test_unreadable_model_folder(tmp_path: Path, clip: Path) -> None:
+    empty = tmp_path / "model"
+    empty.mkdir()
+    proc = run_cli("segment", str(clip), "-o", str(tmp_path / "o.mp4"), "--model", str(empty))
+    _one_line_error(proc, 4, str(empty), "preprocessor_config.json")
+
+
+def test_model_folder_with_broken_weights(tmp_path: Path, clip: Path, tiny_model: Path) -> None:
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("config.json", "preprocessor_config.json"):
+        (broken / name).write_bytes((tiny_model / name).read_bytes())
+    (broken / "model.safetensors").write_bytes(b"\x00" * 64)
+    proc = run_cli("segment", str(clip), "-o", str(tmp_path / "o.mp4"), "--model", str(broken))
+    _one_line_error(proc, 4, "cannot load model")
+
+
+def test_hub_unreachable_says_how_to_pass_a_folder(tmp_path: Path, clip: Path) -> None:
+    proc = run_cli("segment", str(clip), "-o", str(tmp_path / "o.mp4"),
+                   "--model", "facebook/mask2former-swin-tiny-coco-panoptic", env={"HF_HUB_OFFLINE": "1"})
+    _one_line_error(proc, 4, "facebook/mask2former-swin-tiny-coco-panoptic", "--model PATH")
+
+
+@pytest.mark.parametrize("where", ["no_folder", "is_dir", "bad_suffix"])
+def test_unwritable_output(tmp_path: Path, clip: Path, tiny_model: Path, where: str) -> None:
+    out = {"no_folder": tmp_path / "missing" / "o.mp4", "is_dir": tmp_path, "bad_suffix": tmp_path / "o.avi"}[where]
+    if where == "is_dir":
+        out = tmp_path / "sub.mp4"
+        out.mkdir()
+    proc = run_cli("segment", str(clip), "-o", str(out), "--model", str(tiny_model))
+    _one_line_error(proc, 2 if where == "bad_suffix" else 5, str(out))
+
+
+def test_read_only_folder(tmp_path: Path, clip: Path, tiny_model: Path) -> None:
+    if os.geteuid() == 0:
+        # root ignores permission bits; a path under /proc is unwritable for everyone.
+        out = Path("/proc/streamseg-test/o.mp4")
+    else:
+        folder = tmp_path / "ro"
+        folder.mkdir(mode=0o500)
+        out = folder / "o.mp4"
+    proc = run_cli("segment", str(clip), "-o", str(out), "--model", str(tiny_model))
+    _one_line_error(proc, 5, str(out))
+
+
+def test_unknown_task(tmp_path: Path, clip: Path) -> None:
+    proc = run_cli("segment", str(clip), "-o", str(tmp_path / "o.mp4"), "--task", "depth")
+    assert proc.returncode == 2
+    assert "invalid choice" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_config_file_errors_name_the_key(tmp_path: Path, clip: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("postprocess:\n  treshold: 0.3\n")
+    proc = run_cli("segment", str(clip), "-o", str(tmp_path / "o.mp4"), "--config", str(cfg))
+    _one_line_error(proc, 2, "postprocess.treshold", "unknown key")
+    cfg.write_text("batching:\n  batch_size: many\n")
+    proc = run_cli("segment", str(clip), "-o", str(tmp_path / "o.mp4"), "--config", str(cfg))
+    _one_line_error(proc, 2, "batching.batch_size", "integer")
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    proc = run_cli("segment", str(tmp_path / "nope.mp4"), "-o", str(tmp_path / "o.mp4"), "--debug")
+    assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def _start_long_run(tmp_path: Path, model: Path) -> tuple[subprocess.Popen, Path, Path]:
+    src = write_clip(tmp_path / "long.mp4", width=160, height=96, frames=400, audio=True)
+    out, masks = tmp_path / "o.mp4", tmp_path / "m.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamseg", "segment", str(src), "-o", str(out), "--save-masks", str(masks),
+         "--model", str(model), "--batch-size", "1"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if masks.exists() and len(masks.read_text().splitlines()) >= 8:
+            break
+        assert proc.poll() is None, proc.communicate()[1]
+        time.sleep(0.1)
+    return proc, out, masks
+
+
+@pytest.mark.slow
+def test_ctrl_c_leaves_a_playable_file(tmp_path: Path, tiny_model: Path) -> None:
+    proc, out, masks = _start_long_run(tmp_path, tiny_model)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "stopped early" in stderr
+    pts, _, frames = read_video(out)
+    written = len(masks.read_text().splitlines())
+    assert 8 <= len(frames) < 400
+    assert len(frames) == written  # every frame done so far is in both outputs
+    import av
+
+    with av.open(str(out)) as c:  # the sound stops with the picture
+        assert c.streams.audio and c.duration / 1e6 == pytest.approx(len(frames) / 30, abs=0.15)
+
+
+@pytest.mark.slow
+def test_second_ctrl_c_aborts_and_still_closes_the_file(tmp_path: Path, tiny_model: Path) -> None:
+    proc, out, _ = _start_long_run(tmp_path, tiny_model)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert len(read_video(out)[2]) >= 8

@@ -1,0 +1,180 @@
+"""streamseg's preprocessing and post-processing against transformers' Mask2FormerImageProcessorPil.
+
+Both run on the same decoded frames; the reference preprocesses with PIL and post-processes with
+transformers' own functions, streamseg does both in torch. Instance and panoptic results are compared
+as sets of (label, mask) with mask IoU, because ``topk(sorted=False)`` order is not stable.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import Mask2FormerForUniversalSegmentation, Mask2FormerImageProcessorPil
+
+from streamseg.inference.postprocess import instance, panoptic, semantic
+from streamseg.inference.preprocess import PreprocessSpec, _size_with_aspect_ratio, preprocess, resized_size
+from streamseg.sources import read_frames
+
+from .conftest import SAMPLE_CLIP, SAMPLE_MODEL, write_clip
+
+
+def _setup(model_dir: Path, clip: Path, count: int = 3):
+    cfg = json.loads((model_dir / "preprocessor_config.json").read_text())
+    processor = Mask2FormerImageProcessorPil(**{k: v for k, v in cfg.items() if k != "image_processor_type"})
+    model = Mask2FormerForUniversalSegmentation.from_pretrained(model_dir).float().eval()
+    frames = [f.image for _, f in zip(range(count), read_frames(clip))]
+    return processor, model, PreprocessSpec.from_dict(cfg), frames
+
+
+def _iou(a: torch.Tensor, b: torch.Tensor) -> float:
+    union = (a | b).sum().item()
+    return 1.0 if union == 0 else (a & b).sum().item() / union
+
+
+def _assert_same_segments(ref: list[tuple[int, torch.Tensor]], ours: list[tuple[int, torch.Tensor]]) -> None:
+    """Every reference segment has a distinct match of the same label with IoU >= 0.97, and vice versa."""
+    assert len(ref) == len(ours), f"{len(ref)} reference segments, {len(ours)} ours"
+    unmatched = list(range(len(ours)))
+    for label, mask in ref:
+        best = max(unmatched, key=lambda j: (ours[j][0] == label, _iou(mask, ours[j][1])), default=None)
+        assert best is not None
+        assert ours[best][0] == label and _iou(mask, ours[best][1]) >= 0.97, f"no match for a label {label} segment"
+        unmatched.remove(best)
+
+
+@pytest.fixture(scope="module")
+def odd_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_clip(tmp_path_factory.mktemp("eq") / "eq.mp4", width=150, height=100, frames=3)
+
+
+@pytest.fixture(params=["tiny_model", "tiny_model_fixed"])
+def setup(request: pytest.FixtureRequest, odd_clip: Path):
+    return _setup(request.getfixturevalue(request.param), odd_clip)
+
+
+def test_resized_size_matches_transformers() -> None:
+    from transformers.image_transforms import get_size_with_aspect_ratio
+
+    for h, w in [(360, 640), (1080, 1920), (100, 150), (481, 317), (800, 1333), (2000, 300)]:
+        for short, long in [(800, 1333), (384, 640), (96, 160)]:
+            assert _size_with_aspect_ratio(h, w, short, long) == get_size_with_aspect_ratio((h, w), short, long)
+
+
+def test_pixel_values_match_pil(setup) -> None:
+    processor, _, spec, frames = setup
+    ref = processor(images=frames, return_tensors="pt")["pixel_values"]
+    ours = preprocess([torch.from_numpy(f) for f in frames], spec, torch.float32)
+    assert ours.shape == ref.shape
+    assert ours.shape[-2:] == resized_size(frames[0].shape[0], frames[0].shape[1], spec)
+    # torch's antialiased uint8 resize follows PIL's filter but can round a value to the neighbouring level.
+    level = 1 / 255 / min(spec.image_std)
+    diff = (ours - ref).abs()
+    assert diff.max().item() <= level + 1e-4
+    assert diff.mean().item() < 0.3 * level
+
+
+def test_float_resize_path_is_within_one_level() -> None:
+    """The path accelerators take (float resize, rounded) stays within one uint8 level of PIL."""
+    from PIL import Image
+
+    image = (np.random.default_rng(0).random((100, 150, 3)) * 255).astype(np.uint8)
+    ref = np.asarray(Image.fromarray(image).resize((96, 64), Image.BILINEAR)).astype(int)
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float()
+    y = torch.nn.functional.interpolate(x, size=(64, 96), mode="bilinear", align_corners=False, antialias=True)
+    ours = y.round().clamp(0, 255)[0].permute(1, 2, 0).numpy().astype(int)
+    assert np.abs(ours - ref).max() <= 1
+
+
+def _outputs(setup):
+    processor, model, spec, frames = setup
+    with torch.no_grad():
+        pixel_values = preprocess([torch.from_numpy(f) for f in frames], spec, torch.float32)
+        out = model(pixel_values=pixel_values)
+    sizes = [f.shape[:2] for f in frames]
+    return processor, out, sizes
+
+
+def test_semantic_matches(setup) -> None:
+    processor, out, sizes = _outputs(setup)
+    ref = processor.post_process_semantic_segmentation(out, target_sizes=sizes)
+    ours = semantic(out.class_queries_logits, out.masks_queries_logits, sizes)
+    for r, o in zip(ref, ours):
+        assert (r == o.label_map()).float().mean().item() >= 0.995
+        assert sorted(o.label_ids) == sorted(torch.unique(r).tolist())
+        assert all(s is None for s in o.scores)
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.04])
+def test_instance_matches(setup, threshold: float) -> None:
+    processor, out, sizes = _outputs(setup)
+    ref = processor.post_process_instance_segmentation(out, threshold=threshold, target_sizes=sizes,
+                                                       return_binary_maps=True)
+    ours = instance(out.class_queries_logits, out.masks_queries_logits, sizes, threshold=threshold)
+    total = 0
+    for r, o in zip(ref, ours):
+        maps = r["segmentation"]
+        ref_segs = [] if not r["segments_info"] else [
+            (s["label_id"], maps[k].bool()) for k, s in enumerate(r["segments_info"])]
+        _assert_same_segments(ref_segs, list(zip(o.label_ids, o.masks)))
+        assert sorted(s["score"] for s in r["segments_info"]) == pytest.approx(sorted(o.scores), abs=2e-6)
+        total += len(o)
+    assert total > 0, "the test must compare some segments"
+
+
+@pytest.mark.parametrize("fuse", [(), (1, 2)])
+def test_panoptic_matches(setup, fuse: tuple[int, ...]) -> None:
+    processor, out, sizes = _outputs(setup)
+    kwargs = dict(threshold=0.0, mask_threshold=0.05)
+    ref = processor.post_process_panoptic_segmentation(out, overlap_mask_area_threshold=0.2,
+                                                       label_ids_to_fuse=set(fuse), target_sizes=sizes, **kwargs)
+    ours = panoptic(out.class_queries_logits, out.masks_queries_logits, sizes, overlap_threshold=0.2,
+                    label_ids_to_fuse=fuse, **kwargs)
+    total = 0
+    for r, o in zip(ref, ours):
+        seg = r["segmentation"]
+        ref_segs = {s["id"]: (s["label_id"], seg == s["id"]) for s in r["segments_info"]}
+        _assert_same_segments(list(ref_segs.values()), list(zip(o.label_ids, o.masks)))
+        assert set(ref_segs) == set(o.ids)
+        total += len(o)
+    assert total > 0, "the test must compare some segments"
+
+
+@pytest.mark.skipif(not SAMPLE_MODEL.exists(), reason="sample model not built")
+@pytest.mark.parametrize("task", ["semantic", "instance", "panoptic"])
+def test_trained_sample_model_matches_at_default_thresholds(task: str) -> None:
+    """The shipped model gives confident, realistic outputs: compare at transformers' defaults."""
+    processor, model, spec, frames = _setup(SAMPLE_MODEL, SAMPLE_CLIP, count=2)
+    with torch.no_grad():
+        out = model(pixel_values=preprocess([torch.from_numpy(f) for f in frames], spec, torch.float32))
+    sizes = [f.shape[:2] for f in frames]
+    if task == "semantic":
+        ref = processor.post_process_semantic_segmentation(out, target_sizes=sizes)
+        for r, o in zip(ref, semantic(out.class_queries_logits, out.masks_queries_logits, sizes)):
+            assert (r == o.label_map()).float().mean().item() >= 0.995
+    elif task == "instance":
+        ref = processor.post_process_instance_segmentation(out, target_sizes=sizes, return_binary_maps=True)
+        for r, o in zip(ref, instance(out.class_queries_logits, out.masks_queries_logits, sizes)):
+            maps = r["segmentation"]
+            _assert_same_segments([(s["label_id"], maps[k].bool()) for k, s in enumerate(r["segments_info"])],
+                                  list(zip(o.label_ids, o.masks)))
+    else:
+        ref = processor.post_process_panoptic_segmentation(out, target_sizes=sizes, label_ids_to_fuse=set())
+        for r, o in zip(ref, panoptic(out.class_queries_logits, out.masks_queries_logits, sizes)):
+            assert len(o) >= 3
+            _assert_same_segments([(s["label_id"], r["segmentation"] == s["id"]) for s in r["segments_info"]],
+                                  list(zip(o.label_ids, o.masks)))
+
+
+def test_frames_are_decoded_rgb(odd_clip: Path) -> None:
+    """A channel swap would still match the reference above; check the colour order against the scene."""
+    from streamseg.synthetic import Scene
+
+    frame = next(iter(read_frames(odd_clip)))
+    expected, _ = Scene(5, aspect=150 / 100).render(0, 150, 100)
+    error_rgb = np.abs(frame.image.astype(int) - expected).mean()
+    error_bgr = np.abs(frame.image[..., ::-1].astype(int) - expected).mean()
+    assert error_rgb < 8 < error_bgr

@@ -1,0 +1,120 @@
+"""Decoding and encoding with real codecs: timestamps, audio, odd sizes, truncated files."""
+
+from __future__ import annotations
+
+import logging
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+import streamseg
+from streamseg.exceptions import SourceError
+from streamseg.sources import probe, read_frames
+
+from .conftest import read_video, write_clip
+
+
+def _segment(src: Path, out: Path, model: Path, **kw) -> list:
+    return list(streamseg.segment(src, model=str(model), output=out, batch_size=3, **kw))
+
+
+def test_variable_frame_rate_timestamps_are_kept(tmp_path: Path, tiny_model: Path) -> None:
+    pts = [0, 33, 66, 150, 160, 300, 301, 520, 530, 900]
+    src = write_clip(tmp_path / "vfr.mkv", pts=pts, time_base=Fraction(1, 1000))
+    out = tmp_path / "out.mp4"
+    results = _segment(src, out, tiny_model)
+    assert [r.pts for r in results] == pts
+    assert [r.time for r in results] == pytest.approx([p / 1000 for p in pts])
+    out_pts, out_tb, frames = read_video(out)
+    assert len(frames) == len(pts)
+    assert [round(float(p * out_tb), 3) for p in out_pts] == pytest.approx([p / 1000 for p in pts], abs=1e-3)
+
+
+@pytest.mark.parametrize("rate", [Fraction(30000, 1001), Fraction(25, 1)])
+def test_fractional_rate_is_not_rounded(tmp_path: Path, tiny_model: Path, rate: Fraction) -> None:
+    src = tmp_path / "ntsc.mp4"
+    container = av.open(str(src), "w")
+    stream = container.add_stream("libx264", rate=rate)
+    stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+    for i in range(40):
+        frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 5, np.uint8), format="rgb24")
+        frame.pts, frame.time_base = i, 1 / rate
+        for packet in stream.encode(frame):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+    container.close()
+    out = tmp_path / "out.mkv"
+    _segment(src, out, tiny_model)
+    out_pts, out_tb, _ = read_video(out)
+    times = [float(p * out_tb) for p in out_pts]
+    assert times[-1] == pytest.approx(39 / float(rate), abs=1e-3)  # no drift after 40 frames
+
+
+def test_audio_is_copied_without_reencoding(tmp_path: Path, tiny_model: Path) -> None:
+    src = write_clip(tmp_path / "a.mp4", frames=30, audio=True)
+    out = tmp_path / "out.mp4"
+    _segment(src, out, tiny_model)
+    with av.open(str(src)) as a, av.open(str(out)) as b:
+        video_end = 29 / 30 + 1 / 30  # last frame start + one frame
+        src_audio = [bytes(p) for p in a.demux(a.streams.audio[0])
+                     if p.size and float(p.dts * p.time_base) <= video_end]
+        out_audio = [bytes(p) for p in b.demux(b.streams.audio[0]) if p.size]
+        assert b.streams.audio[0].codec_context.name == "aac"
+    # The same packets, byte for byte, up to the end of the video (the source's sound runs 0.5 s longer).
+    assert out_audio == src_audio
+
+
+def test_no_audio_flag(tmp_path: Path, tiny_model: Path) -> None:
+    src = write_clip(tmp_path / "a.mp4", frames=6, audio=True)
+    out = tmp_path / "out.mp4"
+    _segment(src, out, tiny_model, output__audio=False)
+    with av.open(str(out)) as b:
+        assert not b.streams.audio
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv", ".mov"])
+def test_odd_frame_size(tmp_path: Path, tiny_model: Path, suffix: str) -> None:
+    src = write_clip(tmp_path / "odd.mkv", width=97, height=61, frames=5)
+    out = tmp_path / f"out{suffix}"
+    results = _segment(src, out, tiny_model, save_masks=tmp_path / "m.jsonl")
+    assert all(r.segmentation.masks.shape[1:] == (61, 97) for r in results)
+    _, _, frames = read_video(out)
+    assert len(frames) == 5
+    assert frames[0].shape[:2] == (62, 98)  # padded by one pixel for 4:2:0
+
+
+def test_annotated_frames_show_the_source(tmp_path: Path, tiny_model: Path) -> None:
+    """The overlay is blended over the right frames, in order (not a frame from elsewhere)."""
+    src = write_clip(tmp_path / "s.mp4", frames=8)
+    _, _, source_frames = read_video(src)
+    results = list(streamseg.segment(src, model=str(tiny_model), output=tmp_path / "o.mp4",
+                                     render__opacity=0.0, render__labels=False, render__outlines=False))
+    for r, original in zip(results, source_frames):
+        assert np.abs(r.annotated.astype(int) - original).mean() < 1.0
+
+
+def test_truncated_file_gives_decodable_frames_with_a_warning(tmp_path: Path, caplog) -> None:
+    src = write_clip(tmp_path / "full.mkv", frames=60)
+    data = src.read_bytes()
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(data[: len(data) // 2])
+    with caplog.at_level(logging.WARNING):
+        frames = list(read_frames(cut))
+    assert 5 < len(frames) < 60
+    assert "truncated" in caplog.text
+
+
+def test_not_a_video(tmp_path: Path) -> None:
+    bad = tmp_path / "notes.mp4"
+    bad.write_text("hello, not a video\n" * 50)
+    with pytest.raises(SourceError, match="not a video"):
+        probe(bad)
+
+
+def test_missing_file() -> None:
+    with pytest.raises(SourceError, match="no such file"):
+        probe("does/not/exist.mp4")
