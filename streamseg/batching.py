@@ -85,6 +85,8 @@ def produce(frames: Callable[[], Iterator[Frame]], out: queue.Queue, stop: threa
                 out.put(EndOfStream(name), timeout=POLL_S)
                 break
             except queue.Full:
+                if not stop.is_set():
+                    continue  # the consumer is busy: wait, a file never loses a frame
                 try:
                     out.get_nowait()  # stopping: make room by dropping an undelivered frame
                 except queue.Empty:

@@ -1,0 +1,90 @@
+"""Config: YAML presets, overrides, validation messages, and the public API surface."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import streamseg
+from streamseg.config import Config, load_config
+from streamseg.exceptions import ConfigError
+from streamseg.inference.loading import guess_task
+
+CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_presets_load(path: Path) -> None:
+    cfg = load_config(path)
+    assert cfg.model.name
+
+
+def test_presets_exist_for_common_checkpoints() -> None:
+    names = {load_config(p).model.name for p in CONFIGS}
+    for hub_id in ("facebook/mask2former-swin-tiny-coco-panoptic", "facebook/mask2former-swin-tiny-coco-instance",
+                   "facebook/mask2former-swin-tiny-ade-semantic", "facebook/mask2former-swin-tiny-cityscapes-semantic"):
+        assert hub_id in names
+
+
+def test_flags_override_file(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("postprocess: {threshold: 0.7}\nbatching: {batch_size: 8}\n")
+    cfg = load_config(path, postprocess__threshold=0.2, batching__batch_size=None)
+    assert cfg.postprocess.threshold == 0.2
+    assert cfg.batching.batch_size == 8  # None means "flag not given"
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"modle": {}}, "modle: unknown key"),
+        ({"model": {"task": "depth"}}, "model.task: unknown task 'depth'"),
+        ({"postprocess": {"threshold": 1.5}}, "postprocess.threshold: must be between 0 and 1"),
+        ({"postprocess": {"threshold": "high"}}, "postprocess.threshold: expected a number"),
+        ({"batching": {"batch_size": 0}}, "batching.batch_size: must be at least 1"),
+        ({"batching": {"batch_size": 2.5}}, "batching.batch_size: expected an integer"),
+        ({"render": {"labels": "yes"}}, "render.labels: expected true or false"),
+        ({"postprocess": {"label_ids_to_fuse": 3}}, "postprocess.label_ids_to_fuse: expected a list"),
+        ({"output": {"video": "out.avi"}}, "output.video: unsupported container '.avi'"),
+        ({"model": "x"}, "model: expected a mapping"),
+    ],
+)
+def test_validation_names_the_key(data: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        Config.from_dict(data)
+
+
+def test_config_is_frozen() -> None:
+    cfg = Config()
+    with pytest.raises(AttributeError):
+        cfg.batching = None  # type: ignore[misc]
+
+
+def test_bad_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("model: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize(
+    "name, labels, task",
+    [
+        ("facebook/mask2former-swin-tiny-coco-panoptic", 133, "panoptic"),
+        ("facebook/mask2former-swin-small-coco-instance", 80, "instance"),
+        ("facebook/mask2former-swin-tiny-ade-semantic", 150, "semantic"),
+        ("facebook/mask2former-swin-large-cityscapes-semantic", 19, "semantic"),
+        ("someone/my-finetune", 7, "panoptic"),
+    ],
+)
+def test_task_from_checkpoint_name(name: str, labels: int, task: str) -> None:
+    assert guess_task(name, {i: str(i) for i in range(labels)}) == task
+
+
+def test_public_api_is_exported() -> None:
+    for name in streamseg.__all__:
+        assert hasattr(streamseg, name), name
+    assert {"segment", "Pipeline", "Config", "FrameResult", "Segmentation", "StreamsegError"} <= set(streamseg.__all__)

@@ -1,0 +1,121 @@
+"""Threads, queues and errors of the pipeline."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import streamseg
+from streamseg import ModelError, Pipeline, SinkError, load_config
+from streamseg.inference.runner import ModelRunner
+from streamseg.types import FrameResult
+
+from .conftest import read_video, write_clip
+
+
+def _streamseg_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("streamseg-")]
+
+
+def _config(src: Path, model: Path, **overrides) -> streamseg.Config:
+    return load_config(None, sources=(str(src),), model__name=str(model), **overrides)
+
+
+class FailingSink:
+    def __init__(self, after: int) -> None:
+        self.after = after
+        self.written = 0
+        self.closed = False
+
+    def write(self, result: FrameResult) -> None:
+        if self.written == self.after:
+            raise SinkError("disk full (test)")
+        self.written += 1
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_results_come_in_order_and_threads_end(tmp_path: Path, tiny_model: Path) -> None:
+    src = write_clip(tmp_path / "in.mp4", frames=11)
+    results = list(streamseg.segment(src, model=str(tiny_model), batch_size=4))
+    assert [r.index for r in results] == list(range(11))  # 11 = two full batches and a short one
+    assert all(r.segmentation.masks.device.type == "cpu" for r in results)
+    assert not _streamseg_threads()
+
+
+def test_sink_failure_reaches_the_caller_and_outputs_are_closed(tmp_path: Path, tiny_model: Path) -> None:
+    src = write_clip(tmp_path / "in.mp4", frames=40)
+    out = tmp_path / "o.mp4"
+    sink = FailingSink(after=5)
+    with pytest.raises(SinkError, match="disk full"):
+        with Pipeline(_config(src, tiny_model, output__video=str(out), batching__batch_size=2),
+                      sinks=[sink]) as pipeline:
+            pipeline.run(handle_interrupt=False)
+    assert sink.closed
+    assert len(read_video(out)[2]) >= 5  # what was written before the failure still plays
+    assert not _streamseg_threads()
+
+
+def test_inference_failure_reaches_the_caller(tmp_path: Path, tiny_model: Path, monkeypatch) -> None:
+    src = write_clip(tmp_path / "in.mp4", frames=20)
+
+    def broken(self, frames):
+        raise RuntimeError("CUDA error: an illegal memory access (test)")
+
+    monkeypatch.setattr(ModelRunner, "_run", broken)
+    with pytest.raises(ModelError, match="inference failed: CUDA error"):
+        list(streamseg.segment(src, model=str(tiny_model)))
+    assert not _streamseg_threads()
+
+
+def test_breaking_out_early_stops_every_thread(tmp_path: Path, tiny_model: Path) -> None:
+    src = write_clip(tmp_path / "in.mp4", frames=60)
+    out = tmp_path / "o.mp4"
+    gen = streamseg.segment(src, model=str(tiny_model), output=out, batch_size=2)
+    for r in gen:
+        if r.index == 3:
+            break
+    gen.close()
+    deadline = time.monotonic() + 10
+    while _streamseg_threads() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _streamseg_threads()
+    assert len(read_video(out)[2]) >= 4
+
+
+def test_a_pipeline_runs_once(tmp_path: Path, tiny_model: Path) -> None:
+    src = write_clip(tmp_path / "in.mp4", frames=3)
+    pipeline = Pipeline(_config(src, tiny_model, output__masks=str(tmp_path / "m.jsonl")))
+    summary = pipeline.run(handle_interrupt=False)
+    assert summary.frames == 3 and not summary.interrupted
+    with pytest.raises(RuntimeError, match="runs once"):
+        pipeline.start()
+
+
+def test_stop_finishes_outputs_with_frames_done(tmp_path: Path, tiny_model: Path) -> None:
+    src = write_clip(tmp_path / "in.mp4", frames=200)
+    out = tmp_path / "o.mp4"
+    seen = []
+    with Pipeline(_config(src, tiny_model, output__video=str(out), batching__batch_size=1)) as pipeline:
+        for r in pipeline.results():
+            seen.append(r.index)
+            if len(seen) == 5:
+                pipeline.stop()
+    assert 5 <= len(seen) < 200
+    assert len(read_video(out)[2]) == len(seen)
+
+
+def test_a_file_loses_no_frame_when_the_model_is_slower_than_decoding(tmp_path: Path, tiny_model: Path) -> None:
+    """The producer finishes long before the consumer; its end marker must wait, not evict a frame."""
+    src = write_clip(tmp_path / "in.mp4", frames=12)
+    cfg = _config(src, tiny_model, batching__batch_size=1, batching__queue_size=2)
+    with Pipeline(cfg) as pipeline:
+        indices = []
+        for r in pipeline.results():
+            indices.append(r.index)
+            time.sleep(0.15)  # longer than a queue wait: every queue stays full
+    assert indices == list(range(12))
