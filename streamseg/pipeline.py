@@ -212,6 +212,7 @@ class Pipeline:
 
     def _sink_loop(self, inbox: queue.Queue, sinks: list[Sink]) -> None:
         final: Any = EndOfStream()
+        stages = [getattr(s, "stage", type(s).__name__) for s in sinks]
         try:
             while not self._abort.is_set():
                 item = get(inbox, self._abort)
@@ -220,8 +221,10 @@ class Pipeline:
                 if isinstance(item, (EndOfStream, Failure)):
                     final = item
                     break
-                for sink in sinks:
+                for sink, stage in zip(sinks, stages):
+                    clock = time.perf_counter()
                     sink.write(item)
+                    item.stats[stage] = item.stats.get(stage, 0.0) + time.perf_counter() - clock
                 if not put(self._results, item, self._abort):
                     break
         except BaseException as exc:  # noqa: BLE001 - carried to the caller

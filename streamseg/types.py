@@ -26,6 +26,7 @@ class Frame:
         time: seconds since the start of the source (or wall-clock seconds for a live source).
         source: name of the source that produced it.
         captured: ``time.monotonic()`` when the frame was decoded, for latency figures.
+        decode_s: seconds spent decoding and converting this frame.
     """
 
     image: np.ndarray
@@ -35,6 +36,7 @@ class Frame:
     time: float
     source: str = "0"
     captured: float = 0.0
+    decode_s: float = 0.0
 
     def __post_init__(self) -> None:
         if self.image.ndim != 3 or self.image.shape[2] != 3 or self.image.dtype != np.uint8:
@@ -113,7 +115,8 @@ class FrameResult:
         frame: the decoded input frame.
         segmentation: what the model found.
         annotated: (H, W, 3) uint8 RGB overlay, or None when nothing asked for it.
-        stats: seconds spent per stage on this frame's batch, divided by the batch size.
+        stats: seconds spent per stage on this frame (its batch's time divided by the batch size);
+            the sink thread adds one entry per output.
     """
 
     frame: Frame

@@ -4,8 +4,8 @@ Each function takes a whole batch of model outputs and returns one :class:`Segme
 They follow transformers step for step, quirks included (mask logits first resized to 384x384;
 instance masks are ``logits > 0`` whatever ``mask_threshold`` says; panoptic compares score-weighted
 probabilities with ``mask_threshold``; the panoptic segment counter of ``compute_segments``), but
-replace the per-query Python loops with tensor ops, so a batch costs two small device-to-host copies
-instead of one sync per query.
+replace the per-query Python loops with tensor ops, so a batch costs a few small device-to-host copies
+instead of one sync per query, and resize only the masks of queries that can still be kept.
 """
 
 from __future__ import annotations
@@ -110,40 +110,46 @@ def instance(
 
     Segments are ordered by score (transformers keeps ``topk(sorted=False)`` order, which differs by device).
     """
-    batch, queries, _ = class_logits.shape
+    queries = class_logits.shape[1]
     num_classes = class_logits.shape[-1] - 1
-    m384 = _masks_384(mask_logits)
     scores = class_logits.float().softmax(-1)[..., :-1].flatten(1)
     top_scores, top_index = scores.topk(queries, dim=1, sorted=False)
-    top_labels = top_index % num_classes
-    top_query = torch.div(top_index, num_classes, rounding_mode="floor")
-    picked = torch.gather(m384, 1, top_query[:, :, None, None].expand(-1, -1, *HF_MASK_SIZE))
-    binary = picked > 0
-    mask_scores = (picked.sigmoid() * binary).flatten(2).sum(-1) / (binary.flatten(2).sum(-1) + 1e-6)
-    final_scores = top_scores * mask_scores
+    # A pair's final score is its class score times a mean mask probability (< 1), so pairs already under
+    # the threshold cannot be kept: only the others' masks are resized (each mask resizes independently).
+    candidate = top_scores >= threshold
+    cand_h, index_h = candidate.cpu(), top_index.cpu()
 
-    # Nearest upsampling is a gather of source rows and columns; take the indices from interpolate itself.
-    lookups = {}
-    nonempty = torch.zeros((batch, queries), dtype=torch.bool, device=binary.device)
-    for size, members in _by_size(target_sizes).items():
-        rows = _nearest_index(HF_MASK_SIZE[0], size[0], binary.device)
-        cols = _nearest_index(HF_MASK_SIZE[1], size[1], binary.device)
-        lookups[size] = (rows, cols)
-        sub = binary[members][:, :, rows.unique()][..., cols.unique()]
-        nonempty[members] = sub.flatten(2).any(-1)
-    keep = nonempty & (final_scores >= threshold)
-    keep_h, scores_h, labels_h = (t.cpu() for t in (keep, final_scores, top_labels))
+    lookups = {tuple(size): (_nearest_index(HF_MASK_SIZE[0], size[0], mask_logits.device),
+                             _nearest_index(HF_MASK_SIZE[1], size[1], mask_logits.device))
+               for size in target_sizes}
+    per_frame, checks = [], []
+    for b, size in enumerate(target_sizes):
+        pairs = cand_h[b].nonzero().flatten()
+        pair_index = index_h[b, pairs]
+        query = torch.div(pair_index, num_classes, rounding_mode="floor").to(mask_logits.device)
+        picked = _masks_384(mask_logits[b, query][None])[0]
+        binary = picked > 0
+        mask_scores = (picked.sigmoid() * binary).flatten(1).sum(1) / (binary.flatten(1).sum(1) + 1e-6)
+        final = top_scores[b, pairs.to(top_scores.device)] * mask_scores
+        rows, cols = lookups[tuple(size)]
+        # Nearest upsampling is a gather of source rows and columns: the mask is empty after it exactly
+        # when the gathered rows and columns hold no pixel.
+        nonempty = binary[:, rows.unique()][:, :, cols.unique()].flatten(1).any(1)
+        per_frame.append((binary, (pair_index % num_classes).tolist()))
+        checks.append(torch.stack([final, nonempty.float()], dim=1))
+    checks_h = torch.cat(checks).cpu().split([c.shape[0] for c in checks]) if checks else []
 
     out_masks, ids, labels, out_scores = [], [], [], []
     for b, size in enumerate(target_sizes):
-        kept = keep_h[b].nonzero().flatten()
-        kept = kept[scores_h[b, kept].argsort(descending=True, stable=True)]
-        rows, cols = lookups[tuple(size)]  # type: ignore[index]
-        sel = binary[b, kept.to(binary.device)]
-        out_masks.append(sel[:, rows][:, :, cols])
+        binary, pair_labels = per_frame[b]
+        final_h, nonempty_h = checks_h[b][:, 0], checks_h[b][:, 1] > 0
+        kept = (nonempty_h & (final_h >= threshold)).nonzero().flatten()
+        kept = kept[final_h[kept].argsort(descending=True, stable=True)]
+        rows, cols = lookups[tuple(size)]
+        out_masks.append(binary[kept.to(binary.device)][:, rows][:, :, cols])
         ids.append(list(range(len(kept))))
-        labels.append(labels_h[b, kept].tolist())
-        out_scores.append([round(s, 6) for s in scores_h[b, kept].tolist()])
+        labels.append([pair_labels[k] for k in kept.tolist()])
+        out_scores.append([round(s, 6) for s in final_h[kept].tolist()])
     return _finish("instance", out_masks, ids, labels, out_scores, id2label or {})
 
 
@@ -168,7 +174,6 @@ def panoptic(
     Queries of a class in ``label_ids_to_fuse`` share one segment; such a segment is reported once.
     """
     num_labels = class_logits.shape[-1] - 1
-    probs = _masks_384(mask_logits).sigmoid()
     pred_scores, pred_labels = class_logits.float().softmax(-1).max(-1)
     keep = (pred_labels != num_labels) & (pred_scores > threshold)
     keep_h, scores_h, labels_h = (t.cpu() for t in (keep, pred_scores, pred_labels))
@@ -180,8 +185,9 @@ def panoptic(
         if len(kept) == 0:
             winners.append(None)
             continue
-        kept_d = kept.to(probs.device)
-        up = F.interpolate(probs[b, kept_d][None], size=tuple(size), mode="bilinear", align_corners=False)[0]
+        kept_d = kept.to(mask_logits.device)
+        probs = _masks_384(mask_logits[b, kept_d][None]).sigmoid()  # only kept queries: each resizes alone
+        up = F.interpolate(probs, size=tuple(size), mode="bilinear", align_corners=False)[0]
         up *= pred_scores[b, kept_d].view(-1, 1, 1)
         winner = up.argmax(0)
         winners.append(winner)
@@ -197,7 +203,7 @@ def panoptic(
     for b, size in enumerate(target_sizes):
         winner = winners[b]
         if winner is None:
-            out_masks.append(torch.zeros((0, *size), dtype=torch.bool, device=probs.device))
+            out_masks.append(torch.zeros((0, *size), dtype=torch.bool, device=mask_logits.device))
             ids.append([]), labels.append([]), out_scores.append([])
             continue
         (area, original) = next(stats_iter)

@@ -50,6 +50,8 @@ def result_record(result: FrameResult, *, wall_clock: bool = False) -> dict[str,
 class JsonlSink:
     """Appends one JSON line per frame to a file, flushed per line so an interrupted run keeps its records."""
 
+    stage = "export"  # name of its time in FrameResult.stats
+
     def __init__(self, path: str | Path, *, wall_clock: bool = False) -> None:
         self.path = str(path)
         self.wall_clock = wall_clock

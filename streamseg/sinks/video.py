@@ -53,6 +53,8 @@ class VideoSink:
         crf: quality for x264-style encoders (lower is better).
     """
 
+    stage = "encode"  # name of its time in FrameResult.stats
+
     def __init__(
         self,
         path: str | Path,

@@ -113,21 +113,26 @@ def read_frames(path: str | Path, *, name: str | None = None) -> Iterator[Frame]
         index = 0
         last_pts: int | None = None
         try:
+            clock = time.perf_counter()
             for decoded in container.decode(stream):
                 pts = decoded.pts
                 if pts is None:  # some raw streams carry no timestamps: continue the last one
                     pts = start if last_pts is None else last_pts + step
                 last_pts = pts
+                image = decoded.to_ndarray(format="rgb24")
+                now = time.perf_counter()
                 yield Frame(
-                    image=decoded.to_ndarray(format="rgb24"),
+                    image=image,
                     index=index,
                     pts=pts,
                     time_base=time_base,
                     time=float((pts - start) * time_base),
                     source=name,
                     captured=time.monotonic(),
+                    decode_s=now - clock,
                 )
                 index += 1
+                clock = time.perf_counter()
         except av.FFmpegError as exc:
             if index == 0:
                 raise SourceError(f"{path}: cannot decode: {exc.strerror or exc}") from exc

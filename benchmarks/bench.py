@@ -1,0 +1,281 @@
+"""Side-by-side throughput: model-only ceiling, streamseg end to end, and the naive per-frame loop.
+
+Run by hand (not in CI). Each measurement runs in its own process, one after the other on the same
+machine, so peak memory is its own and the ratios compare like with like:
+
+    python benchmarks/bench.py --model tiny --size 640x360 --task panoptic --batch-size 4 --frames 120
+    python benchmarks/bench.py --model swin-tiny --size 1280x720 --task panoptic --batch-size 8 --device cuda
+
+(1) ceiling: forward passes on already-preprocessed tensors on the device, nothing else.
+(2) streamseg: file in -> annotated H.264 file + JSONL masks out, through the real pipeline.
+(3) naive: OpenCV read -> transformers' image processor -> model -> transformers' post-processing ->
+    numpy drawing -> cv2.VideoWriter, one frame at a time, as people write it today.
+Model loading and the first batch are excluded from all three. Weights are random for the hub
+architectures (the cost does not depend on them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+STAGES = ("decode", "upload", "preprocess", "forward", "postprocess", "render", "download", "encode", "export")
+
+
+# --------------------------------------------------------------------------------------------- models
+
+def build_model(kind: str, folder: Path) -> Path:
+    """Save a checkpoint in the hub layout: a tiny CPU config, the sample model, or a hub architecture."""
+    import torch
+    from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation, SwinConfig
+
+    if kind == "sample":
+        return ROOT / "samples" / "model"
+    if Path(kind).is_dir():
+        return Path(kind)
+    torch.manual_seed(0)
+    if kind == "tiny":
+        backbone = SwinConfig(embed_dim=32, depths=[1, 1, 2, 1], num_heads=[1, 2, 4, 8], window_size=7,
+                              out_features=["stage1", "stage2", "stage3", "stage4"])
+        config = Mask2FormerConfig(backbone_config=backbone, hidden_dim=64, mask_feature_size=64, feature_size=64,
+                                   encoder_layers=2, decoder_layers=3, num_queries=32, num_labels=20,
+                                   dim_feedforward=256, encoder_feedforward_dim=256)
+        size = {"shortest_edge": 256, "longest_edge": 448}
+    elif kind in ("swin-tiny", "swin-small"):
+        # The architecture of facebook/mask2former-swin-{tiny,small}-coco-panoptic.
+        depths = [2, 2, 6, 2] if kind == "swin-tiny" else [2, 2, 18, 2]
+        backbone = SwinConfig(embed_dim=96, depths=depths, num_heads=[3, 6, 12, 24], window_size=7,
+                              drop_path_rate=0.3, out_features=["stage1", "stage2", "stage3", "stage4"])
+        config = Mask2FormerConfig(backbone_config=backbone, num_labels=133, num_queries=100)
+        size = {"height": 384, "width": 384}
+    else:
+        raise SystemExit(f"unknown model {kind!r}: tiny, sample, swin-tiny, swin-small or a folder")
+    Mask2FormerForUniversalSegmentation(config).save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text(json.dumps({"size": size, "size_divisor": 32}))
+    return folder
+
+
+def make_clip(path: Path, width: int, height: int, frames: int) -> Path:
+    """A synthetic scene at the requested size (60 rendered frames, looped)."""
+    import av
+
+    from streamseg.synthetic import Scene
+
+    scene = Scene(11, aspect=width / height)
+    images = [scene.render(i * 2, width, height)[0] for i in range(min(frames, 60))]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=30, options={"preset": "veryfast", "crf": "20"})
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(images[i % len(images)], format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 30)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+# ------------------------------------------------------------------------------------ measurements
+
+def _peaks(device: str) -> dict:
+    import torch
+
+    out = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if device.startswith("cuda"):
+        out["peak_device_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
+
+
+def _sync(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def measure_ceiling(args: argparse.Namespace) -> dict:
+    import torch
+
+    from streamseg.inference.loading import load_model
+    from streamseg.inference.preprocess import preprocess
+    from streamseg.sources import read_frames
+
+    loaded = load_model(args.model_dir, device=args.device, dtype=args.dtype)
+    device = str(loaded.device)
+    images = [f.image for _, f in zip(range(args.batch_size), read_frames(args.clip))]
+    with torch.inference_mode():
+        pixel_values = preprocess([torch.from_numpy(i).to(loaded.device) for i in images], loaded.spec, loaded.dtype)
+        forward = torch.compile(loaded.model) if args.compile else loaded.model
+        for _ in range(3):
+            forward(pixel_values=pixel_values)
+        _sync(device)
+        steps = max(1, args.frames // args.batch_size)
+        start = time.perf_counter()
+        for _ in range(steps):
+            forward(pixel_values=pixel_values)
+        _sync(device)
+        seconds = time.perf_counter() - start
+    return {"fps": steps * args.batch_size / seconds, "frames": steps * args.batch_size, "seconds": seconds,
+            **_peaks(device)}
+
+
+def measure_streamseg(args: argparse.Namespace) -> dict:
+    from streamseg import Pipeline, load_config
+
+    out_dir = Path(args.workdir)
+    cfg = load_config(
+        None, sources=(args.clip,), model__name=args.model_dir, model__task=args.task, model__device=args.device,
+        model__dtype=args.dtype, model__compile=args.compile, batching__batch_size=args.batch_size,
+        output__video=str(out_dir / "streamseg.mp4"), output__masks=str(out_dir / "streamseg.jsonl"),
+    )
+    totals = dict.fromkeys(STAGES, 0.0)
+    count, first_done = 0, 0.0
+    with Pipeline(cfg, profile=args.profile) as pipeline:
+        device = str(pipeline.runner.loaded.device)
+        for result in pipeline.results():
+            count += 1
+            if count == args.batch_size:  # the first batch pays for warm-up (allocator, kernels)
+                first_done = time.perf_counter()
+            if count > args.batch_size:
+                totals["decode"] += result.frame.decode_s
+                for stage, seconds in result.stats.items():
+                    totals[stage] = totals.get(stage, 0.0) + seconds
+        end = time.perf_counter()
+    timed = count - args.batch_size
+    return {"fps": timed / (end - first_done), "frames": count, "seconds": end - first_done,
+            "stages_ms": {k: 1000 * v / timed for k, v in totals.items()}, **_peaks(device)}
+
+
+def measure_naive(args: argparse.Namespace) -> dict:
+    import cv2
+    import numpy as np
+    import torch
+    from transformers import Mask2FormerForUniversalSegmentation, Mask2FormerImageProcessorPil
+
+    from streamseg.inference.loading import resolve_device, resolve_dtype
+
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
+    cfg = json.loads((Path(args.model_dir) / "preprocessor_config.json").read_text())
+    processor = Mask2FormerImageProcessorPil(**{k: v for k, v in cfg.items() if k != "image_processor_type"})
+    model = Mask2FormerForUniversalSegmentation.from_pretrained(args.model_dir).to(device, dtype).eval()
+    capture = cv2.VideoCapture(args.clip)
+    fps_in = capture.get(cv2.CAP_PROP_FPS)
+    size = (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    writer = cv2.VideoWriter(str(Path(args.workdir) / "naive.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), fps_in, size)
+    rng = np.random.default_rng(0)
+    palette = rng.integers(0, 255, size=(256, 3))
+    count, start = 0, 0.0
+    with torch.inference_mode():
+        while True:
+            ok, bgr = capture.read()
+            if not ok:
+                break
+            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            inputs = processor(images=rgb, return_tensors="pt")
+            outputs = model(pixel_values=inputs["pixel_values"].to(device, dtype))
+            target = [(rgb.shape[0], rgb.shape[1])]
+            if args.task == "semantic":
+                seg = processor.post_process_semantic_segmentation(outputs, target_sizes=target)[0].cpu().numpy()
+                segments = [(c, seg == c) for c in np.unique(seg)]
+            elif args.task == "instance":
+                res = processor.post_process_instance_segmentation(outputs, target_sizes=target,
+                                                                   return_binary_maps=True)[0]
+                maps = res["segmentation"]
+                segments = [] if not res["segments_info"] else [
+                    (s["label_id"], maps[k].cpu().numpy() > 0) for k, s in enumerate(res["segments_info"])]
+            else:
+                res = processor.post_process_panoptic_segmentation(outputs, target_sizes=target)[0]
+                seg = res["segmentation"].cpu().numpy()
+                segments = [(s["label_id"], seg == s["id"]) for s in res["segments_info"]]
+            overlay = bgr.copy()
+            for label, mask in segments:
+                overlay[mask] = (0.5 * overlay[mask] + 0.5 * palette[label % 256]).astype(np.uint8)
+            writer.write(overlay)
+            count += 1
+            if count == 1:
+                start = time.perf_counter()
+    writer.release()
+    seconds = time.perf_counter() - start
+    return {"fps": (count - 1) / seconds, "frames": count, "seconds": seconds, **_peaks(str(device))}
+
+
+# ------------------------------------------------------------------------------------------ driver
+
+def _child(mode: str, args: argparse.Namespace) -> dict:
+    cmd = [sys.executable, __file__, "--child", mode, "--model-dir", args.model_dir, "--clip", args.clip,
+           "--workdir", args.workdir, "--task", args.task, "--batch-size", str(args.batch_size),
+           "--frames", str(args.frames), "--device", args.device, "--dtype", args.dtype]
+    cmd += ["--compile"] if args.compile else []
+    cmd += ["--profile"] if args.profile else []
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    if proc.returncode != 0:
+        raise SystemExit(f"{mode} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="tiny", help="tiny, sample, swin-tiny, swin-small or a folder")
+    parser.add_argument("--size", default="640x360", help="WIDTHxHEIGHT of the test clip")
+    parser.add_argument("--task", default="panoptic", choices=("semantic", "instance", "panoptic"))
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--frames", type=int, default=120)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--profile", action="store_true", help="exact per-stage times (syncs after each stage)")
+    parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--model-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--clip", help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.child:
+        result = {"ceiling": measure_ceiling, "streamseg": measure_streamseg, "naive": measure_naive}[args.child](args)
+        print(json.dumps(result))
+        return
+
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    with tempfile.TemporaryDirectory() as tmp:
+        args.workdir = tmp
+        args.model_dir = str(build_model(args.model, Path(tmp) / "model"))
+        args.clip = str(make_clip(Path(tmp) / "clip.mp4", width, height, args.frames + args.batch_size))
+        results = {"ceiling": _child("ceiling", args), "streamseg": _child("streamseg", args)}
+        if not args.skip_naive:
+            results["naive"] = _child("naive", args)
+    import torch
+    import transformers
+
+    ceiling, ours = results["ceiling"], results["streamseg"]
+    print(f"\nmodel={args.model} size={args.size} task={args.task} batch={args.batch_size} device={args.device} "
+          f"dtype={args.dtype} compile={args.compile} torch={torch.__version__} "
+          f"transformers={transformers.__version__}")
+    print(f"{'run':<10} {'fps':>8} {'peak RSS MB':>12} {'peak dev MB':>12}")
+    for name, r in results.items():
+        print(f"{name:<10} {r['fps']:8.2f} {r['peak_rss_mb']:12.0f} {r.get('peak_device_mb', 0):12.0f}")
+    print(f"streamseg / ceiling = {ours['fps'] / ceiling['fps']:.2f}")
+    if "naive" in results:
+        print(f"streamseg / naive   = {ours['fps'] / results['naive']['fps']:.2f}")
+    print("streamseg per-frame stage times (ms; stages overlap across threads):")
+    print("  " + "  ".join(f"{k}={v:.1f}" for k, v in ours["stages_ms"].items()))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": vars(args), "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
