@@ -8,6 +8,7 @@ and checks the run's stop event, so no thread can hang on a queue nobody reads.
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import threading
 import time
@@ -18,16 +19,20 @@ from typing import Any
 
 from .types import Frame
 
-__all__ = ["EndOfStream", "Failure", "put", "get", "produce", "Batcher", "POLL_S"]
+__all__ = ["EndOfStream", "Failure", "put", "get", "offer_newest", "produce", "Batcher", "POLL_S"]
 
 POLL_S = 0.05  # how often a blocked stage looks at the stop event
 
 
 @dataclass(frozen=True)
 class EndOfStream:
-    """Nothing more will come from ``source`` (a source name, or "*" for a whole stage)."""
+    """Nothing more will come from ``source`` (a source name, or "*" for a whole stage).
+
+    The sink stage's end marker carries the final per-source statistics to the caller.
+    """
 
     source: str = "*"
+    stats: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -64,16 +69,38 @@ def get(q: queue.Queue, stop: threading.Event) -> Any:
                 return None
 
 
+def offer_newest(q: queue.Queue, frame: Frame) -> None:
+    """Queue ``frame``, evicting the oldest queued frames if full (live sources: freshness over completeness).
+
+    An evicted frame's drop count, plus one for itself, moves to the frame that replaces it, so the
+    consumer still learns of every drop.
+    """
+    carried = 0
+    while True:
+        try:
+            q.put_nowait(dataclasses.replace(frame, dropped=frame.dropped + carried) if carried else frame)
+            return
+        except queue.Full:
+            try:
+                evicted = q.get_nowait()
+            except queue.Empty:
+                continue
+            carried += 1 + getattr(evicted, "dropped", 0)
+
+
 def produce(frames: Callable[[], Iterator[Frame]], out: queue.Queue, stop: threading.Event,
-            wakeup: threading.Event, name: str) -> None:
+            wakeup: threading.Event, name: str, live: bool = False) -> None:
     """Producer thread body: decode frames into ``out`` until the source ends or ``stop`` is set.
 
-    The queue is bounded and ``put`` blocks, so a file never loses a frame. Always ends with
+    A file blocks on the bounded queue, so it never loses a frame; a live source keeps only the
+    newest frames (see :func:`offer_newest`), so latency stays bounded. Always ends with
     :class:`EndOfStream`, after a :class:`Failure` if the source raised.
     """
     try:
         for frame in frames():
-            if not put(out, frame, stop):
+            if live:
+                offer_newest(out, frame)
+            elif not put(out, frame, stop):
                 break
             wakeup.set()
     except BaseException as exc:  # noqa: BLE001 - carried to the caller
@@ -85,7 +112,7 @@ def produce(frames: Callable[[], Iterator[Frame]], out: queue.Queue, stop: threa
                 out.put(EndOfStream(name), timeout=POLL_S)
                 break
             except queue.Full:
-                if not stop.is_set():
+                if not stop.is_set() and not live:
                     continue  # the consumer is busy: wait, a file never loses a frame
                 try:
                     out.get_nowait()  # stopping: make room by dropping an undelivered frame
@@ -98,14 +125,16 @@ class Batcher:
     """Forms batches from per-source queues.
 
     Takes frames round-robin, at most one per source per round, so a fast source cannot starve a slow
-    one and a stalled source never holds a batch back. A batch is handed over when it has
+    one and a stalled source never holds a batch back; a live source gives at most one frame (its
+    newest) per batch. A batch is handed over when it has
     ``batch_size`` frames, or ``max_wait_s`` after its first frame arrived, or when every source has
     ended (a short last batch). A source's frames keep their order.
     """
 
     def __init__(self, queues: dict[str, queue.Queue], batch_size: int, max_wait_s: float,
-                 wakeup: threading.Event) -> None:
+                 wakeup: threading.Event, live: frozenset[str] = frozenset()) -> None:
         self.queues = queues
+        self.live = live
         self.batch_size = batch_size
         self.max_wait_s = max_wait_s
         self.wakeup = wakeup
@@ -124,6 +153,8 @@ class Batcher:
             took = self._round(batch)
             if batch and deadline is None:
                 deadline = time.monotonic() + self.max_wait_s
+            if self._complete(batch):
+                break
             if took:
                 continue
             if deadline is not None and time.monotonic() >= deadline:
@@ -134,6 +165,11 @@ class Batcher:
             return None
         return batch
 
+    def _complete(self, batch: list[Frame]) -> bool:
+        """True when no source can add to the batch: all are live and each gave its frame."""
+        present = {f.source for f in batch}
+        return bool(batch) and all(name in self.live and name in present for name in self.active)
+
     def _round(self, batch: list[Frame]) -> bool:
         took = False
         names = self.active[self._turn :] + self.active[: self._turn]
@@ -141,6 +177,8 @@ class Batcher:
         for name in names:
             if len(batch) >= self.batch_size:
                 break
+            if name in self.live and any(f.source == name for f in batch):
+                continue
             try:
                 item = self.queues[name].get_nowait()
             except queue.Empty:

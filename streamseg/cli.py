@@ -7,11 +7,13 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from .config import DEFAULT_MODEL, Config, load_config
 from .exceptions import ConfigError, ModelError, SinkError, SourceError, StreamsegError
 from .pipeline import Pipeline, RunSummary
+from .stats import StatsBoard
 from .types import FrameResult
 
 __all__ = ["main"]
@@ -30,9 +32,13 @@ def _parser() -> argparse.ArgumentParser:
         description="Segment a video: decode, run Mask2Former, draw the masks, write the outputs. "
                     "Flags override values from --config.",
     )
-    seg.add_argument("source", help="video file (or URL FFmpeg can open)")
+    seg.add_argument("sources", nargs="*", metavar="SOURCE",
+                     help="video file, webcam index (0) or device, or stream URL (rtsp://, rtmp://, http(s)://); "
+                          "several run at once")
+    seg.add_argument("--sources-file", metavar="FILE", help="more sources, one per line (# starts a comment)")
     seg.add_argument("-o", "--output", help="annotated video to write; the suffix picks the container "
-                                            "(.mp4, .mkv, .mov)")
+                                            "(.mp4, .mkv, .mov); with several sources, one file each "
+                                            "(out-<source>.mp4)")
     seg.add_argument("--save-masks", metavar="PATH.jsonl", help="write per-frame masks as JSON lines (COCO RLE)")
     seg.add_argument("--config", metavar="FILE.yaml", help="YAML config (see configs/)")
     seg.add_argument("--model", help=f"hub id or local folder of a Mask2Former checkpoint (default {DEFAULT_MODEL})")
@@ -54,6 +60,18 @@ def _parser() -> argparse.ArgumentParser:
     seg.add_argument("--no-audio", action="store_true", default=None, help="do not copy the source's audio")
     seg.add_argument("--codec", help="video encoder (default libx264)")
     seg.add_argument("--crf", type=int, help="x264 quality, lower is better (default 20)")
+    live = seg.add_argument_group("live sources")
+    live.add_argument("--show", action="store_true", default=None, help="a window per source (q quits)")
+    live.add_argument("--serve", metavar="[HOST:]PORT",
+                      help="web page with each source's annotated stream and stats (host 127.0.0.1 by default)")
+    live.add_argument("--segment-time", type=float, metavar="SECONDS",
+                      help="split live recordings into files of this length")
+    live.add_argument("--duration", type=float, metavar="SECONDS", help="end the run after this long")
+    live.add_argument("--rtsp-transport", choices=("tcp", "udp"), help="RTSP transport (default tcp)")
+    live.add_argument("--stall-timeout", type=float, metavar="SECONDS",
+                      help="reconnect when no frame arrives for this long (default 5)")
+    live.add_argument("--stats-interval", type=float, metavar="SECONDS",
+                      help="print per-source stats this often (default 10; 0: only at exit)")
     seg.add_argument("--no-progress", action="store_true", help="no progress line")
     seg.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     return parser
@@ -64,9 +82,16 @@ def build_config(args: argparse.Namespace) -> Config:
     def flag_off(value: Any) -> bool | None:
         return None if value is None else not value
 
+    sources = list(args.sources)
+    if args.sources_file:
+        try:
+            lines = Path(args.sources_file).read_text().splitlines()
+        except OSError as exc:
+            raise ConfigError(f"cannot read sources file {args.sources_file}: {exc.strerror or exc}") from exc
+        sources += [ln.split("#", 1)[0].strip() for ln in lines if ln.split("#", 1)[0].strip()]
     return load_config(
         args.config,
-        sources=(args.source,),
+        sources=tuple(sources) or None,
         model__name=args.model,
         model__task=args.task,
         model__device=args.device,
@@ -85,6 +110,13 @@ def build_config(args: argparse.Namespace) -> Config:
         output__audio=flag_off(args.no_audio),
         output__codec=args.codec,
         output__crf=args.crf,
+        output__show=args.show,
+        output__serve=args.serve,
+        output__segment_time=args.segment_time,
+        duration=args.duration,
+        live__transport=args.rtsp_transport,
+        live__stall_timeout_s=args.stall_timeout,
+        live__stats_interval_s=args.stats_interval,
     )
 
 
@@ -129,22 +161,29 @@ def _clock(seconds: float) -> str:
 
 def _segment(args: argparse.Namespace) -> int:
     config = build_config(args)
-    if not config.output.video and not config.output.masks:
-        raise ConfigError("nothing to write: give -o OUTPUT and/or --save-masks PATH")
+    out = config.output
+    if not config.sources:
+        raise ConfigError("no source: give a video file, webcam index or stream URL")
+    if not (out.video or out.masks or out.show or out.serve):
+        raise ConfigError("nothing to do: give -o OUTPUT, --save-masks PATH, --show or --serve PORT")
     pipeline = Pipeline(config)
+    if any(pipeline.live.values()):
+        logging.getLogger("streamseg.stats").setLevel(logging.INFO)
     progress: Progress | None = None
     try:
         pipeline.start()
-        info = next(iter(pipeline.infos.values()))
-        progress = Progress(info.frames, enabled=not args.no_progress)
+        total = next(iter(pipeline.infos.values())).frames if len(pipeline.names) == 1 and pipeline.infos else None
+        progress = Progress(total, enabled=not args.no_progress)
         summary: RunSummary = pipeline.run(on_result=progress)
     finally:
         pipeline.close()
         if progress is not None:
             progress.finish()
+    if any(pipeline.live.values()) and summary.sources:
+        print(StatsBoard.format(summary.sources), file=sys.stderr)
     state = "stopped early" if summary.interrupted else "done"
     print(f"{state}: {summary.frames} frames in {summary.seconds:.1f} s ({summary.fps:.1f} fps) -> "
-          f"{', '.join(summary.outputs)}", file=sys.stderr)
+          f"{', '.join(summary.outputs) or 'no file'}", file=sys.stderr)
     return EXIT_INTERRUPTED if summary.interrupted else 0
 
 
@@ -152,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``streamseg`` command; returns the exit code."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
-                        format="%(levelname)s: %(message)s")
+                        format="%(asctime)s %(levelname)s: %(message)s", datefmt="%H:%M:%S")
     if not args.debug:
         _quiet_libraries()
     try:

@@ -31,6 +31,7 @@ __all__ = [
     "BatchingConfig",
     "RenderConfig",
     "OutputConfig",
+    "LiveConfig",
     "load_config",
 ]
 
@@ -110,17 +111,51 @@ class RenderConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class LiveConfig:
+    """How live sources (cameras, streams, webcams) connect, reconnect and buffer."""
+
+    transport: str = "tcp"
+    open_timeout_s: float = 5.0
+    stall_timeout_s: float = 5.0
+    reconnect_initial_s: float = 0.5
+    reconnect_max_s: float = 30.0
+    queue_size: int = 1
+    stats_interval_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        _check(self.transport in ("tcp", "udp"), "live.transport", f"expected tcp or udp, got {self.transport!r}")
+        for name in ("open_timeout_s", "stall_timeout_s", "reconnect_initial_s", "reconnect_max_s"):
+            _check(getattr(self, name) > 0, f"live.{name}", f"must be > 0, got {getattr(self, name)}")
+        _check(1 <= self.queue_size <= 4, "live.queue_size", f"keeps the newest 1 to 4 frames, got {self.queue_size}")
+        _check(self.stats_interval_s >= 0, "live.stats_interval_s", "must be >= 0 (0: only at exit)")
+
+
+@dataclass(frozen=True, kw_only=True)
 class OutputConfig:
-    """Where results go."""
+    """Where results go.
+
+    With several sources, ``video`` and ``masks`` name one file per source: ``out.mp4`` becomes
+    ``out-<source>.mp4``; with ``segment_time`` a recording is split into files of that many seconds,
+    named ``out-<source>-<YYYYmmdd-HHMMSS>.mp4``.
+    """
 
     video: str | None = None
     masks: str | None = None
     audio: bool = True
     codec: str = "libx264"
     crf: int = 20
+    segment_time: float | None = None
+    show: bool = False
+    serve: str | None = None
 
     def __post_init__(self) -> None:
         _check(0 <= self.crf <= 51, "output.crf", f"must be between 0 and 51, got {self.crf}")
+        if self.segment_time is not None:
+            _check(self.segment_time >= 1, "output.segment_time", f"must be at least 1 s, got {self.segment_time}")
+        if self.serve is not None:
+            host, _, port = self.serve.rpartition(":")
+            _check(port.isdigit() and 0 <= int(port) < 65536, "output.serve",
+                   f"expected [HOST:]PORT, got {self.serve!r}")
         if self.video is not None:
             suffix = Path(self.video).suffix.lower()
             _check(suffix in (".mp4", ".mkv", ".mov"), "output.video",
@@ -137,6 +172,12 @@ class Config:
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    live: LiveConfig = field(default_factory=LiveConfig)
+    duration: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.duration is not None:
+            _check(self.duration > 0, "duration", f"must be > 0 seconds, got {self.duration}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Config:

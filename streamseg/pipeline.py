@@ -4,13 +4,16 @@ Threads and what links them::
 
     producer "source:<name>" ─┐ (one bounded queue per source)
     producer "source:<name>" ─┼─> worker "infer" ──(results)──> "sinks" ──(results)──> caller
-                              ┘
+                              ┘        source status events ─────^
 
 The pipeline owns every thread: it starts them in :meth:`Pipeline.start` and joins them in
-:meth:`Pipeline.close`. :meth:`Pipeline.stop` asks for a graceful end (sources stop reading, frames
-in flight are dropped, sinks finish their files); the abort event makes the sink thread drop what is
-left and close at once. An exception in any stage stops the run and is re-raised in the caller with
-its original traceback. Memory is bounded by the queue sizes, whatever the length of the video.
+:meth:`Pipeline.close`. :meth:`Pipeline.stop` asks for a graceful end (sources stop reading, sinks
+finish their files with what is done); :meth:`Pipeline.abort` makes the sink thread drop what is
+left and close at once. An exception in any stage stops the run and is re-raised in the caller
+with its original traceback. Memory is bounded by the queue sizes, however long the run.
+
+Files keep every frame (their producers block); live sources keep only their newest frame, so a
+slow model never lets latency grow, and a stalled camera never holds the others back.
 """
 
 from __future__ import annotations
@@ -23,22 +26,28 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from .annotators.masks import MaskAnnotator
-from .batching import POLL_S, Batcher, EndOfStream, Failure, get, produce, put
+from .batching import POLL_S, Batcher, EndOfStream, Failure, produce, put
 from .config import Config
-from .exceptions import ConfigError
 from .inference.loading import guess_task, load_model
 from .inference.runner import ModelRunner
 from .sinks.jsonl import JsonlSink
-from .sinks.video import VideoSink, check_writable
+from .sinks.preview import WindowPreviewSink
+from .sinks.video import SegmentedVideoSink, VideoSink, check_writable
+from .sinks.web import WebPreviewSink
 from .sources.file import VideoInfo, probe, read_frames
+from .sources.live import LIVE_TIME_BASE, Backoff, SourceStatus, is_live, read_live, read_stream, read_webcam, redact
+from .stats import StatsBoard
 from .types import FrameResult
 
-__all__ = ["Pipeline", "RunSummary", "Sink"]
+__all__ = ["Pipeline", "RunSummary", "Sink", "source_names", "output_path"]
 
 log = logging.getLogger(__name__)
+stats_log = logging.getLogger("streamseg.stats")
 
 JOIN_TIMEOUT_S = 10.0
 
@@ -65,23 +74,51 @@ class RunSummary:
     seconds: float = 0.0
     interrupted: bool = False
     outputs: list[str] = field(default_factory=list)
+    sources: list[dict] = field(default_factory=list)
 
     @property
     def fps(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
 
+def source_names(sources: tuple[str, ...] | list[str]) -> list[str]:
+    """Short unique names for logs, records and output files; never with credentials."""
+    names: list[str] = []
+    for src in sources:
+        if src.isdigit():
+            base = f"webcam{src}"
+        elif "://" in src:
+            parts = urlsplit(src)
+            base = parts.path.rstrip("/").rsplit("/", 1)[-1] or parts.hostname or "stream"
+        else:
+            base = src.rstrip("/").rsplit("/", 1)[-1] or src
+        name, n = base, 2
+        while name in names:
+            name, n = f"{base}#{n}", n + 1
+        names.append(name)
+    return names
+
+
+def output_path(template: str, source: str, several: bool) -> str:
+    """``out.mp4`` for a single source, ``out-<source>.mp4`` for each of several."""
+    if not several:
+        return template
+    path = Path(template)
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in source)
+    return str(path.with_name(f"{path.stem}-{safe}{path.suffix}"))
+
+
 class Pipeline:
     """Runs one segmentation job; use it as a context manager.
 
     Example:
-        >>> with Pipeline(load_config("configs/sample.yaml", sources=("samples/shapes.mp4",),
-        ...                           output__video="out.mp4")) as p:
-        ...     summary = p.run()
+        >>> config = load_config("configs/sample.yaml", sources=("samples/shapes.mp4",), output__video="out.mp4")
+        >>> with Pipeline(config) as pipeline:
+        ...     summary = pipeline.run()
 
     Args:
         config: the whole job: sources, model, thresholds, batching, rendering, outputs.
-        sinks: extra outputs, written after the ones the config names.
+        sinks: extra outputs, written for every source after the ones the config names.
         masks_to_host: copy masks to host memory for every result (the Python API wants them);
             otherwise only when an output needs them.
         profile: exact per-stage timings in ``FrameResult.stats`` (syncs the device after each stage).
@@ -90,13 +127,17 @@ class Pipeline:
     def __init__(self, config: Config, *, sinks: list[Sink] | None = None, masks_to_host: bool = False,
                  profile: bool = False) -> None:
         if not config.sources:
+            from .exceptions import ConfigError
+
             raise ConfigError("sources: at least one source is needed")
-        if len(config.sources) > 1 and config.output.video:
-            raise ConfigError("output.video: one output file takes one source")
         self.config = config
+        self.names = source_names(config.sources)
+        self.live = {name: is_live(src) for name, src in zip(self.names, config.sources)}
         self.infos: dict[str, VideoInfo] = {}
         self.task = ""
         self.runner: ModelRunner | None = None
+        self.outputs: list[str] = []
+        self.web: WebPreviewSink | None = None
         self._extra_sinks = list(sinks or [])
         self._masks_to_host = masks_to_host or bool(config.output.masks)
         self._profile = profile
@@ -106,7 +147,11 @@ class Pipeline:
         self._wakeup = threading.Event()
         self._threads: list[threading.Thread] = []
         self._results: queue.Queue = queue.Queue(maxsize=config.batching.queue_size)
+        self._events: queue.Queue = queue.Queue(maxsize=1000)
+        self._last_state: dict[str, str] = {}
         self._finished = False
+        self._deadline: float | None = None
+        self.final_stats: list[dict] = []
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -122,47 +167,96 @@ class Pipeline:
         if self._state is not State.NEW:
             raise RuntimeError(f"a pipeline runs once; this one is {self._state.value}")
         cfg = self.config
-        for path in (cfg.output.video, cfg.output.masks):
-            if path:
-                check_writable(path)
-        names = _source_names(cfg.sources)
-        self.infos = {name: probe(src) for name, src in zip(names, cfg.sources)}
+        several = len(self.names) > 1
+        for template in (cfg.output.video, cfg.output.masks):
+            for name in self.names if template else []:
+                check_writable(output_path(template, name, several))
+        self.infos = {name: probe(src) for name, src in zip(self.names, cfg.sources) if not self.live[name]}
         loaded = load_model(cfg.model.name, device=cfg.model.device, dtype=cfg.model.dtype)
         self.task = cfg.model.task if cfg.model.task != "auto" else guess_task(cfg.model.name, loaded.id2label)
+        sinks_by_source, shared = self._open_sinks()
+        draw = any(getattr(s, "wants_annotated", False) or isinstance(s, (VideoSink, SegmentedVideoSink))
+                   for s in [*shared, *(s for group in sinks_by_source.values() for s in group)])
         color_by = cfg.render.color_by if cfg.render.color_by != "auto" else "class"
-        draw = bool(cfg.output.video) or any(getattr(s, "wants_annotated", False) for s in self._extra_sinks)
         annotator = MaskAnnotator(cfg.render.opacity, cfg.render.outlines, cfg.render.labels, color_by)
         self.runner = ModelRunner(
             loaded, self.task, cfg.postprocess, annotator=annotator if draw else None,
             masks_to_host=self._masks_to_host, compile=cfg.model.compile, profile=self._profile,
         )
-        sinks = self._open_sinks(names[0])
         source_queues: dict[str, queue.Queue] = {}
-        for name, src in zip(names, cfg.sources):
-            q: queue.Queue = queue.Queue(maxsize=cfg.batching.queue_size)
+        for name, src in zip(self.names, cfg.sources):
+            live = self.live[name]
+            q: queue.Queue = queue.Queue(maxsize=cfg.live.queue_size if live else cfg.batching.queue_size)
             source_queues[name] = q
-            self._spawn(f"source:{name}", produce,
-                        lambda src=src, name=name: read_frames(src, name=name), q, self._stop, self._wakeup, name)
-        batcher = Batcher(source_queues, cfg.batching.batch_size, cfg.batching.max_wait_ms / 1000, self._wakeup)
+            self._spawn(f"source:{name}", produce, self._frames(name, src), q, self._stop, self._wakeup, name, live)
+        batcher = Batcher(source_queues, cfg.batching.batch_size, cfg.batching.max_wait_ms / 1000, self._wakeup,
+                          live=frozenset(n for n, v in self.live.items() if v))
         handoff: queue.Queue = queue.Queue(maxsize=cfg.batching.queue_size)
+        board = StatsBoard(self.live)
         self._spawn("infer", self._infer_loop, batcher, handoff)
-        self._spawn("sinks", self._sink_loop, handoff, sinks)
+        self._spawn("sinks", self._sink_loop, handoff, sinks_by_source, shared, board)
+        if cfg.duration is not None:
+            self._deadline = time.monotonic() + cfg.duration
         self._state = State.RUNNING
 
-    def _open_sinks(self, first_source: str) -> list[Sink]:
+    def _frames(self, name: str, src: str) -> Callable[[], Iterator]:
+        if not self.live[name]:
+            return lambda: read_frames(src, name=name)
+        live = self.config.live
+        if src.isdigit() or src.startswith("/dev/video"):
+            connect = read_webcam(src, stall_s=live.stall_timeout_s)
+        else:
+            connect = read_stream(src, transport=live.transport, stall_s=live.stall_timeout_s,
+                                  open_s=live.open_timeout_s)
+        backoff = Backoff(initial=live.reconnect_initial_s, cap=live.reconnect_max_s)
+        log.info("%s: %s", name, redact(src))
+        return lambda: read_live(connect, name=name, stop=self._stop, report=self._report, backoff=backoff)
+
+    def _report(self, status: SourceStatus) -> None:
+        """Called by a producer thread for its own source: log the change, queue it for the stats."""
+        changed = self._last_state.get(status.source) != status.state
+        self._last_state[status.source] = status.state
+        level = logging.WARNING if changed and status.state != "connecting" else logging.DEBUG
+        log.log(level, "%s: %s%s", status.source, status.state, f" ({status.detail})" if status.detail else "")
+        try:
+            self._events.put_nowait(status)
+        except queue.Full:
+            pass
+
+    def _open_sinks(self) -> tuple[dict[str, list[Sink]], list[Sink]]:
         out = self.config.output
-        sinks: list[Sink] = []
-        if out.video:
-            info = self.infos[first_source]
-            sinks.append(VideoSink(
-                out.video, time_base=info.time_base, rate=info.average_rate,
-                audio_from=info.path if out.audio and info.has_audio else None, codec=out.codec, crf=out.crf,
-            ))
-        if out.masks:
-            sink = JsonlSink(out.masks)
-            sink.open()
-            sinks.append(sink)
-        return sinks + self._extra_sinks
+        several = len(self.names) > 1
+        by_source: dict[str, list[Sink]] = {}
+        for name in self.names:
+            group: list[Sink] = []
+            if out.video:
+                path = output_path(out.video, name, several)
+                if self.live[name] and out.segment_time:
+                    group.append(SegmentedVideoSink(path, segment_time=out.segment_time, codec=out.codec, crf=out.crf))
+                elif self.live[name]:
+                    group.append(VideoSink(path, time_base=LIVE_TIME_BASE, codec=out.codec, crf=out.crf, rebase=True))
+                else:
+                    info = self.infos[name]
+                    group.append(VideoSink(
+                        path, time_base=info.time_base, rate=info.average_rate,
+                        audio_from=info.path if out.audio and info.has_audio else None, codec=out.codec, crf=out.crf,
+                    ))
+                self.outputs.append(path)
+            if out.masks:
+                path = output_path(out.masks, name, several)
+                sink = JsonlSink(path, wall_clock=self.live[name])
+                sink.open()
+                group.append(sink)
+                self.outputs.append(path)
+            by_source[name] = group
+        shared: list[Sink] = []
+        if out.show:
+            shared.append(WindowPreviewSink(on_quit=self.stop))
+        if out.serve:
+            self.web = WebPreviewSink(out.serve, self.names)
+            self.web.open()
+            shared.append(self.web)
+        return by_source, shared + self._extra_sinks
 
     def _spawn(self, name: str, target: Callable[..., None], *args: Any) -> None:
         thread = threading.Thread(target=target, args=args, name=f"streamseg-{name}", daemon=True)
@@ -210,33 +304,60 @@ class Pipeline:
             return
         put(out, EndOfStream(), self._abort)
 
-    def _sink_loop(self, inbox: queue.Queue, sinks: list[Sink]) -> None:
-        final: Any = EndOfStream()
-        stages = [getattr(s, "stage", type(s).__name__) for s in sinks]
+    def _sink_loop(self, inbox: queue.Queue, by_source: dict[str, list[Sink]], shared: list[Sink],
+                   board: StatsBoard) -> None:
+        final: Any = None
+        interval = self.config.live.stats_interval_s
+        any_live = any(self.live.values())
+        next_log = time.monotonic() + interval
+        next_publish = 0.0
         try:
             while not self._abort.is_set():
-                item = get(inbox, self._abort)
-                if item is None:
-                    break
+                while True:
+                    try:
+                        board.status(self._events.get_nowait())
+                    except queue.Empty:
+                        break
+                now = time.monotonic()
+                if self.web is not None and now >= next_publish:
+                    self.web.publish_stats(board.snapshot())
+                    next_publish = now + 1.0
+                if any_live and interval > 0 and now >= next_log:
+                    stats_log.info("%s", StatsBoard.format(board.snapshot()))
+                    next_log = now + interval
+                try:
+                    item = inbox.get(timeout=POLL_S)
+                except queue.Empty:
+                    continue
                 if isinstance(item, (EndOfStream, Failure)):
                     final = item
                     break
-                for sink, stage in zip(sinks, stages):
+                for sink in [*by_source.get(item.source, ()), *shared]:
                     clock = time.perf_counter()
                     sink.write(item)
+                    stage = getattr(sink, "stage", type(sink).__name__)
                     item.stats[stage] = item.stats.get(stage, 0.0) + time.perf_counter() - clock
+                board.add(item)
                 if not put(self._results, item, self._abort):
                     break
         except BaseException as exc:  # noqa: BLE001 - carried to the caller
             final = Failure.capture(exc, "sinks")
             self._stop.set()
         finally:
-            for sink in sinks:
+            for sink in [s for group in by_source.values() for s in group] + shared:
                 try:
                     sink.close()
                 except BaseException as exc:  # noqa: BLE001
                     if not isinstance(final, Failure):
                         final = Failure.capture(exc, "sinks")
+        while True:
+            try:
+                board.status(self._events.get_nowait())
+            except queue.Empty:
+                break
+        if not isinstance(final, Failure):
+            board.finish()
+            final = EndOfStream(stats=tuple(board.snapshot()))
         # Outputs are complete before the caller hears the end.
         while True:
             try:
@@ -249,42 +370,40 @@ class Pipeline:
     # -- consuming -----------------------------------------------------------------------------
 
     def results(self) -> Iterator[FrameResult]:
-        """Yield results in order as they are ready, until every source has ended.
+        """Yield results in order (per source) as they are ready, until every source has ended.
 
         Raises:
             StreamsegError: (or whatever a stage raised) when a stage fails; the run is stopped.
         """
         while True:
-            item = self._next(timeout=None)
+            item = self._next()
             if item is None:
                 return
             yield item
 
-    def _next(self, timeout: float | None) -> FrameResult | None:
+    def _next(self) -> FrameResult | None:
         if self._state is not State.RUNNING:
             raise RuntimeError("start the pipeline (or enter its context) before reading results")
-        if self._finished:
-            return None
-        end = None if timeout is None else time.monotonic() + timeout
-        while True:
+        while not self._finished:
+            if self._deadline is not None and time.monotonic() >= self._deadline:
+                self.stop()
             try:
                 item = self._results.get(timeout=POLL_S)
             except queue.Empty:
                 if not any(t.is_alive() for t in self._threads):
                     self._finished = True
-                    return None
-                if end is not None and time.monotonic() >= end:
-                    raise TimeoutError
                 continue
             if isinstance(item, EndOfStream):
                 self._finished = True
-                return None
-            if isinstance(item, Failure):
+                self.final_stats = list(item.stats)
+            elif isinstance(item, Failure):
                 self._finished = True
                 self._stop.set()
                 log.debug("%s failed:\n%s", item.stage, item.trace)
                 raise item.error
-            return item
+            else:
+                return item
+        return None
 
     def run(self, on_result: Callable[[FrameResult], None] | None = None,
             handle_interrupt: bool = True) -> RunSummary:
@@ -295,7 +414,7 @@ class Pipeline:
         """
         if self._state is State.NEW:
             self.start()
-        summary = RunSummary(outputs=[p for p in (self.config.output.video, self.config.output.masks) if p])
+        summary = RunSummary(outputs=self.outputs)
         started = time.monotonic()
         presses = 0
 
@@ -322,19 +441,8 @@ class Pipeline:
             summary.seconds = time.monotonic() - started
             summary.interrupted = presses > 0
             self.close()
+        summary.outputs = self.outputs + ([self.web.url] if self.web is not None else [])
+        summary.sources = self.final_stats
         if presses > 1:
             raise KeyboardInterrupt
         return summary
-
-
-def _source_names(sources: tuple[str, ...]) -> list[str]:
-    """Short unique names for log lines and records: the file name, with a counter if repeated."""
-    names: list[str] = []
-    for src in sources:
-        base = src.rstrip("/").rsplit("/", 1)[-1] or src
-        name, n = base, 2
-        while name in names:
-            name, n = f"{base}#{n}", n + 1
-        names.append(name)
-    return names
-

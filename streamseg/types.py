@@ -27,6 +27,7 @@ class Frame:
         source: name of the source that produced it.
         captured: ``time.monotonic()`` when the frame was decoded, for latency figures.
         decode_s: seconds spent decoding and converting this frame.
+        dropped: frames of a live source discarded, unprocessed, since the previous delivered one.
     """
 
     image: np.ndarray
@@ -37,6 +38,7 @@ class Frame:
     source: str = "0"
     captured: float = 0.0
     decode_s: float = 0.0
+    dropped: int = 0
 
     def __post_init__(self) -> None:
         if self.image.ndim != 3 or self.image.shape[2] != 3 or self.image.dtype != np.uint8:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import numpy as np
 from ..exceptions import SinkError
 from ..types import FrameResult
 
-__all__ = ["VideoSink", "check_writable"]
+__all__ = ["VideoSink", "SegmentedVideoSink", "check_writable"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class VideoSink:
         audio_from: a file whose audio streams to copy, or None.
         codec: video encoder name (libx264, h264_nvenc, ...).
         crf: quality for x264-style encoders (lower is better).
+        rebase: start the file's timestamps at 0 (live recordings, whose pts count from the run's start).
     """
 
     stage = "encode"  # name of its time in FrameResult.stats
@@ -64,8 +66,11 @@ class VideoSink:
         audio_from: str | None = None,
         codec: str = "libx264",
         crf: int = 20,
+        rebase: bool = False,
     ) -> None:
         self.path = str(path)
+        self.rebase = rebase
+        self._origin: int | None = None
         self.time_base = time_base
         self.rate = rate or DEFAULT_RATE
         self.audio_from = audio_from
@@ -137,6 +142,9 @@ class VideoSink:
         if image.shape[0] % 2 or image.shape[1] % 2:
             image = np.pad(image, ((0, image.shape[0] % 2), (0, image.shape[1] % 2), (0, 0)), mode="edge")
         pts = result.pts if result.pts is not None else self.frames_written
+        if self.rebase:
+            self._origin = pts if self._origin is None else self._origin
+            pts -= self._origin
         if self._last_pts is not None and pts <= self._last_pts:
             pts = self._last_pts + 1  # encoders reject repeated timestamps
         self._last_pts = pts
@@ -191,6 +199,44 @@ class VideoSink:
             if self._audio_in is not None:
                 self._audio_in.close()
                 self._audio_in = None
+
+
+class SegmentedVideoSink:
+    """A live recording split into files of ``segment_time`` seconds, so a run of days never leaves one
+    huge or broken file. Each file starts at a keyframe with timestamps from 0 and is complete (it plays)
+    as soon as the next one starts. Files are named ``<stem>-<YYYYmmdd-HHMMSS><suffix>`` by their start.
+    """
+
+    stage = "encode"
+
+    def __init__(self, path: str | Path, *, segment_time: float, codec: str = "libx264", crf: int = 20) -> None:
+        self.path = Path(path)
+        self.segment_time = segment_time
+        self.codec = codec
+        self.crf = crf
+        self.files: list[str] = []
+        self._current: VideoSink | None = None
+        self._started = 0.0
+
+    def write(self, result: FrameResult) -> None:
+        if self._current is not None and result.time - self._started >= self.segment_time:
+            self._current.close()
+            self._current = None
+        if self._current is None:
+            stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(result.time))
+            name = self.path.with_name(f"{self.path.stem}-{stamp}{self.path.suffix}")
+            if str(name) in self.files:  # two segments in one second
+                name = name.with_name(f"{name.stem}-{len(self.files)}{name.suffix}")
+            self._current = VideoSink(name, time_base=result.frame.time_base, codec=self.codec, crf=self.crf,
+                                      rebase=True)
+            self._started = result.time
+            self.files.append(str(name))
+        self._current.write(result)
+
+    def close(self) -> None:
+        if self._current is not None:
+            self._current.close()
+            self._current = None
 
 
 def _reason(exc: BaseException) -> str:

@@ -1,0 +1,244 @@
+"""Live sources: camera streams (RTSP, RTMP, HTTP MJPEG/HLS, anything FFmpeg opens) and webcams.
+
+A live source runs until it is stopped. It reconnects by itself, with capped exponential backoff
+and jitter, whenever the connection fails, ends or stalls (no frame within ``stall_s``), and reports
+each change of state (connecting, live, stalled, reconnecting, ended, failed). Only refused
+credentials fail for good: retrying cannot fix them. Frames carry wall-clock time, and URLs are
+never printed with their credentials.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from urllib.parse import urlsplit, urlunsplit
+
+import av
+import numpy as np
+
+from ..exceptions import SourceError
+from ..types import Frame
+
+__all__ = [
+    "STATES",
+    "Backoff",
+    "SourceStatus",
+    "is_live",
+    "redact",
+    "classify",
+    "read_live",
+    "read_stream",
+    "read_webcam",
+]
+
+log = logging.getLogger(__name__)
+
+STATES = ("connecting", "live", "stalled", "reconnecting", "ended", "failed")
+LIVE_TIME_BASE = Fraction(1, 1000)  # live frames are stamped in milliseconds of wall-clock time
+LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "udp", "rtp", "srt", "tcp")
+
+
+@dataclass(frozen=True)
+class SourceStatus:
+    """A change of a source's state, with why (never with credentials)."""
+
+    source: str
+    state: str
+    detail: str = ""
+    at: float = 0.0
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Reconnect delays: ``initial * factor**n`` capped at ``cap``, each scaled by a random 0.5-1.0."""
+
+    initial: float = 0.5
+    cap: float = 30.0
+    factor: float = 2.0
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        base = min(self.cap, self.initial * self.factor ** max(0, attempt - 1))
+        return base * rng.uniform(0.5, 1.0)
+
+
+def is_live(source: str) -> bool:
+    """Webcams (an index or /dev/video*) and streaming URLs are live; files are not.
+
+    HTTP(S) URLs count as live unless they name a media file; an HLS playlist of a finished
+    recording is decoded as a file would be only when opened as one.
+    """
+    if source.isdigit() or source.startswith("/dev/video"):
+        return True
+    scheme = urlsplit(source).scheme.lower()
+    if scheme in LIVE_SCHEMES:
+        return True
+    if scheme in ("http", "https"):
+        path = urlsplit(source).path.lower()
+        return not path.endswith((".mp4", ".mkv", ".mov", ".webm", ".avi", ".ts"))
+    return False
+
+
+def redact(url: str) -> str:
+    """The URL without user name, password or query string, safe for logs."""
+    if "://" not in url:
+        return url
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    if parts.username or parts.password:
+        host = f"***@{host}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def classify(exc: BaseException) -> tuple[str, bool]:
+    """A short reason for a connection failure, and whether retrying is pointless."""
+    if isinstance(exc, (av.error.HTTPUnauthorizedError, av.error.HTTPForbiddenError)):
+        return "refused credentials", True
+    if isinstance(exc, av.error.HTTPNotFoundError):
+        return "not found", False
+    if isinstance(exc, (av.error.ConnectionRefusedError, av.error.ConnectionResetError)):
+        return "unreachable (connection refused)", False
+    if isinstance(exc, (av.error.TimeoutError, av.error.ExitError)):
+        return "unreachable (timed out)", False
+    if isinstance(exc, av.error.InvalidDataError):
+        return "bad stream (invalid data)", False
+    if isinstance(exc, av.error.EOFError):
+        return "stream ended", False
+    if isinstance(exc, OSError) and getattr(exc, "errno", None) is not None:
+        return f"unreachable ({exc.strerror})", False
+    text = getattr(exc, "strerror", None) or str(exc)
+    if re.search(r"\b401\b|unauthori[sz]ed", text, re.I):
+        return "refused credentials", True
+    if re.search(r"\b404\b|not found", text, re.I):
+        return "not found", False
+    return text.split(":")[0][:80] or type(exc).__name__, False
+
+
+Connect = Callable[[], Iterator[np.ndarray]]
+
+
+def read_live(
+    connect: Connect,
+    *,
+    name: str,
+    stop: threading.Event,
+    report: Callable[[SourceStatus], None],
+    backoff: Backoff = Backoff(),
+    max_attempts: int | None = None,
+) -> Iterator[Frame]:
+    """Yield frames from ``connect()``, reconnecting until ``stop`` is set.
+
+    ``connect`` opens the source and returns an iterator of RGB frames; it raises when the
+    connection fails and its iterator raises (or ends) when the connection drops or stalls.
+
+    Raises:
+        SourceError: credentials were refused, or ``max_attempts`` connections in a row failed.
+    """
+    rng = random.Random()
+    index, failures, state = 0, 0, ""
+    origin = time.time()
+
+    def set_state(new: str, detail: str = "") -> None:
+        nonlocal state
+        if new != state or detail:
+            state = new
+            report(SourceStatus(name, new, detail, time.time()))
+
+    set_state("connecting")
+    while not stop.is_set():
+        reason = ""
+        try:
+            frames = connect()
+            for image in frames:
+                if stop.is_set():
+                    break
+                if state != "live":
+                    set_state("live")
+                    failures = 0
+                now = time.time()
+                yield Frame(image=image, index=index, pts=int((now - origin) * 1000), time_base=LIVE_TIME_BASE,
+                            time=now, source=name, captured=time.monotonic())
+                index += 1
+            else:
+                reason = "stream ended"
+        except (av.FFmpegError, OSError, SourceError) as exc:
+            reason, permanent = classify(exc)
+            if permanent:
+                set_state("failed", reason)
+                raise SourceError(f"{name}: {reason}") from None
+        if stop.is_set():
+            break
+        failures += 1
+        if max_attempts is not None and failures >= max_attempts:
+            set_state("failed", f"{reason}; gave up after {failures} attempts")
+            raise SourceError(f"{name}: {reason} (gave up after {failures} attempts)")
+        delay = backoff.delay(failures, rng)
+        if state == "live" and "timed out" in reason:
+            set_state("stalled", "no frame within the stall timeout")
+        set_state("reconnecting", f"{reason}; retrying in {delay:.1f} s")
+        stop.wait(delay)
+    set_state("ended")
+
+
+def read_stream(url: str, *, transport: str = "tcp", stall_s: float = 5.0, open_s: float = 10.0) -> Connect:
+    """A ``connect`` for URLs FFmpeg opens (RTSP over TCP by default, or UDP)."""
+
+    def connect() -> Iterator[np.ndarray]:
+        options = {"fflags": "nobuffer", "flags": "low_delay"}
+        if url.lower().startswith("rtsp"):
+            options["rtsp_transport"] = transport
+        container = av.open(url, options=options, timeout=(open_s, stall_s))
+        return _decode(container)
+
+    return connect
+
+
+def _decode(container: av.container.InputContainer) -> Iterator[np.ndarray]:
+    try:
+        if not container.streams.video:
+            raise SourceError("has no video stream")
+        stream = container.streams.video[0]
+        for decoded in container.decode(stream):
+            yield decoded.to_ndarray(format="rgb24")
+    finally:
+        container.close()
+
+
+def read_webcam(device: str, *, stall_s: float = 5.0) -> Connect:
+    """A ``connect`` for a webcam index (``0``) or device path, through OpenCV."""
+
+    def connect() -> Iterator[np.ndarray]:
+        import cv2
+
+        capture = cv2.VideoCapture(int(device) if device.isdigit() else device)
+        if not capture.isOpened():
+            capture.release()
+            raise SourceError(f"cannot open webcam {device}")
+        return _capture(capture, stall_s)
+
+    return connect
+
+
+def _capture(capture, stall_s: float) -> Iterator[np.ndarray]:
+    import cv2
+
+    try:
+        last = time.monotonic()
+        while True:
+            ok, bgr = capture.read()
+            if not ok:
+                if time.monotonic() - last > stall_s:
+                    raise SourceError("webcam stopped delivering frames")
+                time.sleep(0.01)
+                continue
+            last = time.monotonic()
+            yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    finally:
+        capture.release()
