@@ -162,14 +162,17 @@ def measure_naive(args: argparse.Namespace) -> dict:
     import cv2
     import numpy as np
     import torch
-    from transformers import Mask2FormerForUniversalSegmentation, Mask2FormerImageProcessorPil
+    import transformers
+    from transformers import Mask2FormerForUniversalSegmentation
 
     from streamseg.inference.loading import resolve_device, resolve_dtype
 
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     cfg = json.loads((Path(args.model_dir) / "preprocessor_config.json").read_text())
-    processor = Mask2FormerImageProcessorPil(**{k: v for k, v in cfg.items() if k != "image_processor_type"})
+    # The PIL processor people use (transformers 5.x name first, 4.x's otherwise).
+    processor_cls = getattr(transformers, "Mask2FormerImageProcessorPil", transformers.Mask2FormerImageProcessor)
+    processor = processor_cls(**{k: v for k, v in cfg.items() if k != "image_processor_type"})
     model = Mask2FormerForUniversalSegmentation.from_pretrained(args.model_dir).to(device, dtype).eval()
     capture = cv2.VideoCapture(args.clip)
     fps_in = capture.get(cv2.CAP_PROP_FPS)

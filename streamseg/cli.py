@@ -58,7 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     seg.add_argument("--no-labels", action="store_true", default=None, help="do not write class names")
     seg.add_argument("--no-outlines", action="store_true", default=None, help="do not outline segments")
     seg.add_argument("--no-audio", action="store_true", default=None, help="do not copy the source's audio")
-    seg.add_argument("--codec", help="video encoder (default libx264)")
+    seg.add_argument("--codec", help="video encoder: auto (NVENC on an NVIDIA GPU when it opens, else libx264), "
+                                     "libx264, h264_nvenc, libvpx-vp9, ... (default auto)")
     seg.add_argument("--crf", type=int, help="x264 quality, lower is better (default 20)")
     live = seg.add_argument_group("live sources")
     live.add_argument("--show", action="store_true", default=None, help="a window per source (q quits)")

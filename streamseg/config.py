@@ -142,7 +142,7 @@ class OutputConfig:
     video: str | None = None
     masks: str | None = None
     audio: bool = True
-    codec: str = "libx264"
+    codec: str = "auto"
     crf: int = 20
     segment_time: float | None = None
     show: bool = False

@@ -37,7 +37,7 @@ from .inference.loading import guess_task, load_model
 from .inference.runner import ModelRunner
 from .sinks.jsonl import JsonlSink
 from .sinks.preview import WindowPreviewSink
-from .sinks.video import SegmentedVideoSink, VideoSink, check_writable
+from .sinks.video import SegmentedVideoSink, VideoSink, check_writable, pick_encoder
 from .sinks.web import WebPreviewSink
 from .sources.file import VideoInfo, probe, read_frames
 from .sources.live import LIVE_TIME_BASE, Backoff, SourceStatus, is_live, read_live, read_stream, read_webcam, redact
@@ -174,7 +174,7 @@ class Pipeline:
         self.infos = {name: probe(src) for name, src in zip(self.names, cfg.sources) if not self.live[name]}
         loaded = load_model(cfg.model.name, device=cfg.model.device, dtype=cfg.model.dtype)
         self.task = cfg.model.task if cfg.model.task != "auto" else guess_task(cfg.model.name, loaded.id2label)
-        sinks_by_source, shared = self._open_sinks()
+        sinks_by_source, shared = self._open_sinks(accelerated=loaded.device.type == "cuda")
         draw = any(getattr(s, "wants_annotated", False) or isinstance(s, (VideoSink, SegmentedVideoSink))
                    for s in [*shared, *(s for group in sinks_by_source.values() for s in group)])
         color_by = cfg.render.color_by if cfg.render.color_by != "auto" else "class"
@@ -223,8 +223,9 @@ class Pipeline:
         except queue.Full:
             pass
 
-    def _open_sinks(self) -> tuple[dict[str, list[Sink]], list[Sink]]:
+    def _open_sinks(self, accelerated: bool) -> tuple[dict[str, list[Sink]], list[Sink]]:
         out = self.config.output
+        codec = pick_encoder(out.codec, accelerated)
         several = len(self.names) > 1
         by_source: dict[str, list[Sink]] = {}
         for name in self.names:
@@ -232,14 +233,14 @@ class Pipeline:
             if out.video:
                 path = output_path(out.video, name, several)
                 if self.live[name] and out.segment_time:
-                    group.append(SegmentedVideoSink(path, segment_time=out.segment_time, codec=out.codec, crf=out.crf))
+                    group.append(SegmentedVideoSink(path, segment_time=out.segment_time, codec=codec, crf=out.crf))
                 elif self.live[name]:
-                    group.append(VideoSink(path, time_base=LIVE_TIME_BASE, codec=out.codec, crf=out.crf, rebase=True))
+                    group.append(VideoSink(path, time_base=LIVE_TIME_BASE, codec=codec, crf=out.crf, rebase=True))
                 else:
                     info = self.infos[name]
                     group.append(VideoSink(
                         path, time_base=info.time_base, rate=info.average_rate,
-                        audio_from=info.path if out.audio and info.has_audio else None, codec=out.codec, crf=out.crf,
+                        audio_from=info.path if out.audio and info.has_audio else None, codec=codec, crf=out.crf,
                     ))
                 self.outputs.append(path)
             if out.masks:

@@ -23,6 +23,16 @@ SAMPLE_CLIP = ROOT / "samples" / "shapes.mp4"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait on the network in tests
 
 
+def reference_processor(**kwargs):
+    """transformers' PIL/numpy Mask2Former processor: ``...Pil`` in 5.x, the classic class in 4.x."""
+    import transformers
+
+    cls = getattr(transformers, "Mask2FormerImageProcessorPil", None)
+    if cls is None:
+        cls = transformers.Mask2FormerImageProcessor
+    return cls(**kwargs)
+
+
 def build_tiny_model(folder: Path, size: dict, *, num_labels: int = 5, seed: int = 0) -> Path:
     """Save a randomly initialised tiny Mask2Former (Swin backbone) with a preprocessor config."""
     from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation, SwinConfig

@@ -13,18 +13,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from transformers import Mask2FormerForUniversalSegmentation, Mask2FormerImageProcessorPil
+from transformers import Mask2FormerForUniversalSegmentation
 
 from streamseg.inference.postprocess import instance, panoptic, semantic
 from streamseg.inference.preprocess import PreprocessSpec, _size_with_aspect_ratio, preprocess, resized_size
 from streamseg.sources import read_frames
 
-from .conftest import SAMPLE_CLIP, SAMPLE_MODEL, write_clip
+from .conftest import SAMPLE_CLIP, SAMPLE_MODEL, reference_processor, write_clip
 
 
 def _setup(model_dir: Path, clip: Path, count: int = 3):
     cfg = json.loads((model_dir / "preprocessor_config.json").read_text())
-    processor = Mask2FormerImageProcessorPil(**{k: v for k, v in cfg.items() if k != "image_processor_type"})
+    processor = reference_processor(**{k: v for k, v in cfg.items() if k != "image_processor_type"})
     model = Mask2FormerForUniversalSegmentation.from_pretrained(model_dir).float().eval()
     frames = [f.image for _, f in zip(range(count), read_frames(clip))]
     return processor, model, PreprocessSpec.from_dict(cfg), frames

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -14,11 +15,34 @@ import numpy as np
 from ..exceptions import SinkError
 from ..types import FrameResult
 
-__all__ = ["VideoSink", "SegmentedVideoSink", "check_writable"]
+__all__ = ["VideoSink", "SegmentedVideoSink", "check_writable", "pick_encoder", "encoder_opens"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_RATE = Fraction(30, 1)
+
+
+@functools.cache
+def encoder_opens(name: str) -> bool:
+    """Whether an encoder exists and opens here (a hardware encoder needs its device and driver)."""
+    if name not in av.codecs_available:
+        return False
+    try:
+        ctx = av.CodecContext.create(name, "w")
+        ctx.width, ctx.height, ctx.pix_fmt, ctx.time_base = 256, 256, "yuv420p", Fraction(1, 30)
+        ctx.open()
+        return True
+    except (av.FFmpegError, ValueError, OSError):
+        return False
+
+
+def pick_encoder(codec: str, accelerated: bool) -> str:
+    """``auto``: NVENC when the model runs on an NVIDIA GPU and the encoder opens, else libx264."""
+    if codec != "auto":
+        return codec
+    if accelerated and encoder_opens("h264_nvenc"):
+        return "h264_nvenc"
+    return "libx264"
 
 
 def check_writable(path: str | Path) -> None:
@@ -99,7 +123,12 @@ class VideoSink:
             log.info("%s: padding %dx%d frames to %dx%d for 4:2:0 video", self.path, width, height, even_w, even_h)
         try:
             self._out = av.open(self.path, mode="w")
-            options = {"crf": str(self.crf), "preset": "veryfast"} if self.codec.startswith("libx26") else {}
+            if self.codec.startswith("libx26"):
+                options = {"crf": str(self.crf), "preset": "veryfast"}
+            elif self.codec.endswith("_nvenc"):
+                options = {"preset": "p4", "rc": "vbr", "cq": str(self.crf)}
+            else:
+                options = {}
             stream = self._out.add_stream(self.codec, rate=self.rate, options=options)
             stream.width, stream.height, stream.pix_fmt = even_w, even_h, "yuv420p"
             stream.codec_context.time_base = self.time_base

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Everything that needs the GPU, in one call of under 10 minutes, on the lent machine:
+#   here:   bash benchmarks/fetch_gpu_wheels.sh
+#   device: run(command="bash benchmarks/gpu_check.sh", carry=["benchmarks/wheels", "samples/model"], timeout_s=560)
+# Prints a short table last; full logs and JSON land in $OUT.
+set -uo pipefail
+OUT=${OUT:-/tmp/streamseg-gpu}
+mkdir -p "$OUT"
+export PYTHONPATH=$PWD HF_HUB_OFFLINE=1
+python3 -c "import av" 2>/dev/null || python3 -m pip install --quiet --no-deps --no-index benchmarks/wheels/av-*.whl
+python3 -c "import torch, transformers, av; print('torch', torch.__version__, 'transformers', transformers.__version__, 'av', av.__version__)" | tee "$OUT/versions.txt"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$OUT/versions.txt"
+
+timeout 200 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_equivalence.py > "$OUT/tests.txt" 2>&1
+echo "tests: $(tail -1 "$OUT/tests.txt")"
+
+bench() {  # name, then bench.py arguments
+  local name=$1; shift
+  timeout 240 python3 benchmarks/bench.py --device cuda --json "$OUT/$name.json" "$@" > "$OUT/$name.txt" 2>&1
+  tail -8 "$OUT/$name.txt"
+}
+bench swin-tiny-720p-fp16 --model swin-tiny --size 1280x720 --task panoptic --batch-size 8 --frames 240
+bench swin-tiny-720p-fp16-profile --model swin-tiny --size 1280x720 --task panoptic --batch-size 8 --frames 160 --profile --skip-naive

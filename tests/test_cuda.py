@@ -1,0 +1,76 @@
+"""Checks that need an NVIDIA GPU; skipped elsewhere. Run on a lent GPU by benchmarks/gpu_check.sh."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import streamseg
+from streamseg.inference.postprocess import instance, panoptic, semantic
+from streamseg.inference.preprocess import resize_uint8
+
+from .conftest import SAMPLE_CLIP, SAMPLE_MODEL, read_video
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+def _logits(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    cls = torch.randn(3, 20, 8, generator=g) * 3
+    masks = torch.randn(3, 20, 48, 64, generator=g) * 4
+    return cls, masks
+
+
+def _pairs(seg) -> list[tuple[int, bytes]]:
+    return sorted((lab, m.cpu().numpy().tobytes()) for lab, m in zip(seg.label_ids, seg.masks))
+
+
+@pytest.mark.parametrize("task", ["semantic", "instance", "panoptic"])
+def test_postprocess_on_cuda_matches_cpu(task: str) -> None:
+    cls, masks = _logits()
+    sizes = [(181, 243), (181, 243), (95, 130)]
+    fn = {"semantic": semantic, "instance": instance, "panoptic": panoptic}[task]
+    kwargs = {} if task == "semantic" else {"threshold": 0.2}
+    cpu = fn(cls, masks, sizes, **kwargs)
+    gpu = fn(cls.cuda(), masks.cuda(), sizes, **kwargs)
+    for a, b in zip(cpu, gpu):
+        if task == "semantic":
+            assert (a.label_map() == b.label_map().cpu()).float().mean() >= 0.999
+        else:
+            assert len(a) == len(b)
+            matches = sum(pa == pb for pa, pb in zip(_pairs(a), _pairs(b)))
+            assert matches >= len(a) - 1  # a pixel on a float tie may differ
+
+
+def test_float_resize_on_cuda_is_within_one_level_of_cpu() -> None:
+    x = torch.from_numpy((np.random.default_rng(0).random((2, 3, 360, 640)) * 255).astype(np.uint8))
+    cpu = resize_uint8(x, (384, 384)).int()
+    gpu = resize_uint8(x.cuda(), (384, 384)).cpu().int()
+    assert (cpu - gpu).abs().max() <= 1
+
+
+@pytest.mark.skipif(not SAMPLE_MODEL.exists(), reason="sample model not built")
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_pipeline_on_cuda_agrees_with_cpu(tmp_path: Path, dtype: str) -> None:
+    kwargs = dict(model=str(SAMPLE_MODEL), task="semantic")
+    cpu = [r.segmentation.label_map() for _, r in zip(range(16), streamseg.segment(SAMPLE_CLIP, device="cpu", **kwargs))]
+    gpu = [r.segmentation.label_map() for _, r in zip(range(16), streamseg.segment(
+        SAMPLE_CLIP, device="cuda", dtype=dtype, output=tmp_path / "o.mp4", **kwargs))]
+    agree = np.mean([(a == b).float().mean().item() for a, b in zip(cpu, gpu)])
+    assert agree >= 0.99
+    assert len(read_video(tmp_path / "o.mp4")[2]) == 16
+
+
+def test_auto_codec_uses_nvenc_on_gpu(tmp_path: Path) -> None:
+    from streamseg.sinks.video import encoder_opens, pick_encoder
+
+    if not encoder_opens("h264_nvenc"):
+        pytest.skip("this GPU's driver has no NVENC for PyAV")
+    assert pick_encoder("auto", accelerated=True) == "h264_nvenc"
+    out = tmp_path / "o.mp4"
+    model = str(SAMPLE_MODEL)
+    results = list(streamseg.segment(SAMPLE_CLIP, model=model, device="cuda", output=out, output__codec="auto"))
+    assert len(read_video(out)[2]) == len(results) == 300
