@@ -24,7 +24,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from fractions import Fraction
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,23 +67,10 @@ def build_model(kind: str, folder: Path) -> Path:
 
 def make_clip(path: Path, width: int, height: int, frames: int) -> Path:
     """A synthetic scene at the requested size (60 rendered frames, looped)."""
-    import av
+    from streamseg.synthetic import Scene, write_clip
 
-    from streamseg.synthetic import Scene
-
-    scene = Scene(11, aspect=width / height)
-    images = [scene.render(i * 2, width, height)[0] for i in range(min(frames, 60))]
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=30, options={"preset": "veryfast", "crf": "20"})
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        for i in range(frames):
-            frame = av.VideoFrame.from_ndarray(images[i % len(images)], format="rgb24")
-            frame.pts, frame.time_base = i, Fraction(1, 30)
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+    return write_clip(path, Scene(11, aspect=width / height), width=width, height=height, pts=range(frames),
+                      frame_step=2, distinct=60, options={"preset": "veryfast", "crf": "20"})
 
 
 # ------------------------------------------------------------------------------------ measurements

@@ -15,11 +15,10 @@ import json
 from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 
 from streamseg import rle
-from streamseg.synthetic import LABELS, Scene
+from streamseg.synthetic import LABELS, FrameTruth, Scene, write_clip
 
 SEED = 2_000_001
 
@@ -44,39 +43,21 @@ def main() -> None:
     parser.add_argument("--fps", type=int, default=30)
     args = parser.parse_args()
 
-    scene = Scene(args.seed, aspect=args.width / args.height)
     frames = int(args.seconds * args.fps)
     truth_path = args.out.with_suffix(".truth.jsonl")
-    container = av.open(str(args.out), mode="w")
-    video = container.add_stream("libx264", rate=args.fps, options={"crf": "18", "preset": "slow"})
-    video.width, video.height, video.pix_fmt = args.width, args.height, "yuv420p"
-    audio = container.add_stream("aac", rate=48000, layout="stereo")
     with open(truth_path, "w") as truth_file:
-        for i in range(frames):
-            image, truth = scene.render(i, args.width, args.height)
-            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-            frame.pts, frame.time_base = i, Fraction(1, args.fps)
-            for packet in video.encode(frame):
-                container.mux(packet)
+
+        def record(i: int, truth: FrameTruth) -> None:
             segments = [
-                {"id": seg_id, "label_id": label, "label": LABELS[label],
-                 "rle": rle.encode(truth.panoptic == seg_id)}
+                {"id": seg_id, "label_id": label, "label": LABELS[label], "rle": rle.encode(truth.panoptic == seg_id)}
                 for seg_id, label in truth.segments.items()
             ]
             truth_file.write(json.dumps({"frame": i, "width": args.width, "height": args.height,
                                          "task": "panoptic", "segments": segments}) + "\n")
-    for packet in video.encode():
-        container.mux(packet)
-    samples = tune(args.seconds, 48000)
-    for start in range(0, samples.shape[1], 1024):
-        chunk = np.ascontiguousarray(samples[:, start : start + 1024])
-        aframe = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="stereo")
-        aframe.sample_rate, aframe.pts = 48000, start
-        for packet in audio.encode(aframe):
-            container.mux(packet)
-    for packet in audio.encode():
-        container.mux(packet)
-    container.close()
+
+        write_clip(args.out, Scene(args.seed, aspect=args.width / args.height), width=args.width,
+                   height=args.height, pts=range(frames), time_base=Fraction(1, args.fps), rate=args.fps,
+                   options={"crf": "18", "preset": "slow"}, audio=tune(args.seconds, 48000), on_frame=record)
     print(f"wrote {args.out} ({frames} frames, {args.out.stat().st_size / 1e6:.1f} MB) and {truth_path}")
 
 

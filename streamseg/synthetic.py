@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import colorsys
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
 
 import cv2
 import numpy as np
 
 __all__ = [
+    "write_clip",
     "LABELS",
     "STUFF_IDS",
     "THING_IDS",
@@ -199,3 +203,67 @@ class Scene:
         theta = angle + np.arange(n) * 2 * math.pi / n
         pts = np.stack([x + np.cos(theta) * radii, y + np.sin(theta) * radii], axis=1)
         return np.round(pts).astype(np.int32)
+
+
+def write_clip(
+    path: str | Path,
+    scene: Scene,
+    *,
+    width: int,
+    height: int,
+    pts: Sequence[int],
+    time_base: Fraction = Fraction(1, 30),
+    rate: int = 30,
+    frame_step: int = 1,
+    distinct: int | None = None,
+    codec: str = "libx264",
+    options: dict[str, str] | None = None,
+    audio: np.ndarray | None = None,
+    audio_rate: int = 48000,
+    on_frame: Callable[[int, FrameTruth], None] | None = None,
+) -> Path:
+    """Encode a scene as a video file, frame ``i`` drawn at scene time ``i * frame_step`` with timestamp ``pts[i]``.
+
+    Args:
+        distinct: render only this many frames and repeat them (fast long clips for benchmarks).
+        audio: (channels, samples) float32 to add as an AAC track.
+        on_frame: receives each frame's ground truth, in order.
+    """
+    import av  # only needed to write clips
+
+    path = Path(path)
+    container = av.open(str(path), mode="w")
+    stream = container.add_stream(codec, rate=rate, options=options or {})
+    stream.width, stream.height = width, height
+    stream.pix_fmt = "yuv444p" if (width % 2 or height % 2) else "yuv420p"
+    stream.codec_context.time_base = time_base
+    layout = "mono" if audio is None or audio.shape[0] == 1 else "stereo"
+    astream = container.add_stream("aac", rate=audio_rate, layout=layout) if audio is not None else None
+    cache: dict[int, np.ndarray] = {}
+    for i, p in enumerate(pts):
+        key = i % distinct if distinct else i
+        if key not in cache:
+            image, truth = scene.render(key * frame_step, width, height)
+            if distinct:
+                cache[key] = image
+            if on_frame is not None:
+                on_frame(i, truth)
+        else:
+            image = cache[key]
+        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        frame.pts, frame.time_base = p, time_base
+        for packet in stream.encode(frame):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+    if astream is not None and audio is not None:
+        for start in range(0, audio.shape[1], 1024):
+            chunk = np.ascontiguousarray(audio[:, start : start + 1024].astype(np.float32))
+            aframe = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
+            aframe.sample_rate, aframe.pts = audio_rate, start
+            for packet in astream.encode(aframe):
+                container.mux(packet)
+        for packet in astream.encode():
+            container.mux(packet)
+    container.close()
+    return path

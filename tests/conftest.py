@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from streamseg import synthetic
 from streamseg.synthetic import Scene
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,37 +80,14 @@ def write_clip(
     seed: int = 5,
     codec: str = "libx264",
 ) -> Path:
-    """Encode a synthetic scene with chosen timestamps (and optionally a sine tone track)."""
+    """Encode a synthetic scene with chosen timestamps (and optionally a 440 Hz tone that runs 0.5 s longer)."""
     pts = pts if pts is not None else list(range(frames))
-    scene = Scene(seed, aspect=width / height)
-    container = av.open(str(path), mode="w")
-    stream = container.add_stream(codec, rate=30)
-    stream.width, stream.height = width, height
-    stream.pix_fmt = "yuv444p" if (width % 2 or height % 2) else "yuv420p"
-    stream.codec_context.time_base = time_base
-    astream = container.add_stream("aac", rate=48000, layout="mono") if audio else None
-    for i, p in enumerate(pts):
-        image, _ = scene.render(i * 3, width, height)
-        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-        frame.pts, frame.time_base = p, time_base
-        for packet in stream.encode(frame):
-            container.mux(packet)
-    for packet in stream.encode():
-        container.mux(packet)
-    if astream is not None:
-        seconds = float((pts[-1] + 1) * time_base) + 0.5
-        total = int(seconds * 48000)
-        tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(total) / 48000)).astype(np.float32)
-        for start in range(0, total, 1024):
-            chunk = np.ascontiguousarray(tone[None, start : start + 1024])
-            aframe = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="mono")
-            aframe.sample_rate, aframe.pts = 48000, start
-            for packet in astream.encode(aframe):
-                container.mux(packet)
-        for packet in astream.encode():
-            container.mux(packet)
-    container.close()
-    return path
+    tone = None
+    if audio:
+        samples = int((float((pts[-1] + 1) * time_base) + 0.5) * 48000)
+        tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(samples) / 48000)[None]
+    return synthetic.write_clip(path, Scene(seed, aspect=width / height), width=width, height=height, pts=pts,
+                                time_base=time_base, frame_step=3, codec=codec, audio=tone)
 
 
 @pytest.fixture
