@@ -335,3 +335,29 @@ def test_live_recording_is_split_into_playable_segments(rtsp, tmp_path: Path, ti
         pts, tb, frames = read_video(f)
         assert frames and pts[0] == 0  # each file starts at 0
         assert float(pts[-1] * tb) < 3.0
+
+
+@needs_rtsp
+def test_http_mjpeg_source(rtsp, tmp_path: Path, tiny_model: Path) -> None:
+    """An HTTP MJPEG camera: here streamseg's own preview server, fed by the RTSP test camera."""
+    server = rtsp("cam:15")
+    port = free_port()
+    upstream = Pipeline(_config([server.url("cam")], tiny_model, output__serve=f"127.0.0.1:{port}"))
+    upstream.start()
+    drain = threading.Thread(target=lambda: [None for _ in upstream.results()])
+    drain.start()
+    try:
+        masks = tmp_path / "m.jsonl"
+        proc = subprocess.run(
+            [sys.executable, "-m", "streamseg", "segment", f"http://127.0.0.1:{port}/stream/0.mjpg", "--model",
+             str(tiny_model), "--save-masks", str(masks), "--duration", "8", "--stats-interval", "0"],
+            capture_output=True, text=True, timeout=90, cwd=ROOT,
+        )
+    finally:
+        upstream.stop()
+        drain.join(timeout=30)
+        upstream.close()
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(line) for line in masks.read_text().splitlines()]
+    assert len(records) > 10
+    assert (records[0]["width"], records[0]["height"]) == (320, 180)
