@@ -124,6 +124,7 @@ def measure_streamseg(args: argparse.Namespace) -> dict:
     cfg = load_config(
         None, sources=(args.clip,), model__name=args.model_dir, model__task=args.task, model__device=args.device,
         model__dtype=args.dtype, model__compile=args.compile, batching__batch_size=args.batch_size,
+        postprocess__threshold=args.threshold,
         output__video=str(out_dir / "streamseg.mp4"), output__masks=str(out_dir / "streamseg.jsonl"),
     )
     totals = dict.fromkeys(STAGES, 0.0)
@@ -180,13 +181,14 @@ def measure_naive(args: argparse.Namespace) -> dict:
                 seg = processor.post_process_semantic_segmentation(outputs, target_sizes=target)[0].cpu().numpy()
                 segments = [(c, seg == c) for c in np.unique(seg)]
             elif args.task == "instance":
-                res = processor.post_process_instance_segmentation(outputs, target_sizes=target,
-                                                                   return_binary_maps=True)[0]
+                res = processor.post_process_instance_segmentation(outputs, threshold=args.threshold,
+                                                                   target_sizes=target, return_binary_maps=True)[0]
                 maps = res["segmentation"]
                 segments = [] if not res["segments_info"] else [
                     (s["label_id"], maps[k].cpu().numpy() > 0) for k, s in enumerate(res["segments_info"])]
             else:
-                res = processor.post_process_panoptic_segmentation(outputs, target_sizes=target)[0]
+                res = processor.post_process_panoptic_segmentation(outputs, threshold=args.threshold,
+                                                                   target_sizes=target)[0]
                 seg = res["segmentation"].cpu().numpy()
                 segments = [(s["label_id"], seg == s["id"]) for s in res["segments_info"]]
             overlay = bgr.copy()
@@ -206,7 +208,8 @@ def measure_naive(args: argparse.Namespace) -> dict:
 def _child(mode: str, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--child", mode, "--model-dir", args.model_dir, "--clip", args.clip,
            "--workdir", args.workdir, "--task", args.task, "--batch-size", str(args.batch_size),
-           "--frames", str(args.frames), "--device", args.device, "--dtype", args.dtype]
+           "--frames", str(args.frames), "--device", args.device, "--dtype", args.dtype,
+           "--threshold", str(args.threshold)]
     cmd += ["--compile"] if args.compile else []
     cmd += ["--profile"] if args.profile else []
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
@@ -224,6 +227,9 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=120)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--threshold", type=float, default=0.5,
+                        help="segment score threshold for streamseg and the naive loop alike (random weights "
+                             "score low: lower it so that both draw and export real segments)")
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--profile", action="store_true", help="exact per-stage times (syncs after each stage)")
     parser.add_argument("--skip-naive", action="store_true")
@@ -251,7 +257,8 @@ def main() -> None:
     import transformers
 
     ceiling, ours = results["ceiling"], results["streamseg"]
-    print(f"\nmodel={args.model} size={args.size} task={args.task} batch={args.batch_size} device={args.device} "
+    print(f"\nmodel={args.model} size={args.size} task={args.task} threshold={args.threshold} "
+          f"batch={args.batch_size} device={args.device} "
           f"dtype={args.dtype} compile={args.compile} torch={torch.__version__} "
           f"transformers={transformers.__version__}")
     print(f"{'run':<10} {'fps':>8} {'peak RSS MB':>12} {'peak dev MB':>12}")

@@ -3,8 +3,8 @@
 Threads and what links them::
 
     producer "source:<name>" ─┐ (one bounded queue per source)
-    producer "source:<name>" ─┼─> worker "infer" ──(results)──> "sinks" ──(results)──> caller
-                              ┘        source status events ─────^
+    producer "source:<name>" ─┼─> "infer" ──(1 batch)──> "post" ──(results)──> "sinks" ──(results)──> caller
+                              ┘   (forward)              (post-process, draw)     ^── source status events
 
 The pipeline owns every thread: it starts them in :meth:`Pipeline.start` and joins them in
 :meth:`Pipeline.close`. :meth:`Pipeline.stop` asks for a graceful end (sources stop reading, sinks
@@ -31,7 +31,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from .annotators.masks import MaskAnnotator
-from .batching import POLL_S, Batcher, EndOfStream, Failure, produce, put
+from .batching import POLL_S, Batcher, EndOfStream, Failure, get, produce, put
 from .config import Config
 from .inference.loading import guess_task, load_model
 from .inference.runner import ModelRunner
@@ -191,9 +191,11 @@ class Pipeline:
             self._spawn(f"source:{name}", produce, self._frames(name, src), q, self._stop, self._wakeup, name, live)
         batcher = Batcher(source_queues, cfg.batching.batch_size, cfg.batching.max_wait_ms / 1000, self._wakeup,
                           live=frozenset(n for n, v in self.live.items() if v))
+        forwarded: queue.Queue = queue.Queue(maxsize=1)  # one batch in flight between the two halves
         handoff: queue.Queue = queue.Queue(maxsize=cfg.batching.queue_size)
         board = StatsBoard(self.live)
-        self._spawn("infer", self._infer_loop, batcher, handoff)
+        self._spawn("infer", self._infer_loop, batcher, forwarded)
+        self._spawn("post", self._post_loop, forwarded, handoff)
         self._spawn("sinks", self._sink_loop, handoff, sinks_by_source, shared, board)
         if cfg.duration is not None:
             self._deadline = time.monotonic() + cfg.duration
@@ -290,20 +292,38 @@ class Pipeline:
     # -- stage bodies (each runs in its own thread) ----------------------------------------------
 
     def _infer_loop(self, batcher: Batcher, out: queue.Queue) -> None:
+        """Forward passes, one batch ahead of post-processing (which runs in ``_post_loop``)."""
         assert self.runner is not None
         try:
             while True:
                 batch = batcher.next_batch(self._stop)
                 if batch is None:
                     break
-                for result in self.runner(batch):
-                    if not put(out, result, self._abort):
-                        return
+                if not put(out, self.runner.forward(batch), self._abort):
+                    return
         except BaseException as exc:  # noqa: BLE001 - carried to the caller
             put(out, Failure.capture(exc, "inference"), self._abort)
             self._stop.set()
             return
         put(out, EndOfStream(), self._abort)
+
+    def _post_loop(self, inbox: queue.Queue, out: queue.Queue) -> None:
+        """Post-processing, drawing and download of each forwarded batch, in order."""
+        assert self.runner is not None
+        try:
+            while True:
+                item = get(inbox, self._abort)
+                if item is None:
+                    return
+                if isinstance(item, (EndOfStream, Failure)):
+                    put(out, item, self._abort)
+                    return
+                for result in self.runner.finish(item):
+                    if not put(out, result, self._abort):
+                        return
+        except BaseException as exc:  # noqa: BLE001 - carried to the caller
+            put(out, Failure.capture(exc, "post-processing"), self._abort)
+            self._stop.set()
 
     def _sink_loop(self, inbox: queue.Queue, by_source: dict[str, list[Sink]], shared: list[Sink],
                    board: StatsBoard) -> None:

@@ -10,7 +10,6 @@ import pytest
 
 import streamseg
 from streamseg import ModelError, Pipeline, SinkError, load_config
-from streamseg.inference.runner import ModelRunner
 from streamseg.types import FrameResult
 
 from .conftest import read_video, write_clip
@@ -63,10 +62,10 @@ def test_sink_failure_reaches_the_caller_and_outputs_are_closed(tmp_path: Path, 
 def test_inference_failure_reaches_the_caller(tmp_path: Path, tiny_model: Path, monkeypatch) -> None:
     src = write_clip(tmp_path / "in.mp4", frames=20)
 
-    def broken(self, frames):
+    def broken(*args, **kwargs):
         raise RuntimeError("CUDA error: an illegal memory access (test)")
 
-    monkeypatch.setattr(ModelRunner, "_run", broken)
+    monkeypatch.setattr("streamseg.inference.runner.preprocess", broken)
     with pytest.raises(ModelError, match="inference failed: CUDA error"):
         list(streamseg.segment(src, model=str(tiny_model)))
     assert not _streamseg_threads()

@@ -1,8 +1,7 @@
-"""Mask2Former: loading, preprocessing, the forward pass and post-processing."""
+"""Mask2Former: loading (loading.py), preprocessing (preprocess.py), the batched forward pass
+(runner.py) and post-processing equal to transformers' (postprocess.py)."""
 
 from .loading import LoadedModel, load_model
-from .postprocess import postprocess
-from .preprocess import PreprocessSpec, preprocess
 from .runner import ModelRunner
 
-__all__ = ["LoadedModel", "load_model", "postprocess", "PreprocessSpec", "preprocess", "ModelRunner"]
+__all__ = ["LoadedModel", "load_model", "ModelRunner"]

@@ -22,6 +22,12 @@ __all__ = ["postprocess", "semantic", "instance", "panoptic"]
 HF_MASK_SIZE = (384, 384)  # transformers resizes mask logits to this before anything else
 
 
+def _argmax(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """``x.argmax(dim)``, through ``max``: the same first-maximum indices, many times faster on the CPU
+    for a reduction across a short leading dimension."""
+    return x.max(dim).indices
+
+
 def _masks_384(mask_logits: torch.Tensor) -> torch.Tensor:
     return F.interpolate(mask_logits.float(), size=HF_MASK_SIZE, mode="bilinear", align_corners=False)
 
@@ -42,10 +48,10 @@ def _boxes_and_areas(masks: list[torch.Tensor]) -> tuple[list[list[int]], list[l
             continue
         rows, cols = m.any(2), m.any(1)
         h, w = m.shape[1], m.shape[2]
-        y0 = rows.int().argmax(1)
-        y1 = h - 1 - rows.flip(1).int().argmax(1)
-        x0 = cols.int().argmax(1)
-        x1 = w - 1 - cols.flip(1).int().argmax(1)
+        y0 = _argmax(rows.to(torch.uint8), 1)
+        y1 = h - 1 - _argmax(rows.flip(1).to(torch.uint8), 1)
+        x0 = _argmax(cols.to(torch.uint8), 1)
+        x1 = w - 1 - _argmax(cols.flip(1).to(torch.uint8), 1)
         area = m.flatten(1).sum(1)
         stats.append(torch.stack([area, x0, y0, x1 - x0 + 1, y1 - y0 + 1], dim=1).long())
     counts = [s.shape[0] for s in stats]
@@ -88,7 +94,7 @@ def semantic(
     maps: list[torch.Tensor] = [torch.empty(0)] * len(target_sizes)
     for i, size in enumerate(target_sizes):  # per frame, like transformers: (C, H, W) at full size is large
         up = F.interpolate(scores[i : i + 1], size=tuple(size), mode="bilinear", align_corners=False)
-        maps[i] = up[0].argmax(0)
+        maps[i] = _argmax(up[0], 0)
     present = torch.stack([torch.bincount(m.flatten(), minlength=num_classes) > 0 for m in maps]).cpu()
     out_masks, ids = [], []
     for m, row in zip(maps, present):
@@ -189,7 +195,7 @@ def panoptic(
         probs = _masks_384(mask_logits[b, kept_d][None]).sigmoid()  # only kept queries: each resizes alone
         up = F.interpolate(probs, size=tuple(size), mode="bilinear", align_corners=False)[0]
         up *= pred_scores[b, kept_d].view(-1, 1, 1)
-        winner = up.argmax(0)
+        winner = _argmax(up, 0)
         winners.append(winner)
         area = torch.bincount(winner.flatten(), minlength=len(kept))
         original = (up >= mask_threshold).flatten(1).sum(1)

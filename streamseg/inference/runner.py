@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -16,9 +18,51 @@ from .loading import LoadedModel
 from .postprocess import postprocess
 from .preprocess import preprocess
 
-__all__ = ["ModelRunner"]
+__all__ = ["ModelRunner", "Forwarded"]
 
 STAGES = ("upload", "preprocess", "forward", "postprocess", "render", "download")
+
+
+class _Timer:
+    """Seconds per stage; with ``exact`` the device is synchronized first, so queued work is counted."""
+
+    def __init__(self, device: torch.device, exact: bool) -> None:
+        self.device = device
+        self.exact = exact and device.type == "cuda"
+        self.times = dict.fromkeys(STAGES, 0.0)
+        self._clock = time.perf_counter()
+
+    def restart(self) -> None:
+        self._clock = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        if self.exact:
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        self.times[stage] += now - self._clock
+        self._clock = now
+
+
+@dataclass
+class Forwarded:
+    """A batch between the two halves of the runner: frames, their device images, raw model outputs."""
+
+    frames: list[Frame]
+    images: list[torch.Tensor]
+    class_logits: torch.Tensor
+    mask_logits: torch.Tensor
+    timer: _Timer
+
+
+@contextlib.contextmanager
+def _model_errors(batch_size: int) -> Iterator[None]:
+    """Translate torch's errors into ModelError at the runner's boundary."""
+    try:
+        yield
+    except torch.cuda.OutOfMemoryError as exc:
+        raise ModelError(f"out of device memory on a batch of {batch_size} frames; lower --batch-size") from exc
+    except RuntimeError as exc:
+        raise ModelError(f"inference failed: {str(exc).splitlines()[0]}") from exc
 
 
 class ModelRunner:
@@ -59,55 +103,47 @@ class ModelRunner:
 
     def __call__(self, frames: Sequence[Frame]) -> list[FrameResult]:
         """Segment a batch of frames (any mix of sizes)."""
-        try:
-            return self._run(frames)
-        except torch.cuda.OutOfMemoryError as exc:
-            raise ModelError(f"out of device memory on a batch of {len(frames)} frames; lower --batch-size") from exc
-        except RuntimeError as exc:
-            raise ModelError(f"inference failed: {str(exc).splitlines()[0]}") from exc
+        return self.finish(self.forward(frames))
 
-    def _run(self, frames: Sequence[Frame]) -> list[FrameResult]:
-        device, loaded = self.loaded.device, self.loaded
-        times = dict.fromkeys(STAGES, 0.0)
-        clock = time.perf_counter()
-
-        def lap(stage: str) -> None:
-            nonlocal clock
-            if self.profile and device.type == "cuda":
-                torch.cuda.synchronize(device)
-            now = time.perf_counter()
-            times[stage] += now - clock
-            clock = now
-
-        with torch.inference_mode():
+    def forward(self, frames: Sequence[Frame]) -> Forwarded:
+        """First half: upload, preprocess, forward. On a GPU this only queues work and returns at once."""
+        with _model_errors(len(frames)), torch.inference_mode():
+            timer = _Timer(self.loaded.device, self.profile)
             images = [self._upload(f.image) for f in frames]
-            lap("upload")
-            pixel_values = preprocess(images, loaded.spec, loaded.dtype)
-            lap("preprocess")
+            timer.lap("upload")
+            pixel_values = preprocess(images, self.loaded.spec, self.loaded.dtype)
+            timer.lap("preprocess")
             outputs = self._forward(pixel_values=pixel_values)
-            lap("forward")
+            timer.lap("forward")
+            return Forwarded(list(frames), images, outputs.class_queries_logits, outputs.masks_queries_logits, timer)
+
+    def finish(self, batch: Forwarded) -> list[FrameResult]:
+        """Second half: post-process, draw, copy to the host. Runs while the next batch's forward is queued."""
+        frames, timer = batch.frames, batch.timer
+        timer.restart()
+        with _model_errors(len(frames)), torch.inference_mode():
             segs = postprocess(
                 self.task,
-                outputs.class_queries_logits,
-                outputs.masks_queries_logits,
+                batch.class_logits,
+                batch.mask_logits,
                 [(f.height, f.width) for f in frames],
                 threshold=self.post.threshold,
                 mask_threshold=self.post.mask_threshold,
                 overlap_threshold=self.post.overlap_threshold,
                 label_ids_to_fuse=self.post.label_ids_to_fuse,
-                id2label=loaded.id2label,
+                id2label=self.loaded.id2label,
             )
-            lap("postprocess")
-            drawn = [self.annotator.annotate(img, seg) for img, seg in zip(images, segs)] if self.annotator else []
-            lap("render")
+            timer.lap("postprocess")
+            drawn = [self.annotator.annotate(img, seg) for img, seg in zip(batch.images, segs)] if self.annotator else []
+            timer.lap("render")
             annotated: list[np.ndarray | None] = [None] * len(frames)
             if drawn:
                 annotated = list(_to_host(drawn))
             if self.masks_to_host:
                 segs = [s.cpu() for s in segs]
-            lap("download")
-        per_frame = {k: v / len(frames) for k, v in times.items()}
-        return [FrameResult(f, s, a, per_frame) for f, s, a in zip(frames, segs, annotated)]
+            timer.lap("download")
+        per_frame = {k: v / len(frames) for k, v in timer.times.items()}
+        return [FrameResult(f, s, a, dict(per_frame)) for f, s, a in zip(frames, segs, annotated)]
 
     def _upload(self, image: np.ndarray) -> torch.Tensor:
         tensor = torch.from_numpy(image)
