@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 from .annotators.masks import MaskAnnotator
 from .batching import POLL_S, Batcher, EndOfStream, Failure, get, produce, put
 from .config import Config
+from .exceptions import ConfigError
 from .inference.loading import guess_task, load_model
 from .inference.runner import ModelRunner
 from .sinks.jsonl import JsonlSink
@@ -127,8 +128,6 @@ class Pipeline:
     def __init__(self, config: Config, *, sinks: list[Sink] | None = None, masks_to_host: bool = False,
                  profile: bool = False) -> None:
         if not config.sources:
-            from .exceptions import ConfigError
-
             raise ConfigError("sources: at least one source is needed")
         self.config = config
         self.names = source_names(config.sources)
@@ -334,11 +333,7 @@ class Pipeline:
         next_publish = 0.0
         try:
             while not self._abort.is_set():
-                while True:
-                    try:
-                        board.status(self._events.get_nowait())
-                    except queue.Empty:
-                        break
+                self._drain_events(board)
                 now = time.monotonic()
                 if self.web is not None and now >= next_publish:
                     self.web.publish_stats(board.snapshot())
@@ -371,11 +366,7 @@ class Pipeline:
                 except BaseException as exc:  # noqa: BLE001
                     if not isinstance(final, Failure):
                         final = Failure.capture(exc, "sinks")
-        while True:
-            try:
-                board.status(self._events.get_nowait())
-            except queue.Empty:
-                break
+        self._drain_events(board)
         if not isinstance(final, Failure):
             board.finish()
             final = EndOfStream(stats=tuple(board.snapshot()))
@@ -387,6 +378,13 @@ class Pipeline:
             except queue.Full:
                 if self._abort.is_set():
                     return
+
+    def _drain_events(self, board: StatsBoard) -> None:
+        while True:
+            try:
+                board.status(self._events.get_nowait())
+            except queue.Empty:
+                return
 
     # -- consuming -----------------------------------------------------------------------------
 
