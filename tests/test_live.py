@@ -361,3 +361,38 @@ def test_http_mjpeg_source(rtsp, tmp_path: Path, tiny_model: Path) -> None:
     records = [json.loads(line) for line in masks.read_text().splitlines()]
     assert len(records) > 10
     assert (records[0]["width"], records[0]["height"]) == (320, 180)
+
+
+@needs_rtsp
+@pytest.mark.skipif(shutil.which("Xvfb") is None or shutil.which("xwininfo") is None, reason="Xvfb not installed")
+def test_show_opens_a_window_per_source(rtsp, tmp_path: Path, tiny_model: Path) -> None:
+    server = rtsp("cam:15")
+    display = f":{free_port() % 400 + 100}"
+    xvfb = subprocess.Popen(["Xvfb", display, "-screen", "0", "1024x768x24"], stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1.0)
+        env = {**os.environ, "DISPLAY": display}
+        proc = subprocess.Popen([sys.executable, "-m", "streamseg", "segment", server.url("cam"), "--model",
+                                 str(tiny_model), "--show", "--duration", "12", "--stats-interval", "0"],
+                                cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+        seen = False
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and proc.poll() is None and not seen:
+            tree = subprocess.run(["xwininfo", "-root", "-tree"], env=env, capture_output=True, text=True).stdout
+            seen = "streamseg - cam" in tree
+            time.sleep(0.5)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        xvfb.kill()
+        xvfb.wait()
+    assert seen, stderr
+    assert proc.returncode == 0, stderr
+
+
+def test_show_without_a_display_is_a_clear_error(tmp_path: Path, tiny_model: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    proc = subprocess.run([sys.executable, "-m", "streamseg", "segment", f"rtsp://127.0.0.1:{free_port()}/x",
+                           "--model", str(tiny_model), "--show"], capture_output=True, text=True, timeout=60,
+                          cwd=ROOT, env=env)
+    assert proc.returncode == 5, proc.stderr
+    assert "error: --show needs a display" in proc.stderr and "Traceback" not in proc.stderr
