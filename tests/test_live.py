@@ -396,3 +396,43 @@ def test_show_without_a_display_is_a_clear_error(tmp_path: Path, tiny_model: Pat
                           cwd=ROOT, env=env)
     assert proc.returncode == 5, proc.stderr
     assert "error: --show needs a display" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_hls_video_on_demand_keeps_every_frame(tmp_path: Path, tiny_model: Path) -> None:
+    """A finished HLS recording over HTTP is decoded like a file (every frame), not like a live camera."""
+    from .conftest import write_clip
+
+    src = write_clip(tmp_path / "src.mp4", width=160, height=96, frames=45)
+    hls_dir = tmp_path / "hls"
+    hls_dir.mkdir()
+    import av
+
+    with av.open(str(src)) as inp, av.open(str(hls_dir / "index.m3u8"), "w", format="hls",
+                                           options={"hls_time": "0.5", "hls_playlist_type": "vod"}) as out:
+        stream = out.add_stream_from_template(inp.streams.video[0])
+        for packet in inp.demux(inp.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                out.mux(packet)
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+                               "--directory", str(hls_dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}/index.m3u8"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        assert not is_live(url)
+        masks = tmp_path / "m.jsonl"
+        proc = subprocess.run([sys.executable, "-m", "streamseg", "segment", url, "--model", str(tiny_model),
+                               "--save-masks", str(masks), "--batch-size", "1"],
+                              capture_output=True, text=True, timeout=120, cwd=ROOT)
+    finally:
+        server.kill()
+        server.wait()
+    assert proc.returncode == 0, proc.stderr
+    assert [json.loads(line)["frame"] for line in masks.read_text().splitlines()] == list(range(45))

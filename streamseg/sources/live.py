@@ -70,8 +70,8 @@ class Backoff:
 def is_live(source: str) -> bool:
     """Webcams (an index or /dev/video*) and streaming URLs are live; files are not.
 
-    HTTP(S) URLs count as live unless they name a media file; an HLS playlist of a finished
-    recording is decoded as a file would be only when opened as one.
+    HTTP(S) URLs count as live unless they name a media file or an HLS playlist of a finished
+    recording (video on demand), which keeps every frame like a file.
     """
     if source.isdigit() or source.startswith("/dev/video"):
         return True
@@ -80,8 +80,19 @@ def is_live(source: str) -> bool:
         return True
     if scheme in ("http", "https"):
         path = urlsplit(source).path.lower()
+        if path.endswith(".m3u8"):
+            return not _is_video_on_demand(source)
         return not path.endswith((".mp4", ".mkv", ".mov", ".webm", ".avi", ".ts"))
     return False
+
+
+def _is_video_on_demand(url: str, timeout_s: float = 10.0) -> bool:
+    """An HLS playlist with an end (a finished recording) declares its duration; a live one does not."""
+    try:
+        with av.open(url, timeout=timeout_s) as container:
+            return bool(container.duration)
+    except (av.FFmpegError, OSError):
+        return False  # unreachable now: treat as live, so it is retried rather than failing at once
 
 
 def redact(url: str) -> str:
