@@ -150,6 +150,7 @@ class Pipeline:
         self._last_state: dict[str, str] = {}
         self._finished = False
         self._deadline: float | None = None
+        self._codec_threads = 0
         self.final_stats: list[dict] = []
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -173,6 +174,8 @@ class Pipeline:
         self.infos = {name: probe(src) for name, src in zip(self.names, cfg.sources) if not self.live[name]}
         loaded = load_model(cfg.model.name, device=cfg.model.device, dtype=cfg.model.dtype)
         self.task = cfg.model.task if cfg.model.task != "auto" else guess_task(cfg.model.name, loaded.id2label)
+        # A model on the CPU already uses every core: codecs then get one thread each, not a pool each.
+        self._codec_threads = 1 if loaded.device.type == "cpu" else 0
         sinks_by_source, shared = self._open_sinks(accelerated=loaded.device.type == "cuda")
         draw = any(getattr(s, "wants_annotated", False) or isinstance(s, (VideoSink, SegmentedVideoSink))
                    for s in [*shared, *(s for group in sinks_by_source.values() for s in group)])
@@ -202,7 +205,7 @@ class Pipeline:
 
     def _frames(self, name: str, src: str) -> Callable[[], Iterator]:
         if not self.live[name]:
-            return lambda: read_frames(src, name=name)
+            return lambda: read_frames(src, name=name, threads=self._codec_threads)
         live = self.config.live
         if src.isdigit() or src.startswith("/dev/video"):
             connect = read_webcam(src, stall_s=live.stall_timeout_s)
@@ -234,14 +237,17 @@ class Pipeline:
             if out.video:
                 path = output_path(out.video, name, several)
                 if self.live[name] and out.segment_time:
-                    group.append(SegmentedVideoSink(path, segment_time=out.segment_time, codec=codec, crf=out.crf))
+                    group.append(SegmentedVideoSink(path, segment_time=out.segment_time, codec=codec, crf=out.crf,
+                                                    threads=self._codec_threads))
                 elif self.live[name]:
-                    group.append(VideoSink(path, time_base=LIVE_TIME_BASE, codec=codec, crf=out.crf, rebase=True))
+                    group.append(VideoSink(path, time_base=LIVE_TIME_BASE, codec=codec, crf=out.crf, rebase=True,
+                                           threads=self._codec_threads))
                 else:
                     info = self.infos[name]
                     group.append(VideoSink(
                         path, time_base=info.time_base, rate=info.average_rate,
                         audio_from=info.path if out.audio and info.has_audio else None, codec=codec, crf=out.crf,
+                        threads=self._codec_threads,
                     ))
                 self.outputs.append(path)
             if out.masks:

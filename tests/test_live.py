@@ -261,7 +261,7 @@ def test_latency_stays_bounded_with_a_model_slower_than_the_camera(rtsp, tmp_pat
         for r in pipeline.results():
             latencies.append(time.monotonic() - r.frame.captured)
             rss.append((time.monotonic() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
-            if time.monotonic() - start > 75:
+            if time.monotonic() - start > 120:
                 pipeline.stop()
     stats = pipeline.final_stats[0]
     assert stats["dropped"] > stats["frames"] * 0.2, stats  # the model is slower: frames were dropped...
@@ -270,7 +270,7 @@ def test_latency_stays_bounded_with_a_model_slower_than_the_camera(rtsp, tmp_pat
     assert np.percentile(late, 99) < 3 * max(np.percentile(early, 99), 0.3), (early.max(), late.max())  # ...not queued
     assert late.max() < 5.0
     # Memory flat: peak RSS grows by less than 50 MB over the second half of the run.
-    half = [m for t, m in rss if t > 37]
+    half = [m for t, m in rss if t > 60]
     assert half and (half[-1] - half[0]) / 1024 < 50
 
 
@@ -436,3 +436,25 @@ def test_hls_video_on_demand_keeps_every_frame(tmp_path: Path, tiny_model: Path)
         server.wait()
     assert proc.returncode == 0, proc.stderr
     assert [json.loads(line)["frame"] for line in masks.read_text().splitlines()] == list(range(45))
+
+
+def test_webcam_capture_path_gives_rgb_frames(tmp_path: Path) -> None:
+    """The OpenCV capture behind webcams, run on a file (no camera here): frames come out RGB, in order."""
+    from streamseg.sources.live import read_webcam
+    from streamseg.synthetic import Scene
+
+    from .conftest import write_clip
+
+    clip = write_clip(tmp_path / "cam.mkv", width=160, height=96, frames=10)
+    stop = threading.Event()
+    events = []
+    frames = []
+    for frame in read_live(read_webcam(str(clip), stall_s=0.5), name="cam", stop=stop, report=events.append,
+                           backoff=Backoff(initial=0.05, cap=0.1)):
+        frames.append(frame)
+        if len(frames) == 10:
+            stop.set()
+    expected, _ = Scene(5, aspect=160 / 96).render(0, 160, 96)
+    assert np.abs(frames[0].image.astype(int) - expected).mean() < 8
+    assert [f.index for f in frames] == list(range(10))
+    assert events[0].state == "connecting" and "live" in [e.state for e in events]

@@ -77,6 +77,8 @@ class VideoSink:
         codec: video encoder name (libx264, h264_nvenc, ...).
         crf: quality for x264-style encoders (lower is better).
         rebase: start the file's timestamps at 0 (live recordings, whose pts count from the run's start).
+        threads: encoder threads (0: the encoder's choice). One when the model computes on the same
+            CPU cores, so the encoder does not crowd out the forward pass.
     """
 
     stage = "encode"  # name of its time in FrameResult.stats
@@ -91,8 +93,10 @@ class VideoSink:
         codec: str = "libx264",
         crf: int = 20,
         rebase: bool = False,
+        threads: int = 0,
     ) -> None:
         self.path = str(path)
+        self.threads = threads
         self.rebase = rebase
         self._origin: int | None = None
         self.time_base = time_base
@@ -132,6 +136,7 @@ class VideoSink:
             stream = self._out.add_stream(self.codec, rate=self.rate, options=options)
             stream.width, stream.height, stream.pix_fmt = even_w, even_h, "yuv420p"
             stream.codec_context.time_base = self.time_base
+            stream.codec_context.thread_count = self.threads
             stream.time_base = self.time_base
             self._video = stream
         except (av.FFmpegError, ValueError) as exc:
@@ -238,8 +243,10 @@ class SegmentedVideoSink:
 
     stage = "encode"
 
-    def __init__(self, path: str | Path, *, segment_time: float, codec: str = "libx264", crf: int = 20) -> None:
+    def __init__(self, path: str | Path, *, segment_time: float, codec: str = "libx264", crf: int = 20,
+                 threads: int = 0) -> None:
         self.path = Path(path)
+        self.threads = threads
         self.segment_time = segment_time
         self.codec = codec
         self.crf = crf
@@ -257,7 +264,7 @@ class SegmentedVideoSink:
             if str(name) in self.files:  # two segments in one second
                 name = name.with_name(f"{name.stem}-{len(self.files)}{name.suffix}")
             self._current = VideoSink(name, time_base=result.frame.time_base, codec=self.codec, crf=self.crf,
-                                      rebase=True)
+                                      rebase=True, threads=self.threads)
             self._started = result.time
             self.files.append(str(name))
         self._current.write(result)

@@ -93,10 +93,11 @@ def probe(path: str | Path) -> VideoInfo:
         container.close()
 
 
-def read_frames(path: str | Path, *, name: str | None = None) -> Iterator[Frame]:
+def read_frames(path: str | Path, *, name: str | None = None, threads: int = 0) -> Iterator[Frame]:
     """Decode every frame of a file's first video stream, in presentation order, as RGB.
 
     A file cut short yields the frames that decode and logs a warning instead of failing.
+    ``threads``: decoder threads (0: FFmpeg's choice; 1 when the model computes on the same CPU cores).
 
     Raises:
         SourceError: the file cannot be opened, or fails before its first frame.
@@ -107,6 +108,7 @@ def read_frames(path: str | Path, *, name: str | None = None) -> Iterator[Frame]
     try:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = threads
         time_base = stream.time_base or Fraction(1, 90000)
         start = stream.start_time or 0
         step = int(1 / (stream.average_rate * time_base)) if stream.average_rate else 1
