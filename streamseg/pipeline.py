@@ -41,7 +41,9 @@ from .sinks.preview import WindowPreviewSink
 from .sinks.video import SegmentedVideoSink, VideoSink, check_writable, pick_encoder
 from .sinks.web import WebPreviewSink
 from .sources.file import VideoInfo, probe, read_frames
-from .sources.live import LIVE_TIME_BASE, Backoff, SourceStatus, is_live, read_live, read_stream, read_webcam, redact
+from .sources.live import (
+    LIVE_TIME_BASE, Backoff, SourceStatus, is_live, is_webcam, read_live, read_stream, read_webcam, redact,
+)
 from .stats import StatsBoard
 from .types import FrameResult
 
@@ -86,8 +88,8 @@ def source_names(sources: tuple[str, ...] | list[str]) -> list[str]:
     """Short unique names for logs, records and output files; never with credentials."""
     names: list[str] = []
     for src in sources:
-        if src.isdigit():
-            base = f"webcam{src}"
+        if is_webcam(src):
+            base = f"webcam{src}" if src.isdigit() else src.rsplit("/", 1)[-1]
         elif "://" in src:
             parts = urlsplit(src)
             base = parts.path.rstrip("/").rsplit("/", 1)[-1] or parts.hostname or "stream"
@@ -177,7 +179,7 @@ class Pipeline:
         # A model on the CPU already uses every core: codecs then get one thread each, not a pool each.
         self._codec_threads = 1 if loaded.device.type == "cpu" else 0
         sinks_by_source, shared = self._open_sinks(accelerated=loaded.device.type == "cuda")
-        draw = any(getattr(s, "wants_annotated", False) or isinstance(s, (VideoSink, SegmentedVideoSink))
+        draw = any(getattr(s, "wants_annotated", False)
                    for s in [*shared, *(s for group in sinks_by_source.values() for s in group)])
         color_by = cfg.render.color_by if cfg.render.color_by != "auto" else "class"
         annotator = MaskAnnotator(cfg.render.opacity, cfg.render.outlines, cfg.render.labels, color_by)
@@ -207,7 +209,7 @@ class Pipeline:
         if not self.live[name]:
             return lambda: read_frames(src, name=name, threads=self._codec_threads)
         live = self.config.live
-        if src.isdigit() or src.startswith("/dev/video"):
+        if is_webcam(src):
             connect = read_webcam(src, stall_s=live.stall_timeout_s)
         else:
             connect = read_stream(src, transport=live.transport, stall_s=live.stall_timeout_s,
@@ -228,6 +230,15 @@ class Pipeline:
             pass
 
     def _open_sinks(self, accelerated: bool) -> tuple[dict[str, list[Sink]], list[Sink]]:
+        opened: list[Sink] = []
+        try:
+            return self._build_sinks(accelerated, opened)
+        except BaseException:
+            for sink in opened:  # a later output failed to open: leave nothing half-open behind
+                sink.close()
+            raise
+
+    def _build_sinks(self, accelerated: bool, opened: list[Sink]) -> tuple[dict[str, list[Sink]], list[Sink]]:
         out = self.config.output
         codec = pick_encoder(out.codec, accelerated)
         several = len(self.names) > 1
@@ -254,6 +265,7 @@ class Pipeline:
                 path = output_path(out.masks, name, several)
                 sink = JsonlSink(path, wall_clock=self.live[name])
                 sink.open()
+                opened.append(sink)
                 group.append(sink)
                 self.outputs.append(path)
             by_source[name] = group
@@ -263,6 +275,7 @@ class Pipeline:
         if out.serve:
             self.web = WebPreviewSink(out.serve, self.names)
             self.web.open()
+            opened.append(self.web)
             shared.append(self.web)
         return by_source, shared + self._extra_sinks
 

@@ -82,6 +82,7 @@ class VideoSink:
     """
 
     stage = "encode"  # name of its time in FrameResult.stats
+    wants_annotated = True  # the runner draws the overlay when some sink wants it
 
     def __init__(
         self,
@@ -242,6 +243,7 @@ class SegmentedVideoSink:
     """
 
     stage = "encode"
+    wants_annotated = True
 
     def __init__(self, path: str | Path, *, segment_time: float, codec: str = "libx264", crf: int = 20,
                  threads: int = 0) -> None:

@@ -30,6 +30,7 @@ __all__ = [
     "Backoff",
     "SourceStatus",
     "is_live",
+    "is_webcam",
     "redact",
     "classify",
     "read_live",
@@ -67,13 +68,18 @@ class Backoff:
         return base * rng.uniform(0.5, 1.0)
 
 
+def is_webcam(source: str) -> bool:
+    """A webcam index (``0``) or a V4L2 device path."""
+    return source.isdigit() or source.startswith("/dev/video")
+
+
 def is_live(source: str) -> bool:
     """Webcams (an index or /dev/video*) and streaming URLs are live; files are not.
 
     HTTP(S) URLs count as live unless they name a media file or an HLS playlist of a finished
     recording (video on demand), which keeps every frame like a file.
     """
-    if source.isdigit() or source.startswith("/dev/video"):
+    if is_webcam(source):
         return True
     scheme = urlsplit(source).scheme.lower()
     if scheme in LIVE_SCHEMES:
