@@ -9,6 +9,7 @@ and checks the run's stop event, so no thread can hang on a queue nobody reads.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import queue
 import threading
 import time
@@ -22,6 +23,8 @@ from .types import Frame
 __all__ = ["EndOfStream", "Failure", "put", "get", "offer_newest", "produce", "Batcher", "POLL_S"]
 
 POLL_S = 0.05  # how often a blocked stage looks at the stop event
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -126,7 +129,7 @@ class Batcher:
 
     Takes frames round-robin, at most one per source per round, so a fast source cannot starve a slow
     one and a stalled source never holds a batch back; a live source gives at most one frame (its
-    newest) per batch. A batch is handed over when it has
+    newest) per batch. A live source that fails for good drops out while others remain. A batch is handed over when it has
     ``batch_size`` frames, or ``max_wait_s`` after its first frame arrived, or when every source has
     ended (a short last batch). A source's frames keep their order.
     """
@@ -188,7 +191,12 @@ class Batcher:
                 self._turn = 0
                 continue
             if isinstance(item, Failure):
-                raise item.error
+                self.active.remove(name)
+                self._turn = 0
+                if name not in self.live or not self.active:
+                    raise item.error  # a file's error, or the last camera gone: the run fails
+                log.error("%s: %s; the other sources go on", name, item.error)
+                continue
             batch.append(item)
             took = True
         return took

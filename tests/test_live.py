@@ -458,3 +458,14 @@ def test_webcam_capture_path_gives_rgb_frames(tmp_path: Path) -> None:
     assert np.abs(frames[0].image.astype(int) - expected).mean() < 8
     assert [f.index for f in frames] == list(range(10))
     assert events[0].state == "connecting" and "live" in [e.state for e in events]
+
+
+@needs_rtsp
+def test_one_camera_refusing_credentials_does_not_stop_the_others(rtsp, tiny_model: Path) -> None:
+    good, locked = rtsp("cam:15"), rtsp("cam:15", auth="user:right")
+    cfg = _config([good.url("cam"), locked.url("cam", "user:wrong")], tiny_model)
+    with Pipeline(cfg) as pipeline:
+        results = _collect(pipeline, until=time.monotonic() + 8)
+    stats = {s["source"]: s for s in pipeline.final_stats}
+    assert len(results) > 20 and {r.source for r in results} == {"cam"}
+    assert stats["cam#2"]["state"] == "failed" and "refused credentials" in stats["cam#2"]["detail"]
