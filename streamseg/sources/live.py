@@ -148,7 +148,6 @@ def read_live(
     stop: threading.Event,
     report: Callable[[SourceStatus], None],
     backoff: Backoff = Backoff(),
-    max_attempts: int | None = None,
 ) -> Iterator[Frame]:
     """Yield frames from ``connect()``, reconnecting until ``stop`` is set.
 
@@ -156,7 +155,7 @@ def read_live(
     connection fails and its iterator raises (or ends) when the connection drops or stalls.
 
     Raises:
-        SourceError: credentials were refused, or ``max_attempts`` connections in a row failed.
+        SourceError: credentials were refused (the only failure that retrying cannot fix).
     """
     rng = random.Random()
     index, failures, state = 0, 0, ""
@@ -193,9 +192,6 @@ def read_live(
         if stop.is_set():
             break
         failures += 1
-        if max_attempts is not None and failures >= max_attempts:
-            set_state("failed", f"{reason}; gave up after {failures} attempts")
-            raise SourceError(f"{name}: {reason} (gave up after {failures} attempts)")
         delay = backoff.delay(failures, rng)
         if state == "live" and "timed out" in reason:
             set_state("stalled", "no frame within the stall timeout")
