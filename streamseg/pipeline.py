@@ -170,9 +170,13 @@ class Pipeline:
             raise RuntimeError(f"a pipeline runs once; this one is {self._state.value}")
         cfg = self.config
         several = len(self.names) > 1
+        inputs = {Path(src).resolve() for src in cfg.sources if "://" not in src and not is_webcam(src)}
         for template in (cfg.output.video, cfg.output.masks):
             for name in self.names if template else []:
-                check_writable(output_path(template, name, several))
+                path = output_path(template, name, several)
+                if Path(path).resolve() in inputs:
+                    raise ConfigError(f"{path}: is also an input; writing it would destroy the source")
+                check_writable(path)
         self.infos = {name: probe(src) for name, src in zip(self.names, cfg.sources) if not self.live[name]}
         loaded = load_model(cfg.model.name, device=cfg.model.device, dtype=cfg.model.dtype)
         self.task = cfg.model.task if cfg.model.task != "auto" else guess_task(cfg.model.name, loaded.id2label)

@@ -221,3 +221,11 @@ def test_second_ctrl_c_aborts_and_still_closes_the_file(tmp_path: Path, tiny_mod
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr
     assert len(read_video(out)[2]) >= 8
+
+
+def test_output_over_the_input_is_refused(tmp_path: Path, tiny_model: Path) -> None:
+    src = write_clip(tmp_path / "in.mp4", frames=4)
+    before = src.read_bytes()
+    proc = run_cli("segment", str(src), "-o", str(tmp_path / "." / "in.mp4"), "--model", str(tiny_model))
+    _one_line_error(proc, 2, "is also an input")
+    assert src.read_bytes() == before
