@@ -254,6 +254,7 @@ class Pipeline:
                 if self.live[name] and out.segment_time:
                     group.append(SegmentedVideoSink(path, segment_time=out.segment_time, codec=codec, crf=out.crf,
                                                     threads=self._codec_threads))
+                    path = str(Path(path).with_name(f"{Path(path).stem}-*{Path(path).suffix}"))  # one per segment
                 elif self.live[name]:
                     group.append(VideoSink(path, time_base=LIVE_TIME_BASE, codec=codec, crf=out.crf, rebase=True,
                                            threads=self._codec_threads))

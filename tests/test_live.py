@@ -331,6 +331,7 @@ def test_live_recording_is_split_into_playable_segments(rtsp, tmp_path: Path, ti
     assert proc.returncode == 0, proc.stderr
     files = sorted(tmp_path.glob("rec-*.mp4"))
     assert len(files) >= 2, proc.stderr
+    assert f"{tmp_path}/rec-*.mp4" in proc.stderr  # the summary names the files as they are written
     for f in files:
         pts, tb, frames = read_video(f)
         assert frames and pts[0] == 0  # each file starts at 0

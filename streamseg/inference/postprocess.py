@@ -32,13 +32,6 @@ def _masks_384(mask_logits: torch.Tensor) -> torch.Tensor:
     return F.interpolate(mask_logits.float(), size=HF_MASK_SIZE, mode="bilinear", align_corners=False)
 
 
-def _by_size(sizes: Sequence[tuple[int, int]]) -> dict[tuple[int, int], list[int]]:
-    groups: dict[tuple[int, int], list[int]] = {}
-    for i, size in enumerate(sizes):
-        groups.setdefault(tuple(size), []).append(i)  # type: ignore[arg-type]
-    return groups
-
-
 def _count(masks: torch.Tensor) -> torch.Tensor:
     """Pixels set in each of (N, H, W) bool masks. Summing into int32 is exact and twice as fast as
     the default int64 on the CPU."""
@@ -131,9 +124,9 @@ def instance(
     candidate = top_scores >= threshold
     cand_h, index_h = candidate.cpu(), top_index.cpu()
 
-    lookups = {tuple(size): (_nearest_index(HF_MASK_SIZE[0], size[0], mask_logits.device),
-                             _nearest_index(HF_MASK_SIZE[1], size[1], mask_logits.device))
-               for size in target_sizes}
+    lookups = {size: (_nearest_index(HF_MASK_SIZE[0], size[0], mask_logits.device),
+                      _nearest_index(HF_MASK_SIZE[1], size[1], mask_logits.device))
+               for size in {tuple(size) for size in target_sizes}}
     per_frame, checks = [], []
     for b, size in enumerate(target_sizes):
         pairs = cand_h[b].nonzero().flatten()
