@@ -66,6 +66,8 @@ class Segmentation:
         areas: pixel count of each mask.
         boxes: (x, y, w, h) bounding box of each mask.
         id2label: class names by label id.
+        segment_map: (H, W) int32, k + 1 where segment k is and 0 elsewhere; set for semantic and
+            panoptic segmentations (whose masks never overlap), so drawing needs one map, not N masks.
     """
 
     task: str
@@ -76,6 +78,7 @@ class Segmentation:
     areas: list[int]
     boxes: list[tuple[int, int, int, int]]
     id2label: dict[int, str] = field(default_factory=dict, repr=False)
+    segment_map: torch.Tensor | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -86,6 +89,8 @@ class Segmentation:
         counts = [len(self.ids), len(self.label_ids), len(self.scores), len(self.areas), len(self.boxes)]
         if any(c != n for c in counts):
             raise ValueError(f"{n} masks but ids, labels, scores, areas, boxes number {counts}")
+        if self.segment_map is not None and self.segment_map.shape != self.masks.shape[1:]:
+            raise ValueError(f"segment_map is {tuple(self.segment_map.shape)}, masks {tuple(self.masks.shape[1:])}")
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -106,7 +111,8 @@ class Segmentation:
         """The same segmentation with its masks in host memory."""
         if self.masks.device.type == "cpu":
             return self
-        return dataclasses.replace(self, masks=self.masks.cpu())
+        segment_map = None if self.segment_map is None else self.segment_map.cpu()
+        return dataclasses.replace(self, masks=self.masks.cpu(), segment_map=segment_map)
 
 
 @dataclass(frozen=True)

@@ -143,6 +143,24 @@ def test_panoptic_matches(setup, fuse: tuple[int, ...]) -> None:
     assert total > 0, "the test must compare some segments"
 
 
+@pytest.mark.parametrize("margin", [1.01, 0.9])
+def test_panoptic_matches_when_mask_threshold_is_near_the_best_score(setup, margin: float) -> None:
+    """Above every score no segment can pass ``mask_threshold`` and streamseg skips the work: the
+    reference must find none either; just below it, both must agree on what passes."""
+    processor, out, sizes = _outputs(setup)
+    best = out.class_queries_logits.softmax(-1)[..., :-1].max().item()
+    kwargs = dict(threshold=0.0, mask_threshold=best * margin)
+    ref = processor.post_process_panoptic_segmentation(out, overlap_mask_area_threshold=0.2, target_sizes=sizes,
+                                                       **kwargs)
+    ours = panoptic(out.class_queries_logits, out.masks_queries_logits, sizes, overlap_threshold=0.2, **kwargs)
+    for r, o in zip(ref, ours):
+        seg = r["segmentation"]
+        _assert_same_segments([(s["label_id"], seg == s["id"]) for s in r["segments_info"]],
+                              list(zip(o.label_ids, o.masks)))
+        if margin > 1:
+            assert len(o) == 0
+
+
 @pytest.mark.skipif(not SAMPLE_MODEL.exists(), reason="sample model not built")
 @pytest.mark.parametrize("task", ["semantic", "instance", "panoptic"])
 def test_trained_sample_model_matches_at_default_thresholds(task: str) -> None:

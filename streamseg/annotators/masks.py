@@ -9,6 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..ops import lookup
 from ..types import Segmentation
 
 __all__ = ["MaskAnnotator", "class_color"]
@@ -48,27 +49,30 @@ class MaskAnnotator:
         if n == 0:
             return scene.clone()
         device = scene.device
-        height, width = scene.shape[:2]
-        top = torch.zeros((height, width), dtype=torch.int64, device=device)
-        for k, mask in enumerate(segmentation.masks.to(device)):
-            top.masked_fill_(mask, k + 1)  # later segments are drawn over earlier ones
+        height = scene.shape[0]
+        top = _segment_map(segmentation, device)
         colours = [class_color(lab) for lab in segmentation.label_ids]
         if self.color_by == "instance":
             colours = [_shade(c, i) for i, c in enumerate(colours)]
-        lut = torch.tensor([(0, 0, 0), *colours], dtype=torch.float32, device=device)
-        colour = lut[top]
-        covered = (top > 0).unsqueeze(-1)
-        out = scene.float()
-        out = torch.where(covered, out * (1 - self.opacity) + colour * self.opacity, out)
+        # Each pixel is scene * keep + paint, both looked up by an index: 0 for bare pixels,
+        # k + 1 inside segment k, n + 1 + k on segment k's outline (drawn at full colour).
+        rgb = torch.tensor([(0, 0, 0), *colours], dtype=torch.float32, device=device)
+        keep = torch.full((n + 1, 1), 1 - self.opacity, dtype=torch.float32, device=device)
+        keep[0] = 1.0
+        paint = rgb * self.opacity
+        index = top
         if self.outlines:
-            edge = torch.zeros_like(covered[..., 0])
+            edge = torch.zeros(top.shape, dtype=torch.bool, device=device)
             edge[:, :-1] |= top[:, :-1] != top[:, 1:]
             edge[:-1, :] |= top[:-1, :] != top[1:, :]
             thickness = max(1, round(height / 360))
             if thickness > 1:
                 edge = F.max_pool2d(edge[None, None].float(), 2 * thickness - 1, 1, thickness - 1)[0, 0] > 0
             owner = torch.maximum(top, _shift_max(top))
-            out = torch.where((edge & (owner > 0)).unsqueeze(-1), lut[owner], out)
+            index = torch.where(edge & (owner > 0), owner + n + 1, top)
+            keep = torch.cat([keep, torch.zeros_like(keep)])
+            paint = torch.cat([paint, rgb])
+        out = scene.float() * lookup(keep, index) + lookup(paint, index)
         out = out.round_().clamp_(0, 255).to(torch.uint8)
         if self.labels:
             self._draw_labels(out, segmentation)
@@ -103,6 +107,16 @@ class MaskAnnotator:
             cv2.putText(canvas, text, (pad, pad + th), font, 0.45 * scale, 255, thickness, cv2.LINE_AA)
             self._glyphs[key] = torch.from_numpy(canvas.astype(np.float32) / 255.0).to(device)
         return self._glyphs[key]
+
+
+def _segment_map(segmentation: Segmentation, device: torch.device) -> torch.Tensor:
+    """(H, W) int32: k + 1 where segment k is drawn, 0 elsewhere; later segments over earlier ones."""
+    if segmentation.segment_map is not None:
+        return segmentation.segment_map.to(device, torch.int32)
+    top = torch.zeros(segmentation.masks.shape[1:], dtype=torch.int32, device=device)
+    for k, mask in enumerate(segmentation.masks.to(device)):
+        top.masked_fill_(mask, k + 1)
+    return top
 
 
 def _shift_max(top: torch.Tensor) -> torch.Tensor:

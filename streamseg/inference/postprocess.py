@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from ..ops import lookup
 from ..types import Segmentation
 
 __all__ = ["postprocess", "semantic", "instance", "panoptic"]
@@ -38,21 +39,46 @@ def _count(masks: torch.Tensor) -> torch.Tensor:
     return masks.flatten(1).sum(1, dtype=torch.int32)
 
 
-def _boxes_and_areas(masks: list[torch.Tensor]) -> tuple[list[list[int]], list[list[tuple[int, int, int, int]]]]:
-    """Area and (x, y, w, h) box of every mask of every frame, with one device-to-host copy."""
+def _stats_from_masks(masks: torch.Tensor) -> torch.Tensor:
+    """(N, 5) int64 rows of area, x0, y0, x1, y1 for (N, H, W) masks that may overlap."""
+    return _stats(masks.any(2), masks.any(1), _count(masks))
+
+
+def _stats_from_map(segment_map: torch.Tensor, n: int) -> torch.Tensor:
+    """The same for a map of non-overlapping segments (k + 1 where segment k is): per-row and per-column
+    histograms instead of N full-size masks."""
+    height, width = segment_map.shape
+    index = segment_map.long()
+    bins = n + 1
+    rows = torch.bincount((index + torch.arange(height, device=index.device).view(-1, 1) * bins).flatten(),
+                          minlength=height * bins).view(height, bins)[:, 1:]
+    cols = torch.bincount((index + torch.arange(width, device=index.device).view(1, -1) * bins).flatten(),
+                          minlength=width * bins).view(width, bins)[:, 1:]
+    return _stats(rows.T > 0, cols.T > 0, rows.sum(0))
+
+
+def _stats(rows: torch.Tensor, cols: torch.Tensor, area: torch.Tensor) -> torch.Tensor:
+    """Rows of area and box corners from (N, H) and (N, W) occupancy."""
+    h, w = rows.shape[1], cols.shape[1]
+    y0 = _argmax(rows.to(torch.uint8), 1)
+    y1 = h - 1 - _argmax(rows.flip(1).to(torch.uint8), 1)
+    x0 = _argmax(cols.to(torch.uint8), 1)
+    x1 = w - 1 - _argmax(cols.flip(1).to(torch.uint8), 1)
+    return torch.stack([area.long(), x0, y0, x1 - x0 + 1, y1 - y0 + 1], dim=1)
+
+
+def _boxes_and_areas(
+    masks: list[torch.Tensor], maps: list[torch.Tensor | None],
+) -> tuple[list[list[int]], list[list[tuple[int, int, int, int]]]]:
+    """Area and (x, y, w, h) box of every segment of every frame, with one device-to-host copy."""
     stats = []
-    for m in masks:
+    for m, segment_map in zip(masks, maps):
         if m.shape[0] == 0:
             stats.append(torch.zeros((0, 5), dtype=torch.int64, device=m.device))
-            continue
-        rows, cols = m.any(2), m.any(1)
-        h, w = m.shape[1], m.shape[2]
-        y0 = _argmax(rows.to(torch.uint8), 1)
-        y1 = h - 1 - _argmax(rows.flip(1).to(torch.uint8), 1)
-        x0 = _argmax(cols.to(torch.uint8), 1)
-        x1 = w - 1 - _argmax(cols.flip(1).to(torch.uint8), 1)
-        area = _count(m)
-        stats.append(torch.stack([area, x0, y0, x1 - x0 + 1, y1 - y0 + 1], dim=1).long())
+        elif segment_map is not None:
+            stats.append(_stats_from_map(segment_map, m.shape[0]))
+        else:
+            stats.append(_stats_from_masks(m))
     counts = [s.shape[0] for s in stats]
     flat = torch.cat(stats).cpu().tolist() if stats else []
     areas, boxes, k = [], [], 0
@@ -64,6 +90,12 @@ def _boxes_and_areas(masks: list[torch.Tensor]) -> tuple[list[list[int]], list[l
     return areas, boxes
 
 
+def _from_map(segment_map: torch.Tensor, n: int) -> torch.Tensor:
+    """(n, H, W) masks of the segments in a segment map."""
+    ids = torch.arange(1, n + 1, dtype=segment_map.dtype, device=segment_map.device)
+    return segment_map[None] == ids[:, None, None]
+
+
 def _finish(
     task: str,
     masks: list[torch.Tensor],
@@ -71,11 +103,13 @@ def _finish(
     labels: list[list[int]],
     scores: list[list[float | None]],
     id2label: dict[int, str],
+    maps: list[torch.Tensor | None] | None = None,
 ) -> list[Segmentation]:
-    areas, boxes = _boxes_and_areas(masks)
+    maps = maps or [None] * len(masks)
+    areas, boxes = _boxes_and_areas(masks, maps)
     return [
-        Segmentation(task, m, i, lb, s, areas=a, boxes=b, id2label=id2label)
-        for m, i, lb, s, a, b in zip(masks, ids, labels, scores, areas, boxes)
+        Segmentation(task, m, i, lb, s, areas=a, boxes=b, id2label=id2label, segment_map=sm)
+        for m, i, lb, s, a, b, sm in zip(masks, ids, labels, scores, areas, boxes, maps)
     ]
 
 
@@ -95,12 +129,16 @@ def semantic(
         up = F.interpolate(scores[i : i + 1], size=tuple(size), mode="bilinear", align_corners=False)
         maps[i] = _argmax(up[0], 0)
     present = torch.stack([torch.bincount(m.flatten(), minlength=num_classes) > 0 for m in maps]).cpu()
-    out_masks, ids = [], []
+    out_masks, ids, segment_maps = [], [], []
     for m, row in zip(maps, present):
         labels = row.nonzero().flatten()
-        out_masks.append(m[None] == labels.to(m.device)[:, None, None])
+        position = torch.zeros(num_classes, dtype=torch.int32)
+        position[labels] = torch.arange(1, len(labels) + 1, dtype=torch.int32)
+        segment_map = lookup(position.to(m.device), m)
+        segment_maps.append(segment_map)
+        out_masks.append(_from_map(segment_map, len(labels)))
         ids.append(labels.tolist())
-    return _finish("semantic", out_masks, ids, ids, [[None] * len(i) for i in ids], id2label or {})
+    return _finish("semantic", out_masks, ids, ids, [[None] * len(i) for i in ids], id2label or {}, segment_maps)
 
 
 def instance(
@@ -187,7 +225,9 @@ def panoptic(
     area_stats = []
     for b, size in enumerate(target_sizes):
         kept = keep_h[b].nonzero().flatten()
-        if len(kept) == 0:
+        # A segment needs pixels where score * probability >= mask_threshold, and probabilities are at
+        # most 1: when no kept query scores that high, transformers finds no segment, so skip the work.
+        if len(kept) == 0 or not bool((scores_h[b, kept] >= mask_threshold).any()):
             winners.append(None)
             continue
         kept_d = kept.to(mask_logits.device)
@@ -203,13 +243,13 @@ def panoptic(
         [s.shape[1] for s in area_stats], dim=1)] if area_stats else []
 
     fuse = set(label_ids_to_fuse)
-    out_masks, ids, labels, out_scores = [], [], [], []
+    out_masks, ids, labels, out_scores, segment_maps = [], [], [], [], []
     stats_iter = iter(areas_h)
     for b, size in enumerate(target_sizes):
         winner = winners[b]
         if winner is None:
             out_masks.append(torch.zeros((0, *size), dtype=torch.bool, device=mask_logits.device))
-            ids.append([]), labels.append([]), out_scores.append([])
+            ids.append([]), labels.append([]), out_scores.append([]), segment_maps.append(None)
             continue
         (area, original) = next(stats_iter)
         kept = keep_h[b].nonzero().flatten().tolist()
@@ -234,11 +274,12 @@ def panoptic(
                 seg_scores.append(round(float(scores_h[b, q]), 6))
             if label in fuse:
                 stuff_memory[label] = current
-        id_map = torch.tensor(lut, dtype=torch.int64, device=winner.device)[winner]
-        seg_tensor = torch.tensor(seg_ids, dtype=torch.int64, device=winner.device)
-        out_masks.append(id_map[None] == seg_tensor[:, None, None])
+        position = [seg_ids.index(i) + 1 if i else 0 for i in lut]  # query -> segment k + 1, 0 for none
+        segment_map = lookup(torch.tensor(position, dtype=torch.int32, device=winner.device), winner)
+        segment_maps.append(segment_map)
+        out_masks.append(_from_map(segment_map, len(seg_ids)))
         ids.append(seg_ids), labels.append(seg_labels), out_scores.append(seg_scores)
-    return _finish("panoptic", out_masks, ids, labels, out_scores, id2label or {})
+    return _finish("panoptic", out_masks, ids, labels, out_scores, id2label or {}, segment_maps)
 
 
 def postprocess(
