@@ -118,3 +118,45 @@ def test_a_file_loses_no_frame_when_the_model_is_slower_than_decoding(tmp_path: 
             indices.append(r.index)
             time.sleep(0.15)  # longer than a queue wait: every queue stays full
     assert indices == list(range(12))
+
+
+def test_thread_tuner_keeps_the_faster_setting() -> None:
+    from streamseg.inference.threads import ThreadTuner
+
+    for one_core_s, expected in ((0.5, 1), (1.5, 4), (0.97, 4)):  # seconds a batch on one core; every core: 1.0
+        tuner = ThreadTuner(4, trial=3, every=10, warmup=2)
+        now, used = 0.0, []
+        tuner.tick(now)
+        for _ in range(2 + 8 + 10):
+            used.append(tuner.threads)
+            now += one_core_s if tuner.threads == 1 else 1.0
+            tuner.tick(now)
+        assert used[:2 + 4] == [4] * 6 and used[6:10] == [1] * 4  # warm-up, then each setting on trial
+        assert used[10:] == [expected] * 10
+        assert tuner.threads == 4  # and then both are tried again
+
+
+def test_torch_threads_are_per_thread_and_restored(tmp_path: Path, tiny_model: Path) -> None:
+    import threading
+
+    import torch
+
+    from streamseg.inference.threads import set_torch_threads
+
+    before = torch.get_num_threads()
+    seen = {}
+
+    def worker(name: str, count: int, ready: threading.Barrier) -> None:
+        set_torch_threads(count)
+        ready.wait()  # both have set their count before either reads it
+        seen[name] = torch.get_num_threads()
+
+    ready = threading.Barrier(2)
+    threads = [threading.Thread(target=worker, args=(n, c, ready)) for n, c in (("a", 1), ("b", 3))]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert seen == {"a": 1, "b": 3}
+    torch.set_num_threads(before)
+
+    list(streamseg.segment(write_clip(tmp_path / "c.mp4", frames=6), model=str(tiny_model), device="cpu"))
+    assert torch.get_num_threads() == before
