@@ -46,6 +46,11 @@ def _check(condition: bool, key: str, message: str) -> None:
         raise ConfigError(f"{key}: {message}")
 
 
+def _is_cuda(device: str) -> bool:
+    name, _, index = device.partition(":")
+    return name == "cuda" and (index == "" or index.isdigit())
+
+
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig:
     """Which checkpoint to run, where, and for which task."""
@@ -174,8 +179,11 @@ class Config:
     output: OutputConfig = field(default_factory=OutputConfig)
     live: LiveConfig = field(default_factory=LiveConfig)
     duration: float | None = None
+    decoder: str = "auto"  # auto: NVDEC when the model runs on CUDA and it opens; cpu; cuda or cuda:N
 
     def __post_init__(self) -> None:
+        _check(self.decoder in ("auto", "cpu") or _is_cuda(self.decoder), "decoder",
+               f"unknown decoder {self.decoder!r} (expected auto, cpu, cuda or cuda:N)")
         if self.duration is not None:
             _check(self.duration > 0, "duration", f"must be > 0 seconds, got {self.duration}")
 

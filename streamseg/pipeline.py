@@ -156,6 +156,7 @@ class Pipeline:
         self._finished = False
         self._deadline: float | None = None
         self._codec_threads = 0
+        self._decoder: str | None = None  # CUDA device for NVDEC decoding of files, or None for the CPU
         self._torch_threads: int | None = None  # the model's CPU threads, when it runs on the CPU
         self.final_stats: list[dict] = []
 
@@ -186,6 +187,10 @@ class Pipeline:
         self.task = cfg.model.task if cfg.model.task != "auto" else guess_task(cfg.model.name, loaded.id2label)
         # A model on the CPU already uses every core: codecs then get one thread each, not a pool each.
         self._codec_threads = 1 if loaded.device.type == "cpu" else 0
+        if cfg.decoder != "auto":
+            self._decoder = None if cfg.decoder == "cpu" else cfg.decoder
+        elif loaded.device.type == "cuda":
+            self._decoder = str(loaded.device)
         if loaded.device.type == "cpu":
             self._torch_threads = torch.get_num_threads()
         sinks_by_source, shared = self._open_sinks(accelerated=loaded.device.type == "cuda")
@@ -217,7 +222,7 @@ class Pipeline:
 
     def _frames(self, name: str, src: str) -> Callable[[], Iterator]:
         if not self.live[name]:
-            return lambda: read_frames(src, name=name, threads=self._codec_threads)
+            return lambda: read_frames(src, name=name, threads=self._codec_threads, hwaccel=self._decoder)
         live = self.config.live
         if is_webcam(src):
             connect = read_webcam(src, stall_s=live.stall_timeout_s)

@@ -88,3 +88,9 @@ def test_public_api_is_exported() -> None:
     for name in streamseg.__all__:
         assert hasattr(streamseg, name), name
     assert {"segment", "Pipeline", "Config", "FrameResult", "Segmentation", "StreamsegError"} <= set(streamseg.__all__)
+
+
+def test_decoder_is_checked() -> None:
+    assert load_config(None, decoder="cuda:1").decoder == "cuda:1"
+    with pytest.raises(ConfigError, match=r"^decoder: unknown decoder 'vaapi'"):
+        load_config(None, decoder="vaapi")

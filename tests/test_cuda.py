@@ -74,3 +74,14 @@ def test_auto_codec_uses_nvenc_on_gpu(tmp_path: Path) -> None:
     model = str(SAMPLE_MODEL)
     results = list(streamseg.segment(SAMPLE_CLIP, model=model, device="cuda", output=out, output__codec="auto"))
     assert len(read_video(out)[2]) == len(results) == 300
+
+
+def test_files_decode_on_nvdec(tmp_path: Path, caplog) -> None:
+    import logging
+
+    from streamseg.sources import read_frames
+
+    with caplog.at_level(logging.INFO):
+        frames = list(read_frames(SAMPLE_CLIP, hwaccel="cuda"))
+    assert len(frames) == 300
+    assert "hardware decoding unavailable" not in caplog.text

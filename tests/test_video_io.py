@@ -118,3 +118,17 @@ def test_not_a_video(tmp_path: Path) -> None:
 def test_missing_file() -> None:
     with pytest.raises(SourceError, match="no such file"):
         probe("does/not/exist.mp4")
+
+
+def test_hardware_decoding_gives_the_same_frames_or_falls_back(tmp_path: Path, caplog) -> None:
+    """NVDEC where it opens (H.264 decoding is bit-exact), the CPU where it does not: same frames."""
+    import torch
+
+    src = write_clip(tmp_path / "c.mp4", frames=12)
+    software = [f.image for f in read_frames(src)]
+    with caplog.at_level(logging.INFO):
+        hardware = [f.image for f in read_frames(src, hwaccel="cuda")]
+    assert len(hardware) == len(software) == 12
+    assert all(np.array_equal(a, b) for a, b in zip(hardware, software))
+    if not torch.cuda.is_available():
+        assert "hardware decoding unavailable" in caplog.text

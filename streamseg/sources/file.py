@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 
@@ -44,17 +45,39 @@ class VideoInfo:
     has_audio: bool
 
 
-def _open(path: str) -> av.container.InputContainer:
+def hardware_decoder(device: str | None) -> Any:
+    """PyAV's settings for NVDEC decoding on CUDA device ``device`` ("cuda" or "cuda:N"), or None when
+    no hardware decoding is asked for or this PyAV cannot do it (before PyAV 14)."""
+    if device is None or not device.startswith("cuda"):
+        return None
+    try:
+        from av.codec.hwaccel import HWAccel
+    except ImportError:
+        return None
+    index = device.partition(":")[2] or None
+    return HWAccel("cuda", device=index, allow_software_fallback=True)
+
+
+def _open(path: str, hwaccel: Any = None) -> av.container.InputContainer:
     if "://" not in path and not os.path.exists(path):
         raise SourceError(f"{path}: no such file")
     if "://" not in path and os.path.isdir(path):
         raise SourceError(f"{path}: is a directory, not a video file")
+    if hwaccel is not None:
+        try:
+            return _with_video(path, av.open(path, mode="r", hwaccel=hwaccel))
+        except (av.FFmpegError, OSError) as exc:  # no device, no driver, or FFmpeg built without it
+            log.info("%s: hardware decoding unavailable (%s); decoding on the CPU", path, exc)
     try:
         container = av.open(path, mode="r")
     except av.error.InvalidDataError as exc:
         raise SourceError(f"{path}: not a video file, or damaged (FFmpeg: {exc.strerror or exc})") from exc
     except av.FFmpegError as exc:
         raise SourceError(f"{path}: cannot open: {exc.strerror or exc}") from exc
+    return _with_video(path, container)
+
+
+def _with_video(path: str, container: av.container.InputContainer) -> av.container.InputContainer:
     if not container.streams.video:
         container.close()
         raise SourceError(f"{path}: has no video stream")
@@ -93,18 +116,22 @@ def probe(path: str | Path) -> VideoInfo:
         container.close()
 
 
-def read_frames(path: str | Path, *, name: str | None = None, threads: int = 0) -> Iterator[Frame]:
+def read_frames(
+    path: str | Path, *, name: str | None = None, threads: int = 0, hwaccel: str | None = None,
+) -> Iterator[Frame]:
     """Decode every frame of a file's first video stream, in presentation order, as RGB.
 
     A file cut short yields the frames that decode and logs a warning instead of failing.
     ``threads``: decoder threads (0: FFmpeg's choice; 1 when the model computes on the same CPU cores).
+    ``hwaccel``: "cuda" or "cuda:N" decodes with NVDEC where the device, the driver and the codec allow,
+    and on the CPU otherwise.
 
     Raises:
         SourceError: the file cannot be opened, or fails before its first frame.
     """
     path = str(path)
     name = name if name is not None else path
-    container = _open(path)
+    container = _open(path, hardware_decoder(hwaccel))
     try:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
