@@ -99,7 +99,8 @@ class ModelRunner:
         self._forward = loaded.model
         if compile:
             self._forward = torch.compile(loaded.model)
-        self._pin = loaded.device.type == "cuda"
+        # Uploads run on their own stream, so batch n + 1 is copied while batch n computes.
+        self._upload_stream = torch.cuda.Stream(loaded.device) if loaded.device.type == "cuda" else None
 
     def __call__(self, frames: Sequence[Frame]) -> list[FrameResult]:
         """Segment a batch of frames (any mix of sizes)."""
@@ -109,7 +110,7 @@ class ModelRunner:
         """First half: upload, preprocess, forward. On a GPU this only queues work and returns at once."""
         with _model_errors(len(frames)), torch.inference_mode():
             timer = _Timer(self.loaded.device, self.profile)
-            images = [self._upload(f.image) for f in frames]
+            images = self._upload([f.image for f in frames])
             timer.lap("upload")
             pixel_values = preprocess(images, self.loaded.spec, self.loaded.dtype)
             timer.lap("preprocess")
@@ -145,13 +146,18 @@ class ModelRunner:
         per_frame = {k: v / len(frames) for k, v in timer.times.items()}
         return [FrameResult(f, s, a, dict(per_frame)) for f, s, a in zip(frames, segs, annotated)]
 
-    def _upload(self, image: np.ndarray) -> torch.Tensor:
-        tensor = torch.from_numpy(image)
-        if self.loaded.device.type == "cpu":
-            return tensor
-        if self._pin:
-            tensor = tensor.pin_memory()
-        return tensor.to(self.loaded.device, non_blocking=True)
+    def _upload(self, images: list[np.ndarray]) -> list[torch.Tensor]:
+        tensors = [torch.from_numpy(image) for image in images]
+        device = self.loaded.device
+        if self._upload_stream is None:
+            return [t.to(device) for t in tensors]  # the CPU: the same tensors
+        with torch.cuda.stream(self._upload_stream):
+            uploaded = [t.pin_memory().to(device, non_blocking=True) for t in tensors]
+        compute = torch.cuda.current_stream(device)
+        compute.wait_stream(self._upload_stream)
+        for t in uploaded:
+            t.record_stream(compute)  # its memory is not reused before the compute stream is done with it
+        return uploaded
 
 
 def _to_host(images: list[torch.Tensor]) -> list[np.ndarray]:
