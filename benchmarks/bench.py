@@ -65,6 +65,18 @@ def build_model(kind: str, folder: Path) -> Path:
     return folder
 
 
+def resize_input(model: Path, size: str, folder: Path) -> Path:
+    """A copy of a checkpoint whose preprocessing resizes frames to HEIGHTxWIDTH."""
+    import shutil
+
+    height, width = (int(v) for v in size.lower().split("x"))
+    shutil.copytree(model, folder)
+    config = json.loads((folder / "preprocessor_config.json").read_text())
+    config["size"] = {"height": height, "width": width}
+    (folder / "preprocessor_config.json").write_text(json.dumps(config))
+    return folder
+
+
 def make_clip(path: Path, width: int, height: int, frames: int) -> Path:
     """A synthetic scene at the requested size (60 rendered frames, looped)."""
     from streamseg.synthetic import Scene, write_clip
@@ -224,6 +236,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="tiny", help="tiny, sample, swin-tiny, swin-small or a folder")
     parser.add_argument("--size", default="640x360", help="WIDTHxHEIGHT of the test clip")
+    parser.add_argument("--input-size", metavar="HEIGHTxWIDTH",
+                        help="run the model at this input size instead of its own (e.g. the trained sample model "
+                             "at the tiny config's 256x448)")
     parser.add_argument("--task", default="panoptic", choices=("semantic", "instance", "panoptic"))
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--frames", type=int, default=120)
@@ -252,6 +267,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         args.workdir = tmp
         args.model_dir = str(build_model(args.model, Path(tmp) / "model"))
+        if args.input_size:
+            args.model_dir = str(resize_input(Path(args.model_dir), args.input_size, Path(tmp) / "resized"))
         args.clip = str(make_clip(Path(tmp) / "clip.mp4", width, height, args.frames + args.batch_size))
         results = {"ceiling": _child("ceiling", args), "streamseg": _child("streamseg", args)}
         if not args.skip_naive:
@@ -260,7 +277,7 @@ def main() -> None:
     import transformers
 
     ceiling, ours = results["ceiling"], results["streamseg"]
-    print(f"\nmodel={args.model} size={args.size} task={args.task} threshold={args.threshold} "
+    print(f"\nmodel={args.model} input={args.input_size or 'own'} size={args.size} task={args.task} threshold={args.threshold} "
           f"batch={args.batch_size} device={args.device} "
           f"dtype={args.dtype} compile={args.compile} torch={torch.__version__} "
           f"transformers={transformers.__version__}")

@@ -123,16 +123,18 @@ def test_a_file_loses_no_frame_when_the_model_is_slower_than_decoding(tmp_path: 
 def test_thread_tuner_keeps_the_faster_setting() -> None:
     from streamseg.inference.threads import ThreadTuner
 
-    for one_core_s, expected in ((0.5, 1), (1.5, 4), (0.97, 4)):  # seconds a batch on one core; every core: 1.0
+    # Seconds a batch on one core (every core: 1.0), the choice, and batches on trial with one core.
+    for one_core_s, expected, on_trial in ((0.5, 1, 4), (0.97, 4, 4), (1.1, 4, 4), (1.5, 4, 2)):
         tuner = ThreadTuner(4, trial=3, every=10, warmup=2)
         now, used = 0.0, []
         tuner.tick(now)
-        for _ in range(2 + 8 + 10):
+        for _ in range(2 + 4 + on_trial + 10):
             used.append(tuner.threads)
             now += one_core_s if tuner.threads == 1 else 1.0
             tuner.tick(now)
-        assert used[:2 + 4] == [4] * 6 and used[6:10] == [1] * 4  # warm-up, then each setting on trial
-        assert used[10:] == [expected] * 10
+        # Warm-up, then each setting on trial; one clearly slower batch ends the trial of one core.
+        assert used[: 2 + 4] == [4] * 6 and used[6 : 6 + on_trial] == [1] * on_trial
+        assert used[6 + on_trial :] == [expected] * 10
         assert tuner.threads == 4  # and then both are tried again
 
 
@@ -160,3 +162,37 @@ def test_torch_threads_are_per_thread_and_restored(tmp_path: Path, tiny_model: P
 
     list(streamseg.segment(write_clip(tmp_path / "c.mp4", frames=6), model=str(tiny_model), device="cpu"))
     assert torch.get_num_threads() == before
+
+
+def test_forward_passes_shrink_when_the_device_runs_out_of_memory(tmp_path: Path, tiny_model: Path,
+                                                                 caplog) -> None:
+    """No CUDA here: the model raises torch's own out-of-memory error above 2 frames, as a GPU would."""
+    import logging
+
+    import torch
+
+    from streamseg.inference.loading import load_model
+    from streamseg.inference.runner import ModelRunner
+    from streamseg.config import PostprocessConfig
+    from streamseg.sources import read_frames
+
+    frames = list(read_frames(write_clip(tmp_path / "c.mp4", frames=7)))
+    loaded = load_model(str(tiny_model), device="cpu")
+    expected = [r.segmentation.label_map() for r in ModelRunner(loaded, "semantic", PostprocessConfig())(frames)]
+
+    runner = ModelRunner(loaded, "semantic", PostprocessConfig())
+    model, sizes = runner._forward, []
+
+    def small_device(pixel_values: torch.Tensor):
+        sizes.append(len(pixel_values))
+        if len(pixel_values) > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return model(pixel_values=pixel_values)
+
+    runner._forward = lambda pixel_values: small_device(pixel_values)
+    with caplog.at_level(logging.WARNING):
+        got = [r.segmentation.label_map() for b in (frames[:4], frames[4:]) for r in runner(b)]
+    assert sizes == [4, 2, 2, 2, 1]  # halved once, then kept at 2
+    assert runner.max_batch == 2
+    assert caplog.text.count("out of device memory") == 1
+    assert all(torch.equal(a, b) for a, b in zip(expected, got))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -19,6 +21,8 @@ from .postprocess import postprocess
 from .preprocess import preprocess
 
 __all__ = ["ModelRunner", "Forwarded"]
+
+log = logging.getLogger(__name__)
 
 STAGES = ("upload", "preprocess", "forward", "postprocess", "render", "download")
 
@@ -60,7 +64,8 @@ def _model_errors(batch_size: int) -> Iterator[None]:
     try:
         yield
     except torch.cuda.OutOfMemoryError as exc:
-        raise ModelError(f"out of device memory on a batch of {batch_size} frames; lower --batch-size") from exc
+        raise ModelError(f"out of device memory on a batch of {batch_size} frames; lower --batch-size, "
+                         "or try --dtype float16 or a smaller model") from exc
     except RuntimeError as exc:
         raise ModelError(f"inference failed: {str(exc).splitlines()[0]}") from exc
 
@@ -99,6 +104,7 @@ class ModelRunner:
         self._forward = loaded.model
         if compile:
             self._forward = torch.compile(loaded.model)
+        self.max_batch = sys.maxsize  # frames per forward pass; lowered when the device runs out of memory
         # Uploads run on their own stream, so batch n + 1 is copied while batch n computes.
         self._upload_stream = torch.cuda.Stream(loaded.device) if loaded.device.type == "cuda" else None
 
@@ -114,9 +120,33 @@ class ModelRunner:
             timer.lap("upload")
             pixel_values = preprocess(images, self.loaded.spec, self.loaded.dtype)
             timer.lap("preprocess")
-            outputs = self._forward(pixel_values=pixel_values)
+            class_logits, mask_logits = self._run_model(pixel_values)
             timer.lap("forward")
-            return Forwarded(list(frames), images, outputs.class_queries_logits, outputs.masks_queries_logits, timer)
+            return Forwarded(list(frames), images, class_logits, mask_logits, timer)
+
+    def _run_model(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The forward pass, in chunks of at most ``max_batch`` frames. A chunk that runs out of device
+        memory is halved and run again, and the smaller size holds for the rest of the run: a batch
+        size too large for this device costs a warning, not the run."""
+        outputs, start = [], 0
+        while start < len(pixel_values):
+            size = min(self.max_batch, len(pixel_values) - start)
+            try:
+                out = self._forward(pixel_values=pixel_values[start : start + size])
+            except torch.cuda.OutOfMemoryError:
+                if size == 1:
+                    raise
+                self.max_batch = size // 2
+                log.warning("out of device memory on %d frames at once; forward passes now take at most %d",
+                            size, self.max_batch)
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                continue
+            outputs.append((out.class_queries_logits, out.masks_queries_logits))
+            start += size
+        if len(outputs) == 1:
+            return outputs[0]
+        return torch.cat([o[0] for o in outputs]), torch.cat([o[1] for o in outputs])
 
     def finish(self, batch: Forwarded) -> list[FrameResult]:
         """Second half: post-process, draw, copy to the host. Runs while the next batch's forward is queued."""

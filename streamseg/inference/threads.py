@@ -60,6 +60,8 @@ class ThreadTuner:
             threads, counts = self._plan.pop(0)
             if counts:
                 self._times[threads].append(now - self._last)
+                if threads == 1 and self._clearly_slower(now - self._last):
+                    self._plan = [p for p in self._plan if p[0] != 1]  # no need to time it further
             if not self._plan:
                 self._plan = [(self._choose(), False)] * self._every + self._trial_plan()
         self._last = now
@@ -74,6 +76,10 @@ class ThreadTuner:
         for threads in (self.most, 1):
             plan += [(threads, False)] + [(threads, True)] * self._trial
         return plan
+
+    def _clearly_slower(self, one_core_s: float) -> bool:
+        every_core = self._times[self.most]
+        return bool(every_core) and one_core_s > 1.25 * statistics.median(every_core)
 
     def _choose(self) -> int:
         every_core = statistics.median(self._times[self.most])
