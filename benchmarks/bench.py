@@ -115,6 +115,9 @@ def measure_ceiling(args: argparse.Namespace) -> dict:
     images = [f.image for _, f in zip(range(args.batch_size), read_frames(args.clip))]
     with torch.inference_mode():
         pixel_values = preprocess([torch.from_numpy(i).to(loaded.device) for i in images], loaded.spec, loaded.dtype)
+        if args.channels_last:
+            loaded.model.to(memory_format=torch.channels_last)
+            pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
         forward = torch.compile(loaded.model) if args.compile else loaded.model
         for _ in range(3):
             forward(pixel_values=pixel_values)
@@ -135,7 +138,7 @@ def measure_streamseg(args: argparse.Namespace) -> dict:
     out_dir = Path(args.workdir)
     cfg = load_config(
         None, sources=(args.clip,), model__name=args.model_dir, model__task=args.task, model__device=args.device,
-        model__dtype=args.dtype, model__compile=args.compile, batching__batch_size=args.batch_size,
+        model__dtype=args.dtype, model__compile=args.compile, model__channels_last=args.channels_last, batching__batch_size=args.batch_size,
         postprocess__threshold=args.threshold,
         output__video=str(out_dir / "streamseg.mp4"), output__masks=str(out_dir / "streamseg.jsonl"),
     )
@@ -225,6 +228,7 @@ def _child(mode: str, args: argparse.Namespace) -> dict:
            "--frames", str(args.frames), "--device", args.device, "--dtype", args.dtype,
            "--threshold", str(args.threshold), "--naive-frames", str(args.naive_frames)]
     cmd += ["--compile"] if args.compile else []
+    cmd += ["--channels-last"] if args.channels_last else []
     cmd += ["--profile"] if args.profile else []
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     if proc.returncode != 0:
@@ -248,6 +252,7 @@ def main() -> None:
                         help="segment score threshold for streamseg and the naive loop alike (random weights "
                              "score low: lower it so that both draw and export real segments)")
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--channels-last", action="store_true", help="channels-last layout, ceiling and streamseg alike")
     parser.add_argument("--profile", action="store_true", help="exact per-stage times (syncs after each stage)")
     parser.add_argument("--skip-naive", action="store_true")
     parser.add_argument("--naive-frames", type=int, default=60, help="frames timed in the naive loop")
@@ -279,7 +284,7 @@ def main() -> None:
     ceiling, ours = results["ceiling"], results["streamseg"]
     print(f"\nmodel={args.model} input={args.input_size or 'own'} size={args.size} task={args.task} threshold={args.threshold} "
           f"batch={args.batch_size} device={args.device} "
-          f"dtype={args.dtype} compile={args.compile} torch={torch.__version__} "
+          f"dtype={args.dtype} compile={args.compile} channels_last={args.channels_last} torch={torch.__version__} "
           f"transformers={transformers.__version__}")
     print(f"{'run':<10} {'fps':>8} {'peak RSS MB':>12} {'peak dev MB':>12}")
     for name, r in results.items():

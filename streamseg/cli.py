@@ -48,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     seg.add_argument("--dtype", choices=("auto", "float32", "float16", "bfloat16"),
                      help="auto: float32 on CPU, float16 on CUDA")
     seg.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    seg.add_argument("--channels-last", action="store_true", default=None,
+                     help="channels-last memory layout for the model (faster convolutions on some devices)")
     seg.add_argument("--threshold", type=float, help="minimum segment score (default 0.5)")
     seg.add_argument("--mask-threshold", type=float, help="panoptic: weighted-probability threshold (default 0.5)")
     seg.add_argument("--overlap-threshold", type=float,
@@ -100,6 +102,7 @@ def build_config(args: argparse.Namespace) -> Config:
         model__device=args.device,
         model__dtype=args.dtype,
         model__compile=args.compile,
+        model__channels_last=args.channels_last,
         postprocess__threshold=args.threshold,
         postprocess__mask_threshold=args.mask_threshold,
         postprocess__overlap_threshold=args.overlap_threshold,

@@ -201,6 +201,7 @@ class Pipeline:
         self.runner = ModelRunner(
             loaded, self.task, cfg.postprocess, annotator=annotator if draw else None,
             masks_to_host=self._masks_to_host, compile=cfg.model.compile, profile=self._profile,
+            channels_last=cfg.model.channels_last,
         )
         source_queues: dict[str, queue.Queue] = {}
         for name, src in zip(self.names, cfg.sources):

@@ -196,3 +196,13 @@ def test_forward_passes_shrink_when_the_device_runs_out_of_memory(tmp_path: Path
     assert runner.max_batch == 2
     assert caplog.text.count("out of device memory") == 1
     assert all(torch.equal(a, b) for a, b in zip(expected, got))
+
+
+def test_channels_last_gives_the_same_segments(tmp_path: Path) -> None:
+    from .conftest import SAMPLE_CLIP, SAMPLE_MODEL
+
+    kwargs = dict(model=str(SAMPLE_MODEL), task="semantic", device="cpu")
+    plain = [r.segmentation.label_map() for _, r in zip(range(4), streamseg.segment(SAMPLE_CLIP, **kwargs))]
+    nhwc = [r.segmentation.label_map() for _, r in zip(range(4), streamseg.segment(
+        SAMPLE_CLIP, model__channels_last=True, **kwargs))]
+    assert all((a == b).float().mean().item() >= 0.999 for a, b in zip(plain, nhwc))

@@ -80,6 +80,7 @@ class ModelRunner:
         annotator: draws the overlay on the device; None skips rendering.
         masks_to_host: copy the masks to host memory (needed by mask export and the Python API).
         compile: wrap the forward pass in ``torch.compile``.
+        channels_last: run the model and its input in channels-last layout.
         profile: synchronize the device after each stage so the per-stage times in ``FrameResult.stats``
             are exact (costs a little speed; the benchmark turns it on).
     """
@@ -94,6 +95,7 @@ class ModelRunner:
         masks_to_host: bool = True,
         compile: bool = False,
         profile: bool = False,
+        channels_last: bool = False,
     ) -> None:
         self.loaded = loaded
         self.task = task
@@ -102,6 +104,9 @@ class ModelRunner:
         self.masks_to_host = masks_to_host
         self.profile = profile
         self._forward = loaded.model
+        self._layout = torch.channels_last if channels_last else torch.contiguous_format
+        if channels_last:
+            loaded.model.to(memory_format=torch.channels_last)
         if compile:
             self._forward = torch.compile(loaded.model)
         self.max_batch = sys.maxsize  # frames per forward pass; lowered when the device runs out of memory
@@ -119,6 +124,7 @@ class ModelRunner:
             images = self._upload([f.image for f in frames])
             timer.lap("upload")
             pixel_values = preprocess(images, self.loaded.spec, self.loaded.dtype)
+            pixel_values = pixel_values.contiguous(memory_format=self._layout)
             timer.lap("preprocess")
             class_logits, mask_logits = self._run_model(pixel_values)
             timer.lap("forward")
