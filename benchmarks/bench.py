@@ -138,7 +138,8 @@ def measure_streamseg(args: argparse.Namespace) -> dict:
     out_dir = Path(args.workdir)
     cfg = load_config(
         None, sources=(args.clip,), model__name=args.model_dir, model__task=args.task, model__device=args.device,
-        model__dtype=args.dtype, model__compile=args.compile, model__channels_last=args.channels_last, batching__batch_size=args.batch_size,
+        model__dtype=args.dtype, model__compile=args.compile, model__channels_last=args.channels_last,
+        batching__batch_size=args.batch_size,
         postprocess__threshold=args.threshold,
         output__video=str(out_dir / "streamseg.mp4"), output__masks=str(out_dir / "streamseg.jsonl"),
     )
@@ -252,7 +253,8 @@ def main() -> None:
                         help="segment score threshold for streamseg and the naive loop alike (random weights "
                              "score low: lower it so that both draw and export real segments)")
     parser.add_argument("--compile", action="store_true")
-    parser.add_argument("--channels-last", action="store_true", help="channels-last layout, ceiling and streamseg alike")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="channels-last layout, ceiling and streamseg alike")
     parser.add_argument("--profile", action="store_true", help="exact per-stage times (syncs after each stage)")
     parser.add_argument("--skip-naive", action="store_true")
     parser.add_argument("--naive-frames", type=int, default=60, help="frames timed in the naive loop")
@@ -282,7 +284,8 @@ def main() -> None:
     import transformers
 
     ceiling, ours = results["ceiling"], results["streamseg"]
-    print(f"\nmodel={args.model} input={args.input_size or 'own'} size={args.size} task={args.task} threshold={args.threshold} "
+    print(f"\nmodel={args.model} input={args.input_size or 'own'} size={args.size} task={args.task} "
+          f"threshold={args.threshold} "
           f"batch={args.batch_size} device={args.device} "
           f"dtype={args.dtype} compile={args.compile} channels_last={args.channels_last} torch={torch.__version__} "
           f"transformers={transformers.__version__}")

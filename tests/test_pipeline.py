@@ -171,9 +171,9 @@ def test_forward_passes_shrink_when_the_device_runs_out_of_memory(tmp_path: Path
 
     import torch
 
+    from streamseg.config import PostprocessConfig
     from streamseg.inference.loading import load_model
     from streamseg.inference.runner import ModelRunner
-    from streamseg.config import PostprocessConfig
     from streamseg.sources import read_frames
 
     frames = list(read_frames(write_clip(tmp_path / "c.mp4", frames=7)))

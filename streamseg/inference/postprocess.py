@@ -10,12 +10,13 @@ instead of one sync per query, and resize only the masks of queries that can sti
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 
-from ..ops import lookup
+from ..ops import lookup, upload_each
 from ..types import Segmentation
 
 __all__ = ["postprocess", "semantic", "instance", "panoptic"]
@@ -129,12 +130,15 @@ def semantic(
         up = F.interpolate(scores[i : i + 1], size=tuple(size), mode="bilinear", align_corners=False)
         maps[i] = _argmax(up[0], 0)
     present = torch.stack([torch.bincount(m.flatten(), minlength=num_classes) > 0 for m in maps]).cpu()
-    out_masks, ids, segment_maps = [], [], []
-    for m, row in zip(maps, present):
-        labels = row.nonzero().flatten()
+    present_labels = [row.nonzero().flatten() for row in present]
+    positions = []  # class -> its segment's index + 1
+    for labels in present_labels:
         position = torch.zeros(num_classes, dtype=torch.int32)
         position[labels] = torch.arange(1, len(labels) + 1, dtype=torch.int32)
-        segment_map = lookup(position.to(m.device), m)
+        positions.append(position)
+    out_masks, ids, segment_maps = [], [], []
+    for m, labels, position in zip(maps, present_labels, upload_each(positions, class_logits.device)):
+        segment_map = lookup(position, m)
         segment_maps.append(segment_map)
         out_masks.append(_from_map(segment_map, len(labels)))
         ids.append(labels.tolist())
@@ -162,38 +166,49 @@ def instance(
     candidate = top_scores >= threshold
     cand_h, index_h = candidate.cpu(), top_index.cpu()
 
-    lookups = {size: (_nearest_index(HF_MASK_SIZE[0], size[0], mask_logits.device),
-                      _nearest_index(HF_MASK_SIZE[1], size[1], mask_logits.device))
-               for size in {tuple(size) for size in target_sizes}}
+    device = mask_logits.device
+    pairs_h = [cand_h[b].nonzero().flatten() for b in range(len(target_sizes))]
+    pair_index_h = [index_h[b, pairs] for b, pairs in enumerate(pairs_h)]
+    pairs_d = upload_each(pairs_h, device)
+    queries_d = upload_each([torch.div(i, num_classes, rounding_mode="floor") for i in pair_index_h], device)
     per_frame, checks = [], []
     for b, size in enumerate(target_sizes):
-        pairs = cand_h[b].nonzero().flatten()
-        pair_index = index_h[b, pairs]
-        query = torch.div(pair_index, num_classes, rounding_mode="floor").to(mask_logits.device)
-        picked = _masks_384(mask_logits[b, query][None])[0]
+        picked = _masks_384(mask_logits[b, queries_d[b]][None])[0]
         binary = picked > 0
         mask_scores = (picked.sigmoid() * binary).flatten(1).sum(1) / (binary.flatten(1).sum(1) + 1e-6)
-        final = top_scores[b, pairs.to(top_scores.device)] * mask_scores
-        rows, cols = lookups[tuple(size)]
+        final = top_scores[b, pairs_d[b]] * mask_scores
+        _, _, rows_used, cols_used = _nearest_lookup(tuple(size), device)
         # Nearest upsampling is a gather of source rows and columns: the mask is empty after it exactly
         # when the gathered rows and columns hold no pixel.
-        nonempty = binary[:, rows.unique()][:, :, cols.unique()].flatten(1).any(1)
-        per_frame.append((binary, (pair_index % num_classes).tolist()))
+        nonempty = binary[:, rows_used][:, :, cols_used].flatten(1).any(1)
+        per_frame.append((binary, (pair_index_h[b] % num_classes).tolist()))
         checks.append(torch.stack([final, nonempty.float()], dim=1))
     checks_h = torch.cat(checks).cpu().split([c.shape[0] for c in checks]) if checks else []
 
-    out_masks, ids, labels, out_scores = [], [], [], []
-    for b, size in enumerate(target_sizes):
-        binary, pair_labels = per_frame[b]
+    kept_h = []
+    for b in range(len(target_sizes)):
         final_h, nonempty_h = checks_h[b][:, 0], checks_h[b][:, 1] > 0
         kept = (nonempty_h & (final_h >= threshold)).nonzero().flatten()
-        kept = kept[final_h[kept].argsort(descending=True, stable=True)]
-        rows, cols = lookups[tuple(size)]
-        out_masks.append(binary[kept.to(binary.device)][:, rows][:, :, cols])
+        kept_h.append(kept[final_h[kept].argsort(descending=True, stable=True)])
+    out_masks, ids, labels, out_scores = [], [], [], []
+    for b, (size, kept_d) in enumerate(zip(target_sizes, upload_each(kept_h, device))):
+        binary, pair_labels = per_frame[b]
+        final_h, kept = checks_h[b][:, 0], kept_h[b]
+        rows, cols, _, _ = _nearest_lookup(tuple(size), device)
+        out_masks.append(binary[kept_d][:, rows][:, :, cols])
         ids.append(list(range(len(kept))))
         labels.append([pair_labels[k] for k in kept.tolist()])
         out_scores.append([round(s, 6) for s in final_h[kept].tolist()])
     return _finish("instance", out_masks, ids, labels, out_scores, id2label or {})
+
+
+@functools.lru_cache(maxsize=64)
+def _nearest_lookup(size: tuple[int, int], device: torch.device) -> tuple[torch.Tensor, ...]:
+    """Source rows and columns of a nearest resize from 384x384 to ``size`` on ``device`` (computed there,
+    as transformers does), and the distinct ones; cached, so a batch never waits for them."""
+    rows = _nearest_index(HF_MASK_SIZE[0], size[0], device)
+    cols = _nearest_index(HF_MASK_SIZE[1], size[1], device)
+    return rows, cols, rows.unique(), cols.unique()
 
 
 def _nearest_index(src: int, dst: int, device: torch.device) -> torch.Tensor:
@@ -221,16 +236,16 @@ def panoptic(
     keep = (pred_labels != num_labels) & (pred_scores > threshold)
     keep_h, scores_h, labels_h = (t.cpu() for t in (keep, pred_scores, pred_labels))
 
+    kept_h = [row.nonzero().flatten() for row in keep_h]
     winners: list[torch.Tensor | None] = []
     area_stats = []
-    for b, size in enumerate(target_sizes):
-        kept = keep_h[b].nonzero().flatten()
+    for b, (size, kept_d) in enumerate(zip(target_sizes, upload_each(kept_h, mask_logits.device))):
+        kept = kept_h[b]
         # A segment needs pixels where score * probability >= mask_threshold, and probabilities are at
         # most 1: when no kept query scores that high, transformers finds no segment, so skip the work.
         if len(kept) == 0 or not bool((scores_h[b, kept] >= mask_threshold).any()):
             winners.append(None)
             continue
-        kept_d = kept.to(mask_logits.device)
         probs = _masks_384(mask_logits[b, kept_d][None]).sigmoid()  # only kept queries: each resizes alone
         up = F.interpolate(probs, size=tuple(size), mode="bilinear", align_corners=False)[0]
         up *= pred_scores[b, kept_d].view(-1, 1, 1)
@@ -243,16 +258,15 @@ def panoptic(
         [s.shape[1] for s in area_stats], dim=1)] if area_stats else []
 
     fuse = set(label_ids_to_fuse)
-    out_masks, ids, labels, out_scores, segment_maps = [], [], [], [], []
+    ids, labels, out_scores, positions = [], [], [], []
     stats_iter = iter(areas_h)
     for b, size in enumerate(target_sizes):
-        winner = winners[b]
-        if winner is None:
-            out_masks.append(torch.zeros((0, *size), dtype=torch.bool, device=mask_logits.device))
-            ids.append([]), labels.append([]), out_scores.append([]), segment_maps.append(None)
+        positions.append(torch.zeros(0, dtype=torch.int32))
+        ids.append([]), labels.append([]), out_scores.append([])
+        if winners[b] is None:
             continue
         (area, original) = next(stats_iter)
-        kept = keep_h[b].nonzero().flatten().tolist()
+        kept = kept_h[b].tolist()
         lut = [0] * len(kept)
         seg_ids: list[int] = []
         seg_labels: list[int] = []
@@ -274,11 +288,19 @@ def panoptic(
                 seg_scores.append(round(float(scores_h[b, q]), 6))
             if label in fuse:
                 stuff_memory[label] = current
-        position = [seg_ids.index(i) + 1 if i else 0 for i in lut]  # query -> segment k + 1, 0 for none
-        segment_map = lookup(torch.tensor(position, dtype=torch.int32, device=winner.device), winner)
+        # Kept query -> its segment's index + 1, 0 for none.
+        positions[b] = torch.tensor([seg_ids.index(i) + 1 if i else 0 for i in lut], dtype=torch.int32)
+        ids[b], labels[b], out_scores[b] = seg_ids, seg_labels, seg_scores
+
+    out_masks, segment_maps = [], []
+    for b, (size, position) in enumerate(zip(target_sizes, upload_each(positions, mask_logits.device))):
+        if winners[b] is None:
+            out_masks.append(torch.zeros((0, *size), dtype=torch.bool, device=mask_logits.device))
+            segment_maps.append(None)
+            continue
+        segment_map = lookup(position, winners[b])
         segment_maps.append(segment_map)
-        out_masks.append(_from_map(segment_map, len(seg_ids)))
-        ids.append(seg_ids), labels.append(seg_labels), out_scores.append(seg_scores)
+        out_masks.append(_from_map(segment_map, len(ids[b])))
     return _finish("panoptic", out_masks, ids, labels, out_scores, id2label or {}, segment_maps)
 
 

@@ -56,6 +56,7 @@ class Forwarded:
     class_logits: torch.Tensor
     mask_logits: torch.Tensor
     timer: _Timer
+    ready: torch.cuda.Event | None = None  # on CUDA: recorded on the compute stream after the forward pass
 
 
 @contextlib.contextmanager
@@ -110,8 +111,11 @@ class ModelRunner:
         if compile:
             self._forward = torch.compile(loaded.model)
         self.max_batch = sys.maxsize  # frames per forward pass; lowered when the device runs out of memory
-        # Uploads run on their own stream, so batch n + 1 is copied while batch n computes.
-        self._upload_stream = torch.cuda.Stream(loaded.device) if loaded.device.type == "cuda" else None
+        # On CUDA, uploads and post-processing have their own streams: batch n + 1 is copied while batch n
+        # computes, and post-processing's few host syncs wait for its own batch, not the next forward pass.
+        cuda = loaded.device.type == "cuda"
+        self._upload_stream = torch.cuda.Stream(loaded.device) if cuda else None
+        self._post_stream = torch.cuda.Stream(loaded.device) if cuda else None
 
     def __call__(self, frames: Sequence[Frame]) -> list[FrameResult]:
         """Segment a batch of frames (any mix of sizes)."""
@@ -128,7 +132,11 @@ class ModelRunner:
             timer.lap("preprocess")
             class_logits, mask_logits = self._run_model(pixel_values)
             timer.lap("forward")
-            return Forwarded(list(frames), images, class_logits, mask_logits, timer)
+            ready = None
+            if self._post_stream is not None:
+                ready = torch.cuda.Event()
+                ready.record(torch.cuda.current_stream(self.loaded.device))
+            return Forwarded(list(frames), images, class_logits, mask_logits, timer, ready)
 
     def _run_model(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The forward pass, in chunks of at most ``max_batch`` frames. A chunk that runs out of device
@@ -158,7 +166,7 @@ class ModelRunner:
         """Second half: post-process, draw, copy to the host. Runs while the next batch's forward is queued."""
         frames, timer = batch.frames, batch.timer
         timer.restart()
-        with _model_errors(len(frames)), torch.inference_mode():
+        with _model_errors(len(frames)), torch.inference_mode(), self._post_stream_for(batch):
             segs = postprocess(
                 self.task,
                 batch.class_logits,
@@ -171,16 +179,32 @@ class ModelRunner:
                 id2label=self.loaded.id2label,
             )
             timer.lap("postprocess")
-            drawn = [self.annotator.annotate(img, seg) for img, seg in zip(batch.images, segs)] if self.annotator else []
+            drawn = []
+            if self.annotator:
+                drawn = [self.annotator.annotate(img, seg) for img, seg in zip(batch.images, segs)]
             timer.lap("render")
             annotated: list[np.ndarray | None] = [None] * len(frames)
             if drawn:
                 annotated = list(_to_host(drawn))
             if self.masks_to_host:
                 segs = [s.cpu() for s in segs]
+            if self._post_stream is not None:
+                self._post_stream.synchronize()  # what leaves here is complete, whichever stream reads it
             timer.lap("download")
         per_frame = {k: v / len(frames) for k, v in timer.times.items()}
         return [FrameResult(f, s, a, dict(per_frame)) for f, s, a in zip(frames, segs, annotated)]
+
+    @contextlib.contextmanager
+    def _post_stream_for(self, batch: Forwarded) -> Iterator[None]:
+        """Run the enclosed work on the post-processing stream, after the batch's forward pass."""
+        if self._post_stream is None or batch.ready is None:
+            yield
+            return
+        self._post_stream.wait_event(batch.ready)
+        for t in (batch.class_logits, batch.mask_logits, *batch.images):
+            t.record_stream(self._post_stream)  # not reused by the compute stream while this one reads it
+        with torch.cuda.stream(self._post_stream):
+            yield
 
     def _upload(self, images: list[np.ndarray]) -> list[torch.Tensor]:
         tensors = [torch.from_numpy(image) for image in images]
