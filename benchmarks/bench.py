@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -257,6 +258,7 @@ def main() -> None:
                         help="channels-last layout, ceiling and streamseg alike")
     parser.add_argument("--profile", action="store_true", help="exact per-stage times (syncs after each stage)")
     parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument("--rounds", type=int, default=3, help="alternate the runs this many times (median)")
     parser.add_argument("--naive-frames", type=int, default=60, help="frames timed in the naive loop")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -277,28 +279,34 @@ def main() -> None:
         if args.input_size:
             args.model_dir = str(resize_input(Path(args.model_dir), args.input_size, Path(tmp) / "resized"))
         args.clip = str(make_clip(Path(tmp) / "clip.mp4", width, height, args.frames + args.batch_size))
-        results = {"ceiling": _child("ceiling", args), "streamseg": _child("streamseg", args)}
-        if not args.skip_naive:
-            results["naive"] = _child("naive", args)
+        # Rounds alternate the runs, so that a machine whose speed drifts (a shared CPU does) weighs on
+        # each ratio's two sides alike; each ratio is taken within a round, then the median is reported.
+        runs = ["ceiling", "streamseg"] + ([] if args.skip_naive else ["naive"])
+        rounds = [{name: _child(name, args) for name in runs} for _ in range(args.rounds)]
     import torch
     import transformers
 
-    ceiling, ours = results["ceiling"], results["streamseg"]
+    def median(values: list[float]) -> float:
+        return statistics.median(values)
+
     print(f"\nmodel={args.model} input={args.input_size or 'own'} size={args.size} task={args.task} "
-          f"threshold={args.threshold} "
-          f"batch={args.batch_size} device={args.device} "
-          f"dtype={args.dtype} compile={args.compile} channels_last={args.channels_last} torch={torch.__version__} "
-          f"transformers={transformers.__version__}")
-    print(f"{'run':<10} {'fps':>8} {'peak RSS MB':>12} {'peak dev MB':>12}")
-    for name, r in results.items():
-        print(f"{name:<10} {r['fps']:8.2f} {r['peak_rss_mb']:12.0f} {r.get('peak_device_mb', 0):12.0f}")
-    print(f"streamseg / ceiling = {ours['fps'] / ceiling['fps']:.2f}")
-    if "naive" in results:
-        print(f"streamseg / naive   = {ours['fps'] / results['naive']['fps']:.2f}")
-    print("streamseg per-frame stage times (ms; stages overlap across threads):")
-    print("  " + "  ".join(f"{k}={v:.1f}" for k, v in ours["stages_ms"].items()))
+          f"threshold={args.threshold} batch={args.batch_size} device={args.device} dtype={args.dtype} "
+          f"compile={args.compile} channels_last={args.channels_last} rounds={args.rounds} "
+          f"torch={torch.__version__} transformers={transformers.__version__}")
+    print(f"{'run':<10} {'fps':>8}  {'(each round)':<24} {'peak RSS MB':>12} {'peak dev MB':>12}")
+    for name in runs:
+        fps = [r[name]["fps"] for r in rounds]
+        each = " ".join(f"{f:.2f}" for f in fps)
+        print(f"{name:<10} {median(fps):8.2f}  {each:<24} {max(r[name]['peak_rss_mb'] for r in rounds):12.0f} "
+              f"{max(r[name].get('peak_device_mb', 0) for r in rounds):12.0f}")
+    for other in runs[0::2]:
+        ratios = [r["streamseg"]["fps"] / r[other]["fps"] for r in rounds]
+        print(f"streamseg / {other:<7} = {median(ratios):.2f}  (each round: {' '.join(f'{x:.2f}' for x in ratios)})")
+    print("streamseg per-frame stage times (ms, median round; stages overlap across threads):")
+    middle = sorted(rounds, key=lambda r: r["streamseg"]["fps"])[len(rounds) // 2]["streamseg"]
+    print("  " + "  ".join(f"{k}={v:.1f}" for k, v in middle["stages_ms"].items()))
     if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "results": results}, indent=2))
+        Path(args.json).write_text(json.dumps({"args": vars(args), "rounds": rounds}, indent=2))
 
 
 if __name__ == "__main__":

@@ -11,13 +11,15 @@ python3 -c "import av" 2>/dev/null || python3 -m pip install --quiet --no-deps -
 python3 -c "import torch, transformers, av; print('torch', torch.__version__, 'transformers', transformers.__version__, 'av', av.__version__)" | tee "$OUT/versions.txt"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$OUT/versions.txt"
 
-timeout 200 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_equivalence.py > "$OUT/tests.txt" 2>&1
+timeout 180 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_equivalence.py > "$OUT/tests.txt" 2>&1
 echo "tests: $(tail -1 "$OUT/tests.txt")"
 
-bench() {  # name, then bench.py arguments
+bench() {  # name, seconds allowed, then bench.py arguments
   local name=$1; shift
-  timeout 240 python3 benchmarks/bench.py --device cuda --json "$OUT/$name.json" "$@" > "$OUT/$name.txt" 2>&1
-  tail -8 "$OUT/$name.txt"
+  local limit=$1; shift
+  timeout "$limit" python3 benchmarks/bench.py --device cuda --json "$OUT/$name.json" "$@" > "$OUT/$name.txt" 2>&1
+  tail -9 "$OUT/$name.txt"
 }
-bench swin-tiny-720p-fp16 --model swin-tiny --size 1280x720 --task panoptic --batch-size 8 --frames 240
-bench swin-tiny-720p-fp16-profile --model swin-tiny --size 1280x720 --task panoptic --batch-size 8 --frames 160 --profile --skip-naive
+bench swin-tiny-720p-fp16 260 --model swin-tiny --size 1280x720 --task panoptic --batch-size 8 --frames 240 --rounds 2 --naive-frames 30
+bench swin-tiny-720p-fp16-profile 120 --model swin-tiny --size 1280x720 --task panoptic --batch-size 8 --frames 96 \
+  --profile --skip-naive --rounds 1
