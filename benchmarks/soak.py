@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--model", default="sample")
     parser.add_argument("--size", default="640x360")
-    parser.add_argument("--fps-guess", type=float, default=20.0, help="to size the clip so it outlasts the run")
+    parser.add_argument("--fps-guess", type=float, default=30.0, help="to size the clip so it outlasts the run")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
 

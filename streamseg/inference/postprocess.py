@@ -260,7 +260,7 @@ def panoptic(
     fuse = set(label_ids_to_fuse)
     ids, labels, out_scores, positions = [], [], [], []
     stats_iter = iter(areas_h)
-    for b, size in enumerate(target_sizes):
+    for b in range(len(target_sizes)):
         positions.append(torch.zeros(0, dtype=torch.int32))
         ids.append([]), labels.append([]), out_scores.append([])
         if winners[b] is None:
