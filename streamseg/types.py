@@ -9,6 +9,8 @@ from fractions import Fraction
 import numpy as np
 import torch
 
+from .ops import lookup
+
 __all__ = ["TASKS", "Frame", "Segmentation", "FrameResult"]
 
 TASKS = ("semantic", "instance", "panoptic")
@@ -100,12 +102,20 @@ class Segmentation:
         """Class names of the segments."""
         return [self.id2label.get(i, str(i)) for i in self.label_ids]
 
+    def index_map(self) -> torch.Tensor:
+        """(H, W) int32: k + 1 where segment k is, 0 where none is; later segments win where they overlap."""
+        if self.segment_map is not None:
+            return self.segment_map
+        out = torch.zeros(self.masks.shape[1:], dtype=torch.int32, device=self.masks.device)
+        for k, mask in enumerate(self.masks):
+            out.masked_fill_(mask, k + 1)
+        return out
+
     def label_map(self) -> torch.Tensor:
         """(H, W) int64 map of label ids, -1 where no segment is; later segments win where they overlap."""
-        out = torch.full(self.masks.shape[1:], -1, dtype=torch.int64, device=self.masks.device)
-        for mask, label in zip(self.masks, self.label_ids):
-            out[mask] = label
-        return out
+        index = self.index_map()
+        table = torch.tensor([-1, *self.label_ids], dtype=torch.int64, device=index.device)
+        return lookup(table, index)
 
     def cpu(self) -> Segmentation:
         """The same segmentation with its masks in host memory."""

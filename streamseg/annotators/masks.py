@@ -50,7 +50,7 @@ class MaskAnnotator:
             return scene.clone()
         device = scene.device
         height = scene.shape[0]
-        top = _segment_map(segmentation, device)
+        top = segmentation.index_map().to(device, torch.int32)
         colours = [class_color(lab) for lab in segmentation.label_ids]
         if self.color_by == "instance":
             colours = [_shade(c, i) for i, c in enumerate(colours)]
@@ -107,16 +107,6 @@ class MaskAnnotator:
             cv2.putText(canvas, text, (pad, pad + th), font, 0.45 * scale, 255, thickness, cv2.LINE_AA)
             self._glyphs[key] = torch.from_numpy(canvas.astype(np.float32) / 255.0).to(device)
         return self._glyphs[key]
-
-
-def _segment_map(segmentation: Segmentation, device: torch.device) -> torch.Tensor:
-    """(H, W) int32: k + 1 where segment k is drawn, 0 elsewhere; later segments over earlier ones."""
-    if segmentation.segment_map is not None:
-        return segmentation.segment_map.to(device, torch.int32)
-    top = torch.zeros(segmentation.masks.shape[1:], dtype=torch.int32, device=device)
-    for k, mask in enumerate(segmentation.masks.to(device)):
-        top.masked_fill_(mask, k + 1)
-    return top
 
 
 def _shift_max(top: torch.Tensor) -> torch.Tensor:
