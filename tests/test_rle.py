@@ -38,3 +38,44 @@ def test_matches_pycocotools() -> None:
 def test_corrupt_counts_are_rejected() -> None:
     with pytest.raises(ValueError, match="covers"):
         rle.decode({"size": [10, 10], "counts": rle.encode(np.ones((5, 5), bool))["counts"]})
+
+
+def _maps():
+    rng = np.random.default_rng(1)
+    yield np.zeros((6, 4), np.int32), 0
+    yield np.ones((6, 4), np.int32), 1  # one segment covering everything: no run of zeros at all
+    yield np.full((6, 4), 2, np.int32), 3  # segments 1 and 3 absent from the map
+    for _ in range(200):
+        h, w = rng.integers(1, 30, 2)
+        n = int(rng.integers(1, 8))
+        if rng.random() < 0.5:
+            yield rng.integers(0, n + 1, (h, w)).astype(np.int32), n
+        else:  # long runs: whole rows of one segment
+            yield np.repeat(rng.integers(0, n + 1, (h, 1)), w, 1).astype(np.int32), n
+
+
+@pytest.mark.parametrize(("segment_map", "n"), list(_maps()))
+def test_map_encodes_each_segment_as_its_mask(segment_map: np.ndarray, n: int) -> None:
+    masks = np.stack([segment_map == k + 1 for k in range(n)]) if n else np.zeros((0, *segment_map.shape), bool)
+    from_map = rle.encode_map(segment_map, n)
+    assert len(from_map) == n
+    assert from_map == [rle.encode(m) for m in masks]
+    assert rle.encode_masks(masks) == from_map
+
+
+def test_many_overlapping_masks_match_pycocotools() -> None:
+    coco = pytest.importorskip("pycocotools.mask")
+    rng = np.random.default_rng(3)
+    masks = rng.random((5, 33, 17)) < 0.3
+    masks[1] = True  # one full mask between others: its runs must not leak into its neighbours'
+    masks[2] = False
+    ref = coco.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
+    assert [e["counts"] for e in rle.encode_masks(masks)] == [r["counts"].decode() for r in ref]
+
+
+def test_large_runs_match_pycocotools() -> None:
+    coco = pytest.importorskip("pycocotools.mask")
+    mask = np.zeros((2000, 3000), bool)  # runs and deltas of millions need 5 groups of 5 bits
+    mask[-1, -1] = True
+    mask[:700, :1] = True
+    assert rle.encode(mask)["counts"] == coco.encode(np.asfortranarray(mask.astype(np.uint8)))["counts"].decode()

@@ -21,7 +21,10 @@ def result_record(result: FrameResult, *, wall_clock: bool = False) -> dict[str,
     ``time`` is seconds from the start of the source, or Unix time for live sources (``wall_clock``).
     """
     seg = result.segmentation
-    masks = seg.masks.cpu().numpy()
+    if seg.segment_map is not None:  # one pass over the map for every segment, no mask needed
+        encoded = rle.encode_map(seg.segment_map.cpu().numpy(), len(seg))
+    else:
+        encoded = rle.encode_masks(seg.masks.cpu().numpy())
     segments = []
     for k in range(len(seg)):
         score = seg.scores[k]
@@ -32,7 +35,7 @@ def result_record(result: FrameResult, *, wall_clock: bool = False) -> dict[str,
             "score": None if score is None or math.isnan(score) else score,
             "area": seg.areas[k],
             "bbox": list(seg.boxes[k]),
-            "rle": rle.encode(masks[k]),
+            "rle": encoded[k],
         })
     frame = result.frame
     return {
