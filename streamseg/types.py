@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -59,40 +60,50 @@ class Frame:
 class Segmentation:
     """The segments found in one frame, as transformers' post-processing defines them.
 
+    Segments that never overlap (semantic, panoptic) are held as one map; segments that may overlap
+    (instance) as a stack of masks. ``masks`` gives either as (N, H, W) masks, made from the map on
+    first use, so runs that only draw or export never build N full-size masks.
+
     Attributes:
         task: "semantic", "instance" or "panoptic".
-        masks: (N, H, W) bool, one mask per segment; instance masks may overlap, the others do not.
         ids: segment ids (panoptic: from 1, fused segments share one; instance: from 0; semantic: the label id).
         label_ids: class of each segment.
         scores: confidence of each segment (None for semantic segments).
         areas: pixel count of each mask.
         boxes: (x, y, w, h) bounding box of each mask.
+        size: (height, width) of the frame.
         id2label: class names by label id.
-        segment_map: (H, W) int32, k + 1 where segment k is and 0 elsewhere; set for semantic and
-            panoptic segmentations (whose masks never overlap), so drawing needs one map, not N masks.
+        segment_map: (H, W) int32, k + 1 where segment k is and 0 elsewhere, for segments that never overlap.
+        mask_stack: (N, H, W) bool, one mask per segment, for segments that may overlap.
     """
 
     task: str
-    masks: torch.Tensor
     ids: list[int]
     label_ids: list[int]
     scores: list[float | None]
     areas: list[int]
     boxes: list[tuple[int, int, int, int]]
+    size: tuple[int, int]
     id2label: dict[int, str] = field(default_factory=dict, repr=False)
     segment_map: torch.Tensor | None = field(default=None, repr=False)
+    mask_stack: torch.Tensor | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
-        if self.masks.ndim != 3 or self.masks.dtype != torch.bool:
-            raise ValueError(f"masks must be (N, H, W) bool, got {tuple(self.masks.shape)} {self.masks.dtype}")
-        n = self.masks.shape[0]
-        counts = [len(self.ids), len(self.label_ids), len(self.scores), len(self.areas), len(self.boxes)]
+        n = len(self.ids)
+        counts = [len(self.label_ids), len(self.scores), len(self.areas), len(self.boxes)]
         if any(c != n for c in counts):
-            raise ValueError(f"{n} masks but ids, labels, scores, areas, boxes number {counts}")
-        if self.segment_map is not None and self.segment_map.shape != self.masks.shape[1:]:
-            raise ValueError(f"segment_map is {tuple(self.segment_map.shape)}, masks {tuple(self.masks.shape[1:])}")
+            raise ValueError(f"{n} ids but labels, scores, areas, boxes number {counts}")
+        size = tuple(self.size)
+        if self.segment_map is not None and (self.segment_map.shape != size or self.segment_map.dtype != torch.int32):
+            raise ValueError(f"segment_map must be {size} int32, got {tuple(self.segment_map.shape)} "
+                             f"{self.segment_map.dtype}")
+        if self.mask_stack is not None and (self.mask_stack.shape != (n, *size) or self.mask_stack.dtype != torch.bool):
+            raise ValueError(f"mask_stack must be {(n, *size)} bool, got {tuple(self.mask_stack.shape)} "
+                             f"{self.mask_stack.dtype}")
+        if n and self.segment_map is None and self.mask_stack is None:
+            raise ValueError(f"{n} segments need a segment_map or a mask_stack")
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -102,11 +113,29 @@ class Segmentation:
         """Class names of the segments."""
         return [self.id2label.get(i, str(i)) for i in self.label_ids]
 
+    @property
+    def device(self) -> torch.device:
+        """Where the masks are."""
+        for t in (self.segment_map, self.mask_stack):
+            if t is not None:
+                return t.device
+        return torch.device("cpu")
+
+    @functools.cached_property
+    def masks(self) -> torch.Tensor:
+        """(N, H, W) bool, one mask per segment; semantic and panoptic masks never overlap."""
+        if self.mask_stack is not None:
+            return self.mask_stack
+        if self.segment_map is None:
+            return torch.zeros((0, *self.size), dtype=torch.bool)
+        ids = torch.arange(1, len(self) + 1, dtype=torch.int32, device=self.segment_map.device)
+        return self.segment_map[None] == ids[:, None, None]
+
     def index_map(self) -> torch.Tensor:
         """(H, W) int32: k + 1 where segment k is, 0 where none is; later segments win where they overlap."""
         if self.segment_map is not None:
             return self.segment_map
-        out = torch.zeros(self.masks.shape[1:], dtype=torch.int32, device=self.masks.device)
+        out = torch.zeros(self.size, dtype=torch.int32, device=self.device)
         for k, mask in enumerate(self.masks):
             out.masked_fill_(mask, k + 1)
         return out
@@ -118,11 +147,14 @@ class Segmentation:
         return lookup(table, index)
 
     def cpu(self) -> Segmentation:
-        """The same segmentation with its masks in host memory."""
-        if self.masks.device.type == "cpu":
+        """The same segmentation in host memory (for a map, the map alone is copied)."""
+        if self.device.type == "cpu":
             return self
-        segment_map = None if self.segment_map is None else self.segment_map.cpu()
-        return dataclasses.replace(self, masks=self.masks.cpu(), segment_map=segment_map)
+        return dataclasses.replace(
+            self,
+            segment_map=None if self.segment_map is None else self.segment_map.cpu(),
+            mask_stack=None if self.mask_stack is None else self.mask_stack.cpu(),
+        )
 
 
 @dataclass(frozen=True)

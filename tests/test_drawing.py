@@ -13,6 +13,7 @@ from streamseg.inference.loading import load_model
 from streamseg.inference.postprocess import postprocess
 from streamseg.inference.preprocess import preprocess
 from streamseg.sources import read_frames
+from streamseg.types import Segmentation
 
 from .conftest import SAMPLE_CLIP, SAMPLE_MODEL
 
@@ -47,8 +48,10 @@ def test_areas_boxes_and_segment_map_agree_with_the_masks(outputs, task: str) ->
         if task == "instance":
             assert seg.segment_map is None  # instance masks may overlap: no single map
         else:
+            assert seg.mask_stack is None and masks.sum(0).max() <= 1  # from the map: never overlapping
             expected = (masks * np.arange(1, len(masks) + 1)[:, None, None]).sum(0)
             np.testing.assert_array_equal(seg.segment_map.numpy(), expected)
+            assert seg.masks is seg.masks  # made once
 
 
 def _reference_overlay(scene: np.ndarray, masks: np.ndarray, colours: list, opacity: float) -> np.ndarray:
@@ -82,7 +85,23 @@ def test_overlay_follows_the_rule_from_a_map_or_from_masks(outputs, task: str, o
         expected = _reference_overlay(scene.numpy(), seg.masks.numpy(), [class_color(i) for i in seg.label_ids],
                                       opacity)
         drawn = annotator.annotate(scene, seg).numpy()
-        from_masks = annotator.annotate(scene, dataclasses.replace(seg, segment_map=None)).numpy()
+        from_masks = annotator.annotate(scene, dataclasses.replace(seg, segment_map=None, mask_stack=seg.masks)).numpy()
         np.testing.assert_array_equal(drawn, from_masks)
         assert np.abs(drawn.astype(int) - expected).max() <= 1  # float rounding only
         assert (drawn != scene.numpy()).any()
+
+
+def test_a_segmentation_checks_its_parts() -> None:
+    one = torch.zeros((4, 6), dtype=torch.int32)
+    one[1:3, 2:5] = 1
+    seg = Segmentation("panoptic", [1], [3], [0.9], [6], [(2, 1, 3, 2)], size=(4, 6), segment_map=one)
+    assert seg.masks.shape == (1, 4, 6) and int(seg.masks.sum()) == 6
+    assert seg.label_map()[1, 2] == 3 and seg.label_map()[0, 0] == -1
+    empty = Segmentation("panoptic", [], [], [], [], [], size=(4, 6))
+    assert empty.masks.shape == (0, 4, 6) and not empty.index_map().any()
+    with pytest.raises(ValueError, match="segment_map must be"):
+        Segmentation("panoptic", [1], [3], [0.9], [6], [(2, 1, 3, 2)], size=(5, 6), segment_map=one)
+    with pytest.raises(ValueError, match="mask_stack must be"):
+        Segmentation("instance", [0], [3], [0.9], [6], [(2, 1, 3, 2)], size=(4, 6), mask_stack=one[None, :3] > 0)
+    with pytest.raises(ValueError, match="need a segment_map or a mask_stack"):
+        Segmentation("instance", [0], [3], [0.9], [6], [(2, 1, 3, 2)], size=(4, 6))

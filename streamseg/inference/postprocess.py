@@ -69,18 +69,14 @@ def _stats(rows: torch.Tensor, cols: torch.Tensor, area: torch.Tensor) -> torch.
 
 
 def _boxes_and_areas(
-    masks: list[torch.Tensor], maps: list[torch.Tensor | None],
+    counts: list[int], maps: list[torch.Tensor | None], stacks: list[torch.Tensor | None],
 ) -> tuple[list[list[int]], list[list[tuple[int, int, int, int]]]]:
     """Area and (x, y, w, h) box of every segment of every frame, with one device-to-host copy."""
     stats = []
-    for m, segment_map in zip(masks, maps):
-        if m.shape[0] == 0:
-            stats.append(torch.zeros((0, 5), dtype=torch.int64, device=m.device))
-        elif segment_map is not None:
-            stats.append(_stats_from_map(segment_map, m.shape[0]))
-        else:
-            stats.append(_stats_from_masks(m))
-    counts = [s.shape[0] for s in stats]
+    for n, segment_map, stack in zip(counts, maps, stacks):
+        if n == 0:
+            continue
+        stats.append(_stats_from_map(segment_map, n) if segment_map is not None else _stats_from_masks(stack))
     flat = torch.cat(stats).cpu().tolist() if stats else []
     areas, boxes, k = [], [], 0
     for n in counts:
@@ -91,26 +87,25 @@ def _boxes_and_areas(
     return areas, boxes
 
 
-def _from_map(segment_map: torch.Tensor, n: int) -> torch.Tensor:
-    """(n, H, W) masks of the segments in a segment map."""
-    ids = torch.arange(1, n + 1, dtype=segment_map.dtype, device=segment_map.device)
-    return segment_map[None] == ids[:, None, None]
-
-
 def _finish(
     task: str,
-    masks: list[torch.Tensor],
+    sizes: Sequence[tuple[int, int]],
     ids: list[list[int]],
     labels: list[list[int]],
     scores: list[list[float | None]],
     id2label: dict[int, str],
+    *,
     maps: list[torch.Tensor | None] | None = None,
+    stacks: list[torch.Tensor | None] | None = None,
 ) -> list[Segmentation]:
-    maps = maps or [None] * len(masks)
-    areas, boxes = _boxes_and_areas(masks, maps)
+    """One Segmentation per frame, from a segment map (segments that never overlap) or a mask stack."""
+    maps = maps or [None] * len(sizes)
+    stacks = stacks or [None] * len(sizes)
+    areas, boxes = _boxes_and_areas([len(i) for i in ids], maps, stacks)
     return [
-        Segmentation(task, m, i, lb, s, areas=a, boxes=b, id2label=id2label, segment_map=sm)
-        for m, i, lb, s, a, b, sm in zip(masks, ids, labels, scores, areas, boxes, maps)
+        Segmentation(task, i, lb, s, areas=a, boxes=b, size=tuple(size), id2label=id2label, segment_map=sm,
+                     mask_stack=st)
+        for size, i, lb, s, a, b, sm, st in zip(sizes, ids, labels, scores, areas, boxes, maps, stacks)
     ]
 
 
@@ -136,13 +131,10 @@ def semantic(
         position = torch.zeros(num_classes, dtype=torch.int32)
         position[labels] = torch.arange(1, len(labels) + 1, dtype=torch.int32)
         positions.append(position)
-    out_masks, ids, segment_maps = [], [], []
-    for m, labels, position in zip(maps, present_labels, upload_each(positions, class_logits.device)):
-        segment_map = lookup(position, m)
-        segment_maps.append(segment_map)
-        out_masks.append(_from_map(segment_map, len(labels)))
-        ids.append(labels.tolist())
-    return _finish("semantic", out_masks, ids, ids, [[None] * len(i) for i in ids], id2label or {}, segment_maps)
+    ids = [labels.tolist() for labels in present_labels]
+    segment_maps = [lookup(position, m) for m, position in zip(maps, upload_each(positions, class_logits.device))]
+    return _finish("semantic", target_sizes, ids, ids, [[None] * len(i) for i in ids], id2label or {},
+                   maps=segment_maps)
 
 
 def instance(
@@ -199,7 +191,7 @@ def instance(
         ids.append(list(range(len(kept))))
         labels.append([pair_labels[k] for k in kept.tolist()])
         out_scores.append([round(s, 6) for s in final_h[kept].tolist()])
-    return _finish("instance", out_masks, ids, labels, out_scores, id2label or {})
+    return _finish("instance", target_sizes, ids, labels, out_scores, id2label or {}, stacks=out_masks)
 
 
 @functools.lru_cache(maxsize=64)
@@ -292,16 +284,9 @@ def panoptic(
         positions[b] = torch.tensor([seg_ids.index(i) + 1 if i else 0 for i in lut], dtype=torch.int32)
         ids[b], labels[b], out_scores[b] = seg_ids, seg_labels, seg_scores
 
-    out_masks, segment_maps = [], []
-    for b, (size, position) in enumerate(zip(target_sizes, upload_each(positions, mask_logits.device))):
-        if winners[b] is None:
-            out_masks.append(torch.zeros((0, *size), dtype=torch.bool, device=mask_logits.device))
-            segment_maps.append(None)
-            continue
-        segment_map = lookup(position, winners[b])
-        segment_maps.append(segment_map)
-        out_masks.append(_from_map(segment_map, len(ids[b])))
-    return _finish("panoptic", out_masks, ids, labels, out_scores, id2label or {}, segment_maps)
+    segment_maps = [None if winner is None else lookup(position, winner)
+                    for winner, position in zip(winners, upload_each(positions, mask_logits.device))]
+    return _finish("panoptic", target_sizes, ids, labels, out_scores, id2label or {}, maps=segment_maps)
 
 
 def postprocess(
