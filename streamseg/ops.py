@@ -10,7 +10,10 @@ __all__ = ["lookup", "upload_each"]
 def lookup(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """``table[index]`` for a small table and a large index map, through ``index_select``: several times
     faster than advanced indexing on the CPU, and the same on a GPU."""
-    return table.index_select(0, index.flatten().long()).view(*index.shape, *table.shape[1:])
+    flat = index.flatten()
+    if flat.dtype not in (torch.int32, torch.int64):
+        flat = flat.long()
+    return table.index_select(0, flat).view(*index.shape, *table.shape[1:])
 
 
 def upload_each(tensors: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:

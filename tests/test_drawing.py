@@ -105,3 +105,26 @@ def test_a_segmentation_checks_its_parts() -> None:
         Segmentation("instance", [0], [3], [0.9], [6], [(2, 1, 3, 2)], size=(4, 6), mask_stack=one[None, :3] > 0)
     with pytest.raises(ValueError, match="need a segment_map or a mask_stack"):
         Segmentation("instance", [0], [3], [0.9], [6], [(2, 1, 3, 2)], size=(4, 6))
+
+
+def test_blend_table_gives_the_bytes_of_the_float_formula() -> None:
+    from streamseg.annotators.masks import _blend
+
+    g = torch.Generator().manual_seed(0)
+    scene = torch.randint(0, 256, (40, 60, 3), dtype=torch.uint8, generator=g)
+    index = torch.randint(0, 9, (40, 60), dtype=torch.int32, generator=g)
+    keep = torch.rand(9, 1, generator=g)
+    paint = torch.rand(9, 3, generator=g) * 255
+    expected = scene.float() * keep[index.long()] + paint[index.long()]
+    np.testing.assert_array_equal(_blend(scene, index, keep, paint).numpy(),
+                                  expected.round().clamp(0, 255).to(torch.uint8).numpy())
+
+
+@pytest.mark.parametrize("radius", [1, 2, 5])
+def test_dilation_is_a_square_max_filter(radius: int) -> None:
+    from streamseg.annotators.masks import _dilate
+
+    mask = torch.rand(37, 53, generator=torch.Generator().manual_seed(radius)) < 0.03
+    size = 2 * radius + 1
+    expected = torch.nn.functional.max_pool2d(mask[None, None].float(), size, 1, radius)[0, 0] > 0
+    assert torch.equal(_dilate(mask, radius), expected)

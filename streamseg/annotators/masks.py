@@ -7,7 +7,6 @@ import colorsys
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..ops import lookup
 from ..types import Segmentation
@@ -54,8 +53,8 @@ class MaskAnnotator:
         colours = [class_color(lab) for lab in segmentation.label_ids]
         if self.color_by == "instance":
             colours = [_shade(c, i) for i, c in enumerate(colours)]
-        # Each pixel is scene * keep + paint, both looked up by an index: 0 for bare pixels,
-        # k + 1 inside segment k, n + 1 + k on segment k's outline (drawn at full colour).
+        # Each pixel is round(scene * keep + paint), keep and paint chosen by an index: 0 for bare
+        # pixels, k + 1 inside segment k, n + 1 + k on segment k's outline (drawn at full colour).
         rgb = torch.tensor([(0, 0, 0), *colours], dtype=torch.float32, device=device)
         keep = torch.full((n + 1, 1), 1 - self.opacity, dtype=torch.float32, device=device)
         keep[0] = 1.0
@@ -67,13 +66,12 @@ class MaskAnnotator:
             edge[:-1, :] |= top[:-1, :] != top[1:, :]
             thickness = max(1, round(height / 360))
             if thickness > 1:
-                edge = F.max_pool2d(edge[None, None].float(), 2 * thickness - 1, 1, thickness - 1)[0, 0] > 0
+                edge = _dilate(edge, thickness - 1)
             owner = torch.maximum(top, _shift_max(top))
             index = torch.where(edge & (owner > 0), owner + n + 1, top)
             keep = torch.cat([keep, torch.zeros_like(keep)])
             paint = torch.cat([paint, rgb])
-        out = scene.float() * lookup(keep, index) + lookup(paint, index)
-        out = out.round_().clamp_(0, 255).to(torch.uint8)
+        out = _blend(scene, index, keep, paint)
         if self.labels:
             self._draw_labels(out, segmentation)
         return out
@@ -107,6 +105,31 @@ class MaskAnnotator:
             cv2.putText(canvas, text, (pad, pad + th), font, 0.45 * scale, 255, thickness, cv2.LINE_AA)
             self._glyphs[key] = torch.from_numpy(canvas.astype(np.float32) / 255.0).to(device)
         return self._glyphs[key]
+
+
+def _blend(scene: torch.Tensor, index: torch.Tensor, keep: torch.Tensor, paint: torch.Tensor) -> torch.Tensor:
+    """``round(scene * keep[index] + paint[index])`` as uint8, through a table of every (index, channel,
+    value) outcome computed with the same float ops: the same bytes as the float formula, with one
+    gather per pixel instead of float arithmetic over the frame."""
+    values = torch.arange(256, dtype=torch.float32, device=scene.device)
+    table = (values.view(1, 1, 256) * keep.view(-1, 1, 1) + paint.view(-1, 3, 1)).round_().clamp_(0, 255)
+    table = table.to(torch.uint8).flatten()
+    channel = torch.tensor([0, 256, 512], dtype=torch.int32, device=scene.device)
+    position = ((index.to(torch.int32) * 768).unsqueeze(-1) + channel).add_(scene)
+    return lookup(table, position)
+
+
+def _dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """A (2 * radius + 1)-square dilation of an (H, W) bool mask, as two passes of shifted ORs."""
+    out = mask.clone()
+    for s in range(1, radius + 1):
+        out[:, s:] |= mask[:, :-s]
+        out[:, :-s] |= mask[:, s:]
+    rows = out.clone()
+    for s in range(1, radius + 1):
+        out[s:, :] |= rows[:-s, :]
+        out[:-s, :] |= rows[s:, :]
+    return out
 
 
 def _shift_max(top: torch.Tensor) -> torch.Tensor:
