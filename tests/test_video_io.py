@@ -132,3 +132,28 @@ def test_hardware_decoding_gives_the_same_frames_or_falls_back(tmp_path: Path, c
     assert all(np.array_equal(a, b) for a, b in zip(hardware, software))
     if not torch.cuda.is_available():
         assert "hardware decoding unavailable" in caplog.text
+
+
+def test_output_says_which_colour_matrix_it_was_encoded_with(tmp_path: Path) -> None:
+    """Saturated colours survive a round trip through a decoder that follows the file's tags; untagged
+    HD output would be read as BT.709 by players and shift them."""
+    from streamseg.sinks.video import VideoSink
+    from streamseg.types import Frame, FrameResult, Segmentation
+
+    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (40, 200, 220), (128, 128, 128)]
+    image = np.zeros((720, 1280, 3), np.uint8)
+    for i, colour in enumerate(colours):
+        image[:, i * 200 : (i + 1) * 200] = colour
+    out = tmp_path / "o.mp4"
+    with VideoSink(out, time_base=Fraction(1, 30), crf=12) as sink:
+        for i in range(3):
+            frame = Frame(image=image, index=i, pts=i, time_base=Fraction(1, 30), time=i / 30)
+            empty = Segmentation("panoptic", [], [], [], [], [], size=(720, 1280))
+            sink.write(FrameResult(frame, empty))
+    with av.open(str(out)) as container:
+        stream = container.streams.video[0]
+        assert (stream.codec_context.colorspace, stream.codec_context.color_range) == (6, 1)  # BT.601, limited
+        decoded = next(container.decode(stream)).to_ndarray(format="rgb24")
+    for i, colour in enumerate(colours):
+        middle = decoded[300:400, i * 200 + 50 : i * 200 + 150].reshape(-1, 3).mean(0)
+        assert np.abs(middle - colour).max() < 4, (colour, middle)

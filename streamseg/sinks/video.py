@@ -20,6 +20,10 @@ __all__ = ["VideoSink", "SegmentedVideoSink", "check_writable", "pick_encoder", 
 log = logging.getLogger(__name__)
 
 DEFAULT_RATE = Fraction(30, 1)
+# How RGB becomes YUV here: swscale's default matrix, BT.601, in limited range. The file says so
+# (AVCOL_SPC_SMPTE170M, AVCOL_RANGE_MPEG); untagged, players take HD video for BT.709 and shift its colours.
+COLORSPACE_BT601 = 6
+RANGE_LIMITED = 1
 
 
 @functools.cache
@@ -138,6 +142,8 @@ class VideoSink:
             stream.width, stream.height, stream.pix_fmt = even_w, even_h, "yuv420p"
             stream.codec_context.time_base = self.time_base
             stream.codec_context.thread_count = self.threads
+            stream.codec_context.colorspace = COLORSPACE_BT601
+            stream.codec_context.color_range = RANGE_LIMITED
             stream.time_base = self.time_base
             self._video = stream
         except (av.FFmpegError, ValueError) as exc:
