@@ -62,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     seg.add_argument("--no-audio", action="store_true", default=None, help="do not copy the source's audio")
     seg.add_argument("--codec", help="video encoder: auto (NVENC on an NVIDIA GPU when it opens, else libx264), "
                                      "libx264, h264_nvenc, libvpx-vp9, ... (default auto)")
-    seg.add_argument("--decoder", help="file decoding: auto (NVDEC when the model runs on an NVIDIA GPU and it "
+    seg.add_argument("--decoder", help="decoding of files and streams: auto (NVDEC when the model runs on an NVIDIA GPU and it "
                                        "opens, else the CPU), cpu, cuda or cuda:N (default auto)")
     seg.add_argument("--crf", type=int, help="x264 quality, lower is better (default 20)")
     live = seg.add_argument_group("live sources")

@@ -180,7 +180,7 @@ class Config:
     output: OutputConfig = field(default_factory=OutputConfig)
     live: LiveConfig = field(default_factory=LiveConfig)
     duration: float | None = None
-    decoder: str = "auto"  # auto: NVDEC when the model runs on CUDA and it opens; cpu; cuda or cuda:N
+    decoder: str = "auto"  # files and streams; auto: NVDEC when the model runs on CUDA and it opens; cpu; cuda:N
 
     def __post_init__(self) -> None:
         _check(self.decoder in ("auto", "cpu") or _is_cuda(self.decoder), "decoder",

@@ -156,7 +156,7 @@ class Pipeline:
         self._finished = False
         self._deadline: float | None = None
         self._codec_threads = 0
-        self._decoder: str | None = None  # CUDA device for NVDEC decoding of files, or None for the CPU
+        self._decoder: str | None = None  # CUDA device for NVDEC decoding of files and streams, or None
         self._torch_threads: int | None = None  # the model's CPU threads, when it runs on the CPU
         self.final_stats: list[dict] = []
 
@@ -229,7 +229,7 @@ class Pipeline:
             connect = read_webcam(src, stall_s=live.stall_timeout_s)
         else:
             connect = read_stream(src, transport=live.transport, stall_s=live.stall_timeout_s,
-                                  open_s=live.open_timeout_s)
+                                  open_s=live.open_timeout_s, hwaccel=self._decoder)
         backoff = Backoff(initial=live.reconnect_initial_s, cap=live.reconnect_max_s)
         log.info("%s: %s", name, redact(src))
         return lambda: read_live(connect, name=name, stop=self._stop, report=self._report, backoff=backoff)

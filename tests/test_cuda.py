@@ -85,3 +85,18 @@ def test_files_decode_on_nvdec(tmp_path: Path, caplog) -> None:
         frames = list(read_frames(SAMPLE_CLIP, hwaccel="cuda"))
     assert len(frames) == 300
     assert "hardware decoding unavailable" not in caplog.text
+
+
+def test_streams_decode_on_nvdec(caplog) -> None:
+    import logging
+
+    from streamseg.sources import read_frames
+    from streamseg.sources.live import read_stream
+
+    with caplog.at_level(logging.INFO):
+        frames = read_stream(str(SAMPLE_CLIP), hwaccel="cuda")()
+        first = [next(frames) for _ in range(10)]
+        frames.close()
+    assert "hardware decoding unavailable" not in caplog.text
+    software = [f.image for _, f in zip(range(10), read_frames(SAMPLE_CLIP))]
+    assert all(np.array_equal(a, b) for a, b in zip(first, software))  # H.264 decoding is bit-exact

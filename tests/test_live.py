@@ -22,7 +22,10 @@ import numpy as np
 import pytest
 
 from streamseg import Pipeline, load_config
-from streamseg.sources.live import Backoff, classify, is_live, read_live, read_stream, redact
+from streamseg.sources import live
+from streamseg.sources.live import (
+    CONNECTION_ERRORS, Backoff, classify, is_live, read_live, read_stream, redact,
+)
 
 from .conftest import ROOT, build_tiny_model, read_video
 
@@ -134,6 +137,37 @@ def test_failures_are_classified(rtsp) -> None:
         with pytest.raises(av.FFmpegError) as info:
             av.open(url, options={"rtsp_transport": "tcp"}, timeout=(3, 3))
         assert classify(info.value) == expected, url
+        assert isinstance(info.value, CONNECTION_ERRORS), url  # never taken for a decoder that failed
+
+
+@needs_rtsp
+def test_streams_fall_back_to_the_cpu_when_hardware_decoding_fails(rtsp, monkeypatch, caplog) -> None:
+    """Without a usable CUDA device here, asking for NVDEC still gives frames, from the CPU: first when
+    the device check says no, then when the check is skipped and FFmpeg's own hardware open fails."""
+    import logging
+
+    import torch
+    from av.codec.hwaccel import HWAccel
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: tests/test_cuda.py decodes streams on it")
+    server = rtsp("cam:15")
+    for accel in (None, HWAccel("cuda", allow_software_fallback=True)):
+        if accel is not None:
+            monkeypatch.setattr(live, "hardware_decoder", lambda device: accel)
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            frames = read_stream(server.url("cam"), stall_s=3, open_s=3, hwaccel="cuda")()
+            first = next(frames)
+            frames.close()
+        assert first.shape == (180, 320, 3)
+        if accel is not None:
+            assert "hardware decoding unavailable" in caplog.text
+    # A connection that fails is a connection failure, raised as such, and hardware decoding stays on.
+    caplog.clear()
+    with caplog.at_level(logging.INFO), pytest.raises(CONNECTION_ERRORS):
+        read_stream(f"rtsp://127.0.0.1:{free_port()}/cam", stall_s=3, open_s=3, hwaccel="cuda")()
+    assert "hardware decoding unavailable" not in caplog.text
 
 
 @needs_rtsp

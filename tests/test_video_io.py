@@ -124,6 +124,9 @@ def test_hardware_decoding_gives_the_same_frames_or_falls_back(tmp_path: Path, c
     """NVDEC where it opens (H.264 decoding is bit-exact), the CPU where it does not: same frames."""
     import torch
 
+    from streamseg.sources import hardware
+
+    hardware._unavailable.cache_clear()  # said once per process: say it again for this test
     src = write_clip(tmp_path / "c.mp4", frames=12)
     software = [f.image for f in read_frames(src)]
     with caplog.at_level(logging.INFO):

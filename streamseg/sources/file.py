@@ -15,6 +15,7 @@ import av
 
 from ..exceptions import SourceError
 from ..types import Frame
+from .hardware import hardware_decoder
 
 __all__ = ["VideoInfo", "probe", "read_frames"]
 
@@ -45,19 +46,6 @@ class VideoInfo:
     has_audio: bool
 
 
-def hardware_decoder(device: str | None) -> Any:
-    """PyAV's settings for NVDEC decoding on CUDA device ``device`` ("cuda" or "cuda:N"), or None when
-    no hardware decoding is asked for or this PyAV cannot do it (before PyAV 14)."""
-    if device is None or not device.startswith("cuda"):
-        return None
-    try:
-        from av.codec.hwaccel import HWAccel
-    except ImportError:
-        return None
-    index = device.partition(":")[2] or None
-    return HWAccel("cuda", device=index, allow_software_fallback=True)
-
-
 def _open(path: str, hwaccel: Any = None) -> av.container.InputContainer:
     if "://" not in path and not os.path.exists(path):
         raise SourceError(f"{path}: no such file")
@@ -66,7 +54,7 @@ def _open(path: str, hwaccel: Any = None) -> av.container.InputContainer:
     if hwaccel is not None:
         try:
             return _with_video(path, av.open(path, mode="r", hwaccel=hwaccel))
-        except (av.FFmpegError, OSError) as exc:  # no device, no driver, or FFmpeg built without it
+        except (av.FFmpegError, OSError) as exc:  # the device opened, this file's decoder did not
             log.info("%s: hardware decoding unavailable (%s); decoding on the CPU", path, exc)
     try:
         container = av.open(path, mode="r")

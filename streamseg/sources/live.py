@@ -24,6 +24,7 @@ import numpy as np
 
 from ..exceptions import SourceError
 from ..types import Frame
+from .hardware import hardware_decoder
 
 __all__ = [
     "STATES",
@@ -114,6 +115,13 @@ def redact(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
+# Failures of the connection itself, which opening the stream without hardware decoding cannot fix.
+CONNECTION_ERRORS = (
+    av.error.HTTPError, av.error.HTTPClientError, av.error.ConnectionRefusedError, av.error.ConnectionResetError,
+    av.error.ConnectionAbortedError, av.error.TimeoutError, av.error.ExitError, av.error.EOFError,
+)
+
+
 def classify(exc: BaseException) -> tuple[str, bool]:
     """A short reason for a connection failure, and whether retrying is pointless."""
     if isinstance(exc, (av.error.HTTPUnauthorizedError, av.error.HTTPForbiddenError)):
@@ -200,15 +208,30 @@ def read_live(
     set_state("ended")
 
 
-def read_stream(url: str, *, transport: str = "tcp", stall_s: float = 5.0, open_s: float = 10.0) -> Connect:
-    """A ``connect`` for URLs FFmpeg opens (RTSP over TCP by default, or UDP)."""
+def read_stream(url: str, *, transport: str = "tcp", stall_s: float = 5.0, open_s: float = 10.0,
+                hwaccel: str | None = None) -> Connect:
+    """A ``connect`` for URLs FFmpeg opens (RTSP over TCP by default, or UDP).
+
+    ``hwaccel``: "cuda" or "cuda:N" decodes with NVDEC where the device allows. If a stream then fails
+    to open for a reason that is not about the connection, it is opened again at once on the CPU, and
+    stays there.
+    """
+    accel = hardware_decoder(hwaccel)
+    options = {"fflags": "nobuffer", "flags": "low_delay"}
+    if url.lower().startswith("rtsp"):
+        options["rtsp_transport"] = transport
 
     def connect() -> Iterator[np.ndarray]:
-        options = {"fflags": "nobuffer", "flags": "low_delay"}
-        if url.lower().startswith("rtsp"):
-            options["rtsp_transport"] = transport
-        container = av.open(url, options=options, timeout=(open_s, stall_s))
-        return _decode(container)
+        nonlocal accel
+        if accel is not None:
+            try:
+                return _decode(av.open(url, options=options, timeout=(open_s, stall_s), hwaccel=accel))
+            except av.FFmpegError as exc:
+                if isinstance(exc, CONNECTION_ERRORS):
+                    raise
+                log.info("%s: hardware decoding unavailable (%s); decoding on the CPU", redact(url), classify(exc)[0])
+                accel = None
+        return _decode(av.open(url, options=options, timeout=(open_s, stall_s)))
 
     return connect
 
