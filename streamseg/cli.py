@@ -62,8 +62,11 @@ def _parser() -> argparse.ArgumentParser:
     seg.add_argument("--no-audio", action="store_true", default=None, help="do not copy the source's audio")
     seg.add_argument("--codec", help="video encoder: auto (NVENC on an NVIDIA GPU when it opens, else libx264), "
                                      "libx264, h264_nvenc, libvpx-vp9, ... (default auto)")
-    seg.add_argument("--decoder", help="decoding of files and streams: auto (NVDEC when the model runs on an NVIDIA GPU and it "
-                                       "opens, else the CPU), cpu, cuda or cuda:N (default auto)")
+    seg.add_argument("--decoder", help="decoding of files and streams: auto (NVDEC when the model runs on an "
+                                       "NVIDIA GPU and it opens, else the CPU), cpu, cuda or cuda:N (default auto)")
+    seg.add_argument("--color-conversion", choices=("auto", "device", "host"),
+                     help="where decoded YUV becomes RGB: auto (on the GPU when the model runs on one, else on the "
+                          "host), device or host (default auto)")
     seg.add_argument("--crf", type=int, help="x264 quality, lower is better (default 20)")
     live = seg.add_argument_group("live sources")
     live.add_argument("--show", action="store_true", default=None, help="a window per source (q quits)")
@@ -121,6 +124,7 @@ def build_config(args: argparse.Namespace) -> Config:
         output__segment_time=args.segment_time,
         duration=args.duration,
         decoder=args.decoder,
+        color_conversion=args.color_conversion,
         live__transport=args.rtsp_transport,
         live__stall_timeout_s=args.stall_timeout,
         live__stats_interval_s=args.stats_interval,

@@ -181,10 +181,15 @@ class Config:
     live: LiveConfig = field(default_factory=LiveConfig)
     duration: float | None = None
     decoder: str = "auto"  # files and streams; auto: NVDEC when the model runs on CUDA and it opens; cpu; cuda:N
+    # Where decoded YUV becomes RGB: auto (on the model's device when it is a GPU, else by FFmpeg on the
+    # host), device, or host.
+    color_conversion: str = "auto"
 
     def __post_init__(self) -> None:
         _check(self.decoder in ("auto", "cpu") or _is_cuda(self.decoder), "decoder",
                f"unknown decoder {self.decoder!r} (expected auto, cpu, cuda or cuda:N)")
+        _check(self.color_conversion in ("auto", "device", "host"), "color_conversion",
+               f"unknown place {self.color_conversion!r} (expected auto, device or host)")
         if self.duration is not None:
             _check(self.duration > 0, "duration", f"must be > 0 seconds, got {self.duration}")
 

@@ -157,6 +157,7 @@ class Pipeline:
         self._deadline: float | None = None
         self._codec_threads = 0
         self._decoder: str | None = None  # CUDA device for NVDEC decoding of files and streams, or None
+        self._yuv = False  # sources hand on YUV frames, which the model's device turns into RGB
         self._torch_threads: int | None = None  # the model's CPU threads, when it runs on the CPU
         self.final_stats: list[dict] = []
 
@@ -191,17 +192,22 @@ class Pipeline:
             self._decoder = None if cfg.decoder == "cpu" else cfg.decoder
         elif loaded.device.type == "cuda":
             self._decoder = str(loaded.device)
+        gpu = loaded.device.type == "cuda"
+        self._yuv = cfg.color_conversion == "device" or (cfg.color_conversion == "auto" and gpu)
         if loaded.device.type == "cpu":
             self._torch_threads = torch.get_num_threads()
         sinks_by_source, shared = self._open_sinks(accelerated=loaded.device.type == "cuda")
-        draw = any(getattr(s, "wants_annotated", False)
-                   for s in [*shared, *(s for group in sinks_by_source.values() for s in group)])
+        drawing_for = [s for s in [*shared, *(s for group in sinks_by_source.values() for s in group)]
+                       if getattr(s, "wants_annotated", False)]
+        draw = bool(drawing_for)
+        # Encoders take YUV: made on the GPU when they are the only ones to see the drawn frames.
+        yuv_out = self._yuv and all(getattr(s, "takes_yuv", False) for s in drawing_for)
         color_by = cfg.render.color_by if cfg.render.color_by != "auto" else "class"
         annotator = MaskAnnotator(cfg.render.opacity, cfg.render.outlines, cfg.render.labels, color_by)
         self.runner = ModelRunner(
             loaded, self.task, cfg.postprocess, annotator=annotator if draw else None,
             masks_to_host=self._masks_to_host, compile=cfg.model.compile, profile=self._profile,
-            channels_last=cfg.model.channels_last,
+            channels_last=cfg.model.channels_last, yuv_out=yuv_out,
         )
         source_queues: dict[str, queue.Queue] = {}
         for name, src in zip(self.names, cfg.sources):
@@ -223,13 +229,14 @@ class Pipeline:
 
     def _frames(self, name: str, src: str) -> Callable[[], Iterator]:
         if not self.live[name]:
-            return lambda: read_frames(src, name=name, threads=self._codec_threads, hwaccel=self._decoder)
+            return lambda: read_frames(src, name=name, threads=self._codec_threads, hwaccel=self._decoder,
+                                       yuv=self._yuv)
         live = self.config.live
         if is_webcam(src):
             connect = read_webcam(src, stall_s=live.stall_timeout_s)
         else:
             connect = read_stream(src, transport=live.transport, stall_s=live.stall_timeout_s,
-                                  open_s=live.open_timeout_s, hwaccel=self._decoder)
+                                  open_s=live.open_timeout_s, hwaccel=self._decoder, yuv=self._yuv)
         backoff = Backoff(initial=live.reconnect_initial_s, cap=live.reconnect_max_s)
         log.info("%s: %s", name, redact(src))
         return lambda: read_live(connect, name=name, stop=self._stop, report=self._report, backoff=backoff)

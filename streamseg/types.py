@@ -7,6 +7,7 @@ import functools
 from dataclasses import dataclass, field
 from fractions import Fraction
 
+import av
 import numpy as np
 import torch
 
@@ -15,6 +16,8 @@ from .ops import lookup
 __all__ = ["TASKS", "Frame", "Segmentation", "FrameResult"]
 
 TASKS = ("semantic", "instance", "panoptic")
+YUV_FORMATS = ("yuv420p", "nv12")  # 4:2:0, planar U and V or interleaved UV, as PyAV gives them
+YUV_MATRICES = ("bt601", "bt709")  # limited range
 
 
 @dataclass(frozen=True)
@@ -22,7 +25,9 @@ class Frame:
     """One decoded frame.
 
     Attributes:
-        image: (H, W, 3) uint8 RGB.
+        pixels: (H, W, 3) uint8 RGB; or, when ``pixel_format`` is "yuv420p" or "nv12", the decoder's
+            (H * 3 / 2, W) uint8 YUV 4:2:0, which a GPU turns into RGB itself (half the bytes to upload,
+            no conversion on the host).
         index: position in its source, from 0.
         pts: presentation timestamp in ``time_base`` units, as the source gave it (None if it gave none).
         time_base: unit of ``pts`` in seconds.
@@ -31,9 +36,11 @@ class Frame:
         captured: ``time.monotonic()`` when the frame was decoded, for latency figures.
         decode_s: seconds spent decoding and converting this frame.
         dropped: frames of a live source discarded, unprocessed, since the previous delivered one.
+        pixel_format: "rgb24", "yuv420p" or "nv12".
+        matrix: for YUV pixels, "bt601" or "bt709" (limited range).
     """
 
-    image: np.ndarray
+    pixels: np.ndarray
     index: int
     pts: int | None
     time_base: Fraction
@@ -42,18 +49,38 @@ class Frame:
     captured: float = 0.0
     decode_s: float = 0.0
     dropped: int = 0
+    pixel_format: str = "rgb24"
+    matrix: str = "bt601"
 
     def __post_init__(self) -> None:
-        if self.image.ndim != 3 or self.image.shape[2] != 3 or self.image.dtype != np.uint8:
-            raise ValueError(f"frame image must be (H, W, 3) uint8, got {self.image.shape} {self.image.dtype}")
+        p = self.pixels
+        if self.pixel_format == "rgb24":
+            if p.ndim != 3 or p.shape[2] != 3 or p.dtype != np.uint8:
+                raise ValueError(f"RGB pixels must be (H, W, 3) uint8, got {p.shape} {p.dtype}")
+        elif self.pixel_format in YUV_FORMATS:
+            if p.ndim != 2 or p.shape[0] % 3 or p.shape[1] % 2 or (p.shape[0] // 3) % 2 or p.dtype != np.uint8:
+                raise ValueError(f"YUV 4:2:0 pixels must be (H * 3 / 2, W) uint8 with H and W even, got "
+                                 f"{p.shape} {p.dtype}")
+            if self.matrix not in YUV_MATRICES:
+                raise ValueError(f"matrix must be one of {YUV_MATRICES}, got {self.matrix!r}")
+        else:
+            raise ValueError(f"pixel_format must be rgb24 or one of {YUV_FORMATS}, got {self.pixel_format!r}")
+
+    @functools.cached_property
+    def image(self) -> np.ndarray:
+        """(H, W, 3) uint8 RGB; for YUV pixels, converted by FFmpeg on first use, as a decoder's frame would be."""
+        if self.pixel_format == "rgb24":
+            return self.pixels
+        frame = av.VideoFrame.from_ndarray(self.pixels, format=self.pixel_format)
+        return frame.to_ndarray(format="rgb24", src_colorspace="ITU709" if self.matrix == "bt709" else "ITU601")
 
     @property
     def height(self) -> int:
-        return int(self.image.shape[0])
+        return int(self.pixels.shape[0] if self.pixel_format == "rgb24" else self.pixels.shape[0] * 2 // 3)
 
     @property
     def width(self) -> int:
-        return int(self.image.shape[1])
+        return int(self.pixels.shape[1])
 
 
 @dataclass(frozen=True)
@@ -164,15 +191,27 @@ class FrameResult:
     Attributes:
         frame: the decoded input frame.
         segmentation: what the model found.
-        annotated: (H, W, 3) uint8 RGB overlay, or None when nothing asked for it.
+        drawn: the overlay as it came from the device, in ``drawn_format``: (H, W, 3) uint8 RGB, or
+            (H * 3 / 2, W) uint8 planar YUV 4:2:0 (BT.601, limited range) made there for an encoder.
+            None when nothing asked for it. ``annotated`` gives it as RGB.
+        drawn_format: "rgb24" or "yuv420p".
         stats: seconds spent per stage on this frame (its batch's time divided by the batch size);
             the sink thread adds one entry per output.
     """
 
     frame: Frame
     segmentation: Segmentation
-    annotated: np.ndarray | None = None
+    drawn: np.ndarray | None = None
     stats: dict[str, float] = field(default_factory=dict, repr=False)
+    drawn_format: str = "rgb24"
+
+    @functools.cached_property
+    def annotated(self) -> np.ndarray | None:
+        """(H, W, 3) uint8 RGB overlay, or None when nothing asked for it; converted on first use
+        when the device made YUV for an encoder."""
+        if self.drawn is None or self.drawn_format == "rgb24":
+            return self.drawn
+        return av.VideoFrame.from_ndarray(self.drawn, format=self.drawn_format).to_ndarray(format="rgb24")
 
     @property
     def index(self) -> int:

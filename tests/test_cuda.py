@@ -95,7 +95,7 @@ def test_streams_decode_on_nvdec(caplog) -> None:
 
     with caplog.at_level(logging.INFO):
         frames = read_stream(str(SAMPLE_CLIP), hwaccel="cuda")()
-        first = [next(frames) for _ in range(10)]
+        first = [next(frames)[0] for _ in range(10)]
         frames.close()
     assert "hardware decoding unavailable" not in caplog.text
     software = [f.image for _, f in zip(range(10), read_frames(SAMPLE_CLIP))]
@@ -119,3 +119,17 @@ def test_drawing_on_cuda_matches_cpu() -> None:
             drawn_cpu = annotator.annotate(scene, a)
             drawn_gpu = annotator.annotate(scene.cuda(), b).cpu()
             assert (drawn_cpu.int() - drawn_gpu.int()).abs().max() <= 1
+
+
+def test_color_conversion_on_cuda_matches_cpu() -> None:
+    from streamseg.inference.color import rgb_to_yuv420, yuv420_to_rgb
+
+    g = torch.Generator().manual_seed(2)
+    planes = torch.randint(0, 256, (2, 270, 320), dtype=torch.uint8, generator=g)
+    for pixel_format in ("yuv420p", "nv12"):
+        for matrix in ("bt601", "bt709"):
+            cpu = yuv420_to_rgb(planes, pixel_format, matrix)
+            gpu = yuv420_to_rgb(planes.cuda(), pixel_format, matrix).cpu()
+            assert (cpu.int() - gpu.int()).abs().max() <= 1  # a float exactly on an integer may floor apart
+    rgb = torch.randint(0, 256, (2, 180, 320, 3), dtype=torch.uint8, generator=g)
+    assert (rgb_to_yuv420(rgb).int() - rgb_to_yuv420(rgb.cuda()).cpu().int()).abs().max() <= 1

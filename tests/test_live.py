@@ -158,9 +158,9 @@ def test_streams_fall_back_to_the_cpu_when_hardware_decoding_fails(rtsp, monkeyp
         caplog.clear()
         with caplog.at_level(logging.INFO):
             frames = read_stream(server.url("cam"), stall_s=3, open_s=3, hwaccel="cuda")()
-            first = next(frames)
+            first, pixel_format, _ = next(frames)
             frames.close()
-        assert first.shape == (180, 320, 3)
+        assert first.shape == (180, 320, 3) and pixel_format == "rgb24"
         if accel is not None:
             assert "hardware decoding unavailable" in caplog.text
     # A connection that fails is a connection failure, raised as such, and hardware decoding stays on.
@@ -168,6 +168,15 @@ def test_streams_fall_back_to_the_cpu_when_hardware_decoding_fails(rtsp, monkeyp
     with caplog.at_level(logging.INFO), pytest.raises(CONNECTION_ERRORS):
         read_stream(f"rtsp://127.0.0.1:{free_port()}/cam", stall_s=3, open_s=3, hwaccel="cuda")()
     assert "hardware decoding unavailable" not in caplog.text
+
+
+@needs_rtsp
+def test_streams_can_hand_on_yuv_frames_for_the_gpu(rtsp) -> None:
+    server = rtsp("cam:15")
+    frames = read_stream(server.url("cam"), stall_s=3, open_s=3, yuv=True)()
+    pixels, pixel_format, matrix = next(frames)
+    frames.close()
+    assert (pixels.shape, pixel_format) == ((270, 320), "yuv420p") and matrix in ("bt601", "bt709")
 
 
 @needs_rtsp

@@ -150,7 +150,7 @@ def test_output_says_which_colour_matrix_it_was_encoded_with(tmp_path: Path) -> 
     out = tmp_path / "o.mp4"
     with VideoSink(out, time_base=Fraction(1, 30), crf=12) as sink:
         for i in range(3):
-            frame = Frame(image=image, index=i, pts=i, time_base=Fraction(1, 30), time=i / 30)
+            frame = Frame(pixels=image, index=i, pts=i, time_base=Fraction(1, 30), time=i / 30)
             empty = Segmentation("panoptic", [], [], [], [], [], size=(720, 1280))
             sink.write(FrameResult(frame, empty))
     with av.open(str(out)) as container:

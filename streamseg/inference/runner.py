@@ -16,6 +16,7 @@ from ..annotators.masks import MaskAnnotator
 from ..config import PostprocessConfig
 from ..exceptions import ModelError
 from ..types import Frame, FrameResult
+from .color import rgb_to_yuv420, yuv420_to_rgb
 from .loading import LoadedModel
 from .postprocess import postprocess
 from .preprocess import preprocess
@@ -84,6 +85,8 @@ class ModelRunner:
         channels_last: run the model and its input in channels-last layout.
         profile: synchronize the device after each stage so the per-stage times in ``FrameResult.stats``
             are exact (costs a little speed; the benchmark turns it on).
+        yuv_out: turn drawn frames into YUV 4:2:0 on the device, for an encoder (half the bytes to copy,
+            no conversion on the host).
     """
 
     def __init__(
@@ -97,6 +100,7 @@ class ModelRunner:
         compile: bool = False,
         profile: bool = False,
         channels_last: bool = False,
+        yuv_out: bool = False,
     ) -> None:
         self.loaded = loaded
         self.task = task
@@ -104,6 +108,7 @@ class ModelRunner:
         self.annotator = annotator
         self.masks_to_host = masks_to_host
         self.profile = profile
+        self.yuv_out = yuv_out
         self._forward = loaded.model
         self._layout = torch.channels_last if channels_last else torch.contiguous_format
         if channels_last:
@@ -125,7 +130,7 @@ class ModelRunner:
         """First half: upload, preprocess, forward. On a GPU this only queues work and returns at once."""
         with _model_errors(len(frames)), torch.inference_mode():
             timer = _Timer(self.loaded.device, self.profile)
-            images = self._upload([f.image for f in frames])
+            images = self._upload(frames)
             timer.lap("upload")
             pixel_values = preprocess(images, self.loaded.spec, self.loaded.dtype)
             pixel_values = pixel_values.contiguous(memory_format=self._layout)
@@ -183,6 +188,9 @@ class ModelRunner:
             if self.annotator:
                 drawn = [self.annotator.annotate(img, seg) for img, seg in zip(batch.images, segs)]
             timer.lap("render")
+            formats = ["rgb24"] * len(frames)
+            if drawn and self.yuv_out:
+                drawn, formats = _to_yuv(drawn)
             annotated: list[np.ndarray | None] = [None] * len(frames)
             if drawn:
                 annotated = list(_to_host(drawn))
@@ -192,7 +200,7 @@ class ModelRunner:
                 self._post_stream.synchronize()  # what leaves here is complete, whichever stream reads it
             timer.lap("download")
         per_frame = {k: v / len(frames) for k, v in timer.times.items()}
-        return [FrameResult(f, s, a, dict(per_frame)) for f, s, a in zip(frames, segs, annotated)]
+        return [FrameResult(f, s, a, dict(per_frame), fmt) for f, s, a, fmt in zip(frames, segs, annotated, formats)]
 
     @contextlib.contextmanager
     def _post_stream_for(self, batch: Forwarded) -> Iterator[None]:
@@ -206,18 +214,47 @@ class ModelRunner:
         with torch.cuda.stream(self._post_stream):
             yield
 
-    def _upload(self, images: list[np.ndarray]) -> list[torch.Tensor]:
-        tensors = [torch.from_numpy(image) for image in images]
+    def _upload(self, frames: Sequence[Frame]) -> list[torch.Tensor]:
+        """Each frame as (H, W, 3) uint8 RGB on the device; YUV frames go up as they are and become RGB there."""
+        tensors = [torch.from_numpy(f.pixels) for f in frames]
         device = self.loaded.device
         if self._upload_stream is None:
-            return [t.to(device) for t in tensors]  # the CPU: the same tensors
+            return _to_rgb(frames, [t.to(device) for t in tensors])  # the CPU: the same tensors
         with torch.cuda.stream(self._upload_stream):
             uploaded = [t.pin_memory().to(device, non_blocking=True) for t in tensors]
         compute = torch.cuda.current_stream(device)
         compute.wait_stream(self._upload_stream)
         for t in uploaded:
             t.record_stream(compute)  # its memory is not reused before the compute stream is done with it
-        return uploaded
+        return _to_rgb(frames, uploaded)
+
+
+def _to_rgb(frames: Sequence[Frame], pixels: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Convert the YUV frames among ``pixels`` to RGB, together where they share a size, layout and matrix."""
+    out = list(pixels)
+    groups: dict[tuple, list[int]] = {}
+    for i, f in enumerate(frames):
+        if f.pixel_format != "rgb24":
+            groups.setdefault((f.pixel_format, f.matrix, tuple(f.pixels.shape)), []).append(i)
+    for (pixel_format, matrix, _), members in groups.items():
+        rgb = yuv420_to_rgb(torch.stack([pixels[i] for i in members]), pixel_format, matrix)
+        for j, i in enumerate(members):
+            out[i] = rgb[j]
+    return out
+
+
+def _to_yuv(images: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[str]]:
+    """Drawn frames of an even size as YUV 4:2:0, converted together where they share a size; others stay RGB."""
+    out, formats = list(images), ["rgb24"] * len(images)
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, image in enumerate(images):
+        if image.shape[0] % 2 == 0 and image.shape[1] % 2 == 0:
+            groups.setdefault(tuple(image.shape), []).append(i)
+    for members in groups.values():
+        planes = rgb_to_yuv420(torch.stack([images[i] for i in members]))
+        for j, i in enumerate(members):
+            out[i], formats[i] = planes[j], "yuv420p"
+    return out, formats
 
 
 def _to_host(images: list[torch.Tensor]) -> list[np.ndarray]:

@@ -87,6 +87,7 @@ class VideoSink:
 
     stage = "encode"  # name of its time in FrameResult.stats
     wants_annotated = True  # the runner draws the overlay when some sink wants it
+    takes_yuv = True  # and may hand it on as YUV 4:2:0 made on the device (FrameResult.drawn)
 
     def __init__(
         self,
@@ -174,13 +175,17 @@ class VideoSink:
 
     def write(self, result: FrameResult) -> None:
         """Encode one annotated frame (or the plain frame if nothing was drawn)."""
-        image = result.annotated if result.annotated is not None else result.frame.image
+        if result.drawn is not None and result.drawn_format == "yuv420p":  # made on the device for us
+            image, size = result.drawn, (result.drawn.shape[1], result.drawn.shape[0] * 2 // 3)
+        else:
+            image = result.annotated if result.annotated is not None else result.frame.image
+            size = (image.shape[1], image.shape[0])
         if self._out is None:
-            self._open(image.shape[1], image.shape[0])
+            self._open(*size)
         assert self._video is not None and self._size is not None
-        if (image.shape[1], image.shape[0]) != self._size:
-            raise SinkError(f"{self.path}: frame size changed from {self._size} to {image.shape[1::-1]}")
-        if image.shape[0] % 2 or image.shape[1] % 2:
+        if size != self._size:
+            raise SinkError(f"{self.path}: frame size changed from {self._size} to {size}")
+        if image.ndim == 3 and (image.shape[0] % 2 or image.shape[1] % 2):
             image = np.pad(image, ((0, image.shape[0] % 2), (0, image.shape[1] % 2), (0, 0)), mode="edge")
         pts = result.pts if result.pts is not None else self.frames_written
         if self.rebase:
@@ -189,7 +194,7 @@ class VideoSink:
         if self._last_pts is not None and pts <= self._last_pts:
             pts = self._last_pts + 1  # encoders reject repeated timestamps
         self._last_pts = pts
-        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        frame = av.VideoFrame.from_ndarray(image, format="rgb24" if image.ndim == 3 else "yuv420p")
         frame.pts, frame.time_base = pts, self.time_base
         try:
             for packet in self._video.encode(frame):
@@ -250,6 +255,7 @@ class SegmentedVideoSink:
 
     stage = "encode"
     wants_annotated = True
+    takes_yuv = True
 
     def __init__(self, path: str | Path, *, segment_time: float, codec: str = "libx264", crf: int = 20,
                  threads: int = 0) -> None:

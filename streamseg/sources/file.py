@@ -16,6 +16,7 @@ import av
 from ..exceptions import SourceError
 from ..types import Frame
 from .hardware import hardware_decoder
+from .pixels import frame_pixels
 
 __all__ = ["VideoInfo", "probe", "read_frames"]
 
@@ -105,9 +106,10 @@ def probe(path: str | Path) -> VideoInfo:
 
 
 def read_frames(
-    path: str | Path, *, name: str | None = None, threads: int = 0, hwaccel: str | None = None,
+    path: str | Path, *, name: str | None = None, threads: int = 0, hwaccel: str | None = None, yuv: bool = False,
 ) -> Iterator[Frame]:
-    """Decode every frame of a file's first video stream, in presentation order, as RGB.
+    """Decode every frame of a file's first video stream, in presentation order, as RGB (or, with ``yuv``,
+    as the decoder's YUV 4:2:0 where a GPU can convert it: see :func:`~.pixels.frame_pixels`).
 
     A file cut short yields the frames that decode and logs a warning instead of failing.
     ``threads``: decoder threads (0: FFmpeg's choice; 1 when the model computes on the same CPU cores).
@@ -136,10 +138,12 @@ def read_frames(
                 if pts is None:  # some raw streams carry no timestamps: continue the last one
                     pts = start if last_pts is None else last_pts + step
                 last_pts = pts
-                image = decoded.to_ndarray(format="rgb24")
+                pixels, pixel_format, matrix = frame_pixels(decoded, yuv)
                 now = time.perf_counter()
                 yield Frame(
-                    image=image,
+                    pixels=pixels,
+                    pixel_format=pixel_format,
+                    matrix=matrix,
                     index=index,
                     pts=pts,
                     time_base=time_base,

@@ -25,6 +25,7 @@ import numpy as np
 from ..exceptions import SourceError
 from ..types import Frame
 from .hardware import hardware_decoder
+from .pixels import frame_pixels
 
 __all__ = [
     "STATES",
@@ -146,7 +147,8 @@ def classify(exc: BaseException) -> tuple[str, bool]:
     return text.split(":")[0][:80] or type(exc).__name__, False
 
 
-Connect = Callable[[], Iterator[np.ndarray]]
+Pixels = tuple[np.ndarray, str, str]  # pixels, pixel format, colour matrix: see Frame
+Connect = Callable[[], Iterator[Pixels]]
 
 
 def read_live(
@@ -159,7 +161,7 @@ def read_live(
 ) -> Iterator[Frame]:
     """Yield frames from ``connect()``, reconnecting until ``stop`` is set.
 
-    ``connect`` opens the source and returns an iterator of RGB frames; it raises when the
+    ``connect`` opens the source and returns an iterator of frames' pixels; it raises when the
     connection fails and its iterator raises (or ends) when the connection drops or stalls.
 
     Raises:
@@ -180,15 +182,16 @@ def read_live(
         reason = ""
         try:
             frames = connect()
-            for image in frames:
+            for pixels, pixel_format, matrix in frames:
                 if stop.is_set():
                     break
                 if state != "live":
                     set_state("live")
                     failures = 0
                 now = time.time()
-                yield Frame(image=image, index=index, pts=int((now - origin) * 1000), time_base=LIVE_TIME_BASE,
-                            time=now, source=name, captured=time.monotonic())
+                yield Frame(pixels=pixels, index=index, pts=int((now - origin) * 1000), time_base=LIVE_TIME_BASE,
+                            time=now, source=name, captured=time.monotonic(), pixel_format=pixel_format,
+                            matrix=matrix)
                 index += 1
             else:
                 reason = "stream ended"
@@ -209,40 +212,40 @@ def read_live(
 
 
 def read_stream(url: str, *, transport: str = "tcp", stall_s: float = 5.0, open_s: float = 10.0,
-                hwaccel: str | None = None) -> Connect:
+                hwaccel: str | None = None, yuv: bool = False) -> Connect:
     """A ``connect`` for URLs FFmpeg opens (RTSP over TCP by default, or UDP).
 
     ``hwaccel``: "cuda" or "cuda:N" decodes with NVDEC where the device allows. If a stream then fails
     to open for a reason that is not about the connection, it is opened again at once on the CPU, and
-    stays there.
+    stays there. ``yuv``: hand on the decoder's YUV 4:2:0 where a GPU can convert it.
     """
     accel = hardware_decoder(hwaccel)
     options = {"fflags": "nobuffer", "flags": "low_delay"}
     if url.lower().startswith("rtsp"):
         options["rtsp_transport"] = transport
 
-    def connect() -> Iterator[np.ndarray]:
+    def connect() -> Iterator[Pixels]:
         nonlocal accel
         if accel is not None:
             try:
-                return _decode(av.open(url, options=options, timeout=(open_s, stall_s), hwaccel=accel))
+                return _decode(av.open(url, options=options, timeout=(open_s, stall_s), hwaccel=accel), yuv)
             except av.FFmpegError as exc:
                 if isinstance(exc, CONNECTION_ERRORS):
                     raise
                 log.info("%s: hardware decoding unavailable (%s); decoding on the CPU", redact(url), classify(exc)[0])
                 accel = None
-        return _decode(av.open(url, options=options, timeout=(open_s, stall_s)))
+        return _decode(av.open(url, options=options, timeout=(open_s, stall_s)), yuv)
 
     return connect
 
 
-def _decode(container: av.container.InputContainer) -> Iterator[np.ndarray]:
+def _decode(container: av.container.InputContainer, yuv: bool) -> Iterator[Pixels]:
     try:
         if not container.streams.video:
             raise SourceError("has no video stream")
         stream = container.streams.video[0]
         for decoded in container.decode(stream):
-            yield decoded.to_ndarray(format="rgb24")
+            yield frame_pixels(decoded, yuv)
     finally:
         container.close()
 
@@ -250,7 +253,7 @@ def _decode(container: av.container.InputContainer) -> Iterator[np.ndarray]:
 def read_webcam(device: str, *, stall_s: float = 5.0) -> Connect:
     """A ``connect`` for a webcam index (``0``) or device path, through OpenCV."""
 
-    def connect() -> Iterator[np.ndarray]:
+    def connect() -> Iterator[Pixels]:
         import cv2
 
         capture = cv2.VideoCapture(int(device) if device.isdigit() else device)
@@ -262,7 +265,7 @@ def read_webcam(device: str, *, stall_s: float = 5.0) -> Connect:
     return connect
 
 
-def _capture(capture, stall_s: float) -> Iterator[np.ndarray]:
+def _capture(capture, stall_s: float) -> Iterator[Pixels]:
     import cv2
 
     try:
@@ -275,6 +278,6 @@ def _capture(capture, stall_s: float) -> Iterator[np.ndarray]:
                 time.sleep(0.01)
                 continue
             last = time.monotonic()
-            yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), "rgb24", "bt601"
     finally:
         capture.release()

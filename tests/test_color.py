@@ -1,0 +1,162 @@
+"""YUV frames handed on as decoded and turned into RGB on the model's device, against FFmpeg's own conversion."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+import streamseg
+from streamseg.inference.color import yuv420_to_rgb
+from streamseg.sources import read_frames
+from streamseg.synthetic import Scene
+from streamseg.types import Frame
+
+from .conftest import SAMPLE_CLIP, SAMPLE_MODEL, read_video
+
+
+def _tagged_clip(path: Path, *, colorspace: int = 2, pix_fmt: str = "yuv420p", size=(160, 96)) -> Path:
+    """A few frames of a synthetic scene, with the colour matrix (AVColorSpace) the file declares."""
+    width, height = size
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=30, options={"crf": "18"})
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        stream.codec_context.colorspace = colorspace
+        for i in range(4):
+            image, _ = Scene(3, aspect=width / height).render(i, width, height)
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.colorspace, frame.pts = colorspace, i
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return path
+
+
+@pytest.mark.parametrize(("colorspace", "matrix"), [(2, "bt601"), (6, "bt601"), (1, "bt709")])
+def test_yuv_frames_keep_the_decoder_layout_and_convert_like_ffmpeg(tmp_path: Path, colorspace: int,
+                                                                     matrix: str) -> None:
+    clip = _tagged_clip(tmp_path / "c.mp4", colorspace=colorspace)
+    rgb = list(read_frames(clip))
+    yuv = list(read_frames(clip, yuv=True))
+    assert [f.pixel_format for f in rgb] == ["rgb24"] * 4
+    assert [(f.pixel_format, f.matrix, f.pixels.shape) for f in yuv] == [("yuv420p", matrix, (144, 160))] * 4
+    for a, b in zip(rgb, yuv):
+        assert (b.height, b.width) == (96, 160)
+        np.testing.assert_array_equal(b.image, a.image)  # on the host: FFmpeg's conversion, as before
+        on_device = yuv420_to_rgb(torch.from_numpy(b.pixels)[None], b.pixel_format, b.matrix)[0].numpy()
+        assert np.abs(on_device.astype(int) - a.image).max() <= 2
+    # The wrong matrix is visibly wrong: the check above can tell them apart.
+    other = "bt601" if matrix == "bt709" else "bt709"
+    wrong = yuv420_to_rgb(torch.from_numpy(yuv[0].pixels)[None], "yuv420p", other)[0].numpy()
+    assert np.abs(wrong.astype(int) - rgb[0].image).max() > 8
+
+
+def test_nv12_layout_converts_like_planar(tmp_path: Path) -> None:
+    """NVDEC's frames download as NV12 (interleaved U and V)."""
+    decoded = next(av.open(str(_tagged_clip(tmp_path / "c.mp4"))).decode(video=0))
+    planar = torch.from_numpy(decoded.to_ndarray())[None]
+    nv12 = torch.from_numpy(decoded.reformat(format="nv12").to_ndarray())[None]
+    np.testing.assert_array_equal(yuv420_to_rgb(nv12, "nv12", "bt601"), yuv420_to_rgb(planar, "yuv420p", "bt601"))
+    frame = Frame(pixels=nv12[0].numpy(), index=0, pts=0, time_base=Fraction(1, 30), time=0.0, pixel_format="nv12")
+    # On the host, FFmpeg converts NV12 with interpolated chroma (its planar converter repeats it): close
+    # on average, apart at sharp colour edges.
+    assert np.abs(frame.image.astype(int) - decoded.to_ndarray(format="rgb24")).mean() < 1.5
+
+
+@pytest.mark.parametrize(("how", "why"), [("full", "full range"), ("odd", "odd size"), ("bt2020", "unknown matrix")])
+def test_frames_the_device_cannot_convert_come_as_rgb(tmp_path: Path, how: str, why: str) -> None:
+    kwargs = {"full": {"pix_fmt": "yuvj420p"}, "odd": {"pix_fmt": "yuv444p", "size": (161, 95)},
+              "bt2020": {"colorspace": 9}}[how]
+    clip = _tagged_clip(tmp_path / "c.mp4", **kwargs)
+    rgb = list(read_frames(clip))
+    yuv = list(read_frames(clip, yuv=True))
+    assert all(f.pixel_format == "rgb24" for f in yuv), why
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(rgb, yuv))
+
+
+def test_frame_checks_its_pixels() -> None:
+    common = dict(index=0, pts=0, time_base=Fraction(1, 30), time=0.0)
+    with pytest.raises(ValueError, match="RGB pixels"):
+        Frame(pixels=np.zeros((4, 6), np.uint8), **common)
+    with pytest.raises(ValueError, match="4:2:0"):
+        Frame(pixels=np.zeros((9, 6), np.uint8), pixel_format="yuv420p", **common)  # H = 6: fine; W odd next
+    with pytest.raises(ValueError, match="4:2:0"):
+        Frame(pixels=np.zeros((6, 5), np.uint8), pixel_format="yuv420p", **common)
+    with pytest.raises(ValueError, match="matrix"):
+        Frame(pixels=np.zeros((6, 4), np.uint8), pixel_format="yuv420p", matrix="bt2020", **common)
+    with pytest.raises(ValueError, match="pixel_format"):
+        Frame(pixels=np.zeros((6, 4), np.uint8), pixel_format="yuv422p", **common)
+
+
+def test_pipeline_converting_on_the_device_agrees_with_the_host(tmp_path: Path) -> None:
+    """The whole run with YUV frames converted by torch (what a GPU does; forced here on the CPU), with the
+    shipped model, whose segments are real: the same segments to within a few pixels, the same overlay."""
+    kwargs = dict(model=str(SAMPLE_MODEL), task="panoptic", batch_size=3)
+    runs = {}
+    for place in ("host", "device"):
+        results = streamseg.segment(SAMPLE_CLIP, output=tmp_path / f"{place}.mp4", color_conversion=place, **kwargs)
+        runs[place] = [r for _, r in zip(range(9), results)]
+        results.close()
+    assert all(r.frame.pixel_format == "rgb24" for r in runs["host"])
+    assert all(r.frame.pixel_format == "yuv420p" for r in runs["device"])
+    for a, b in zip(runs["host"], runs["device"]):
+        np.testing.assert_array_equal(a.frame.image, b.frame.image)
+        assert len(a.segmentation) == len(b.segmentation) > 0
+        assert (a.segmentation.label_map() == b.segmentation.label_map()).float().mean() >= 0.99
+        # What the encoder gets: the overlay in YUV, made on the device, as swscale would have made it.
+        assert (a.drawn_format, b.drawn_format) == ("rgb24", "yuv420p")
+        swscale = av.VideoFrame.from_ndarray(a.annotated, format="rgb24").reformat(format="yuv420p").to_ndarray()
+        assert np.abs(swscale.astype(int) - b.drawn).mean() < 1.0  # drawn over frames within 2 levels
+        assert np.abs(a.annotated.astype(int) - b.annotated).mean() < 2.0  # RGB again: 4:2:0 loses colour detail
+    # The files: each as far from the host's RGB overlay as lossy encoding puts the host's own file.
+    reference = [r.annotated for r in runs["host"]]
+    error = {}
+    for place in ("host", "device"):
+        decoded = read_video(tmp_path / f"{place}.mp4")[2]
+        assert len(decoded) >= 9
+        error[place] = np.mean([np.abs(x.astype(int) - y).mean() for x, y in zip(decoded, reference)])
+    assert error["device"] <= error["host"] + 0.5, error
+
+
+def test_rgb_to_yuv_matches_ffmpeg(tmp_path: Path) -> None:
+    from streamseg.inference.color import rgb_to_yuv420
+
+    rgb = next(read_frames(SAMPLE_CLIP)).image
+    ours = rgb_to_yuv420(torch.from_numpy(rgb)[None])[0].numpy().astype(int)
+    ffmpeg = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p").to_ndarray().astype(int)
+    luma = rgb.shape[0]
+    assert np.abs(ours[:luma] - ffmpeg[:luma]).max() <= 1
+    assert np.abs(ours[luma:] - ffmpeg[luma:]).mean() < 0.5  # chroma: a 2x2 mean, FFmpeg's filter differs at edges
+    back = av.VideoFrame.from_ndarray(ours.astype(np.uint8), format="yuv420p").to_ndarray(format="rgb24")
+    assert np.abs(back.astype(int) - rgb).mean() < 2.0
+
+
+def test_only_encoders_get_yuv(tmp_path: Path) -> None:
+    """A sink that wants the drawn frames as RGB (a preview, the caller's own) keeps them RGB."""
+    from streamseg import Pipeline, load_config
+
+    class Collect:
+        wants_annotated = True
+
+        def __init__(self) -> None:
+            self.formats: list[str] = []
+
+        def write(self, result) -> None:
+            self.formats.append(result.drawn_format)
+
+        def close(self) -> None:
+            pass
+
+    sink = Collect()
+    cfg = load_config(None, sources=(str(SAMPLE_CLIP),), model__name=str(SAMPLE_MODEL), color_conversion="device",
+                      output__video=str(tmp_path / "o.mp4"), duration=30.0)
+    with Pipeline(cfg, sinks=[sink]) as pipeline:
+        for r in pipeline.results():
+            if r.index == 5:
+                pipeline.stop()
+    assert sink.formats and set(sink.formats) == {"rgb24"}
