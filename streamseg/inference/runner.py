@@ -6,8 +6,9 @@ import contextlib
 import logging
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -231,30 +232,30 @@ class ModelRunner:
 
 def _to_rgb(frames: Sequence[Frame], pixels: list[torch.Tensor]) -> list[torch.Tensor]:
     """Convert the YUV frames among ``pixels`` to RGB, together where they share a size, layout and matrix."""
-    out = list(pixels)
-    groups: dict[tuple, list[int]] = {}
-    for i, f in enumerate(frames):
-        if f.pixel_format != "rgb24":
-            groups.setdefault((f.pixel_format, f.matrix, tuple(f.pixels.shape)), []).append(i)
-    for (pixel_format, matrix, _), members in groups.items():
-        rgb = yuv420_to_rgb(torch.stack([pixels[i] for i in members]), pixel_format, matrix)
-        for j, i in enumerate(members):
-            out[i] = rgb[j]
-    return out
+    keys = [None if f.pixel_format == "rgb24" else (f.pixel_format, f.matrix, f.pixels.shape) for f in frames]
+    return _in_groups(pixels, keys, lambda key, batch: yuv420_to_rgb(batch, key[0], key[1]))
 
 
 def _to_yuv(images: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[str]]:
     """Drawn frames of an even size as YUV 4:2:0, converted together where they share a size; others stay RGB."""
-    out, formats = list(images), ["rgb24"] * len(images)
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for i, image in enumerate(images):
-        if image.shape[0] % 2 == 0 and image.shape[1] % 2 == 0:
-            groups.setdefault(tuple(image.shape), []).append(i)
-    for members in groups.values():
-        planes = rgb_to_yuv420(torch.stack([images[i] for i in members]))
+    keys = [None if image.shape[0] % 2 or image.shape[1] % 2 else image.shape for image in images]
+    formats = ["rgb24" if key is None else "yuv420p" for key in keys]
+    return _in_groups(images, keys, lambda key, batch: rgb_to_yuv420(batch)), formats
+
+
+def _in_groups(tensors: list[torch.Tensor], keys: list, convert: Callable) -> list[torch.Tensor]:
+    """``convert(key, stacked)`` run once per distinct key on the tensors that share it; a None key
+    leaves its tensor as it is."""
+    out = list(tensors)
+    groups: dict[Any, list[int]] = {}
+    for i, key in enumerate(keys):
+        if key is not None:
+            groups.setdefault(key, []).append(i)
+    for key, members in groups.items():
+        converted = convert(key, torch.stack([tensors[i] for i in members]))
         for j, i in enumerate(members):
-            out[i], formats[i] = planes[j], "yuv420p"
-    return out, formats
+            out[i] = converted[j]
+    return out
 
 
 def _to_host(images: list[torch.Tensor]) -> list[np.ndarray]:
