@@ -41,6 +41,7 @@ def main() -> None:
     parser.add_argument("--size", default="640x360")
     parser.add_argument("--fps-guess", type=float, default=30.0, help="to size the clip so it outlasts the run")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--trace", help="also write every (seconds, RSS MB) sample to this CSV file")
     args = parser.parse_args()
 
     from streamseg import Pipeline, load_config
@@ -71,6 +72,8 @@ def main() -> None:
                     pipeline.stop()
         done.set()
         sampler.join()
+    if args.trace:
+        Path(args.trace).write_text("seconds,rss_mb\n" + "".join(f"{t:.1f},{m:.1f}\n" for t, m in samples))
     t = np.array([s[0] for s in samples if s[0] > 60])
     m = np.array([s[1] for s in samples if s[0] > 60])
     slope = np.polyfit(t / 60, m, 1)[0] if len(t) > 2 else float("nan")
