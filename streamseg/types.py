@@ -58,7 +58,7 @@ class Frame:
             if p.ndim != 3 or p.shape[2] != 3 or p.dtype != np.uint8:
                 raise ValueError(f"RGB pixels must be (H, W, 3) uint8, got {p.shape} {p.dtype}")
         elif self.pixel_format in YUV_FORMATS:
-            if p.ndim != 2 or p.shape[0] % 3 or p.shape[1] % 2 or (p.shape[0] // 3) % 2 or p.dtype != np.uint8:
+            if p.ndim != 2 or p.shape[0] % 3 or p.shape[1] % 2 or p.dtype != np.uint8:
                 raise ValueError(f"YUV 4:2:0 pixels must be (H * 3 / 2, W) uint8 with H and W even, got "
                                  f"{p.shape} {p.dtype}")
             if self.matrix not in YUV_MATRICES:

@@ -37,16 +37,19 @@ def _tagged_clip(path: Path, *, colorspace: int = 2, pix_fmt: str = "yuv420p", s
     return path
 
 
-@pytest.mark.parametrize(("colorspace", "matrix"), [(2, "bt601"), (6, "bt601"), (1, "bt709")])
-def test_yuv_frames_keep_the_decoder_layout_and_convert_like_ffmpeg(tmp_path: Path, colorspace: int,
-                                                                     matrix: str) -> None:
-    clip = _tagged_clip(tmp_path / "c.mp4", colorspace=colorspace)
+@pytest.mark.parametrize(("colorspace", "matrix", "size"),
+                         [(2, "bt601", (160, 96)), (6, "bt601", (160, 90)), (1, "bt709", (480, 270))])
+def test_yuv_frames_keep_the_decoder_layout_and_convert_like_ffmpeg(tmp_path: Path, colorspace: int, matrix: str,
+                                                                     size: tuple[int, int]) -> None:
+    width, height = size  # heights of 90 and 270: chroma planes of an odd number of rows
+    clip = _tagged_clip(tmp_path / "c.mp4", colorspace=colorspace, size=size)
     rgb = list(read_frames(clip))
     yuv = list(read_frames(clip, yuv=True))
     assert [f.pixel_format for f in rgb] == ["rgb24"] * 4
-    assert [(f.pixel_format, f.matrix, f.pixels.shape) for f in yuv] == [("yuv420p", matrix, (144, 160))] * 4
+    layout = ("yuv420p", matrix, (height * 3 // 2, width))
+    assert [(f.pixel_format, f.matrix, f.pixels.shape) for f in yuv] == [layout] * 4
     for a, b in zip(rgb, yuv):
-        assert (b.height, b.width) == (96, 160)
+        assert (b.height, b.width) == (height, width)
         np.testing.assert_array_equal(b.image, a.image)  # on the host: FFmpeg's conversion, as before
         on_device = yuv420_to_rgb(torch.from_numpy(b.pixels)[None], b.pixel_format, b.matrix)[0].numpy()
         assert np.abs(on_device.astype(int) - a.image).max() <= 2
@@ -83,10 +86,11 @@ def test_frame_checks_its_pixels() -> None:
     common = dict(index=0, pts=0, time_base=Fraction(1, 30), time=0.0)
     with pytest.raises(ValueError, match="RGB pixels"):
         Frame(pixels=np.zeros((4, 6), np.uint8), **common)
+    assert Frame(pixels=np.zeros((9, 6), np.uint8), pixel_format="yuv420p", **common).height == 6
     with pytest.raises(ValueError, match="4:2:0"):
-        Frame(pixels=np.zeros((9, 6), np.uint8), pixel_format="yuv420p", **common)  # H = 6: fine; W odd next
+        Frame(pixels=np.zeros((8, 6), np.uint8), pixel_format="yuv420p", **common)  # no whole height
     with pytest.raises(ValueError, match="4:2:0"):
-        Frame(pixels=np.zeros((6, 5), np.uint8), pixel_format="yuv420p", **common)
+        Frame(pixels=np.zeros((6, 5), np.uint8), pixel_format="yuv420p", **common)  # odd width
     with pytest.raises(ValueError, match="matrix"):
         Frame(pixels=np.zeros((6, 4), np.uint8), pixel_format="yuv420p", matrix="bt2020", **common)
     with pytest.raises(ValueError, match="pixel_format"):
