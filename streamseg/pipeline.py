@@ -186,17 +186,17 @@ class Pipeline:
         self.infos = {name: probe(src) for name, src in zip(self.names, cfg.sources) if not self.live[name]}
         loaded = load_model(cfg.model.name, device=cfg.model.device, dtype=cfg.model.dtype)
         self.task = cfg.model.task if cfg.model.task != "auto" else guess_task(cfg.model.name, loaded.id2label)
+        gpu = loaded.device.type == "cuda"
         # A model on the CPU already uses every core: codecs then get one thread each, not a pool each.
         self._codec_threads = 1 if loaded.device.type == "cpu" else 0
         if cfg.decoder != "auto":
             self._decoder = None if cfg.decoder == "cpu" else cfg.decoder
-        elif loaded.device.type == "cuda":
+        elif gpu:
             self._decoder = str(loaded.device)
-        gpu = loaded.device.type == "cuda"
         self._yuv = cfg.color_conversion == "device" or (cfg.color_conversion == "auto" and gpu)
         if loaded.device.type == "cpu":
             self._torch_threads = torch.get_num_threads()
-        sinks_by_source, shared = self._open_sinks(accelerated=loaded.device.type == "cuda")
+        sinks_by_source, shared = self._open_sinks(accelerated=gpu)
         drawing_for = [s for s in [*shared, *(s for group in sinks_by_source.values() for s in group)]
                        if getattr(s, "wants_annotated", False)]
         draw = bool(drawing_for)

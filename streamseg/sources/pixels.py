@@ -5,6 +5,8 @@ from __future__ import annotations
 import av
 import numpy as np
 
+from ..types import YUV_FORMATS
+
 __all__ = ["frame_pixels"]
 
 # FFmpeg's colour matrices (AVColorSpace) that the device conversion knows, all in limited range:
@@ -24,6 +26,6 @@ def frame_pixels(decoded: av.VideoFrame, yuv: bool) -> tuple[np.ndarray, str, st
         layout = (sw_format or decoded.format).name
         matrix = _MATRICES.get(int(decoded.colorspace))
         even = decoded.width % 2 == 0 and decoded.height % 2 == 0
-        if layout in ("yuv420p", "nv12") and matrix and even and int(decoded.color_range) != _FULL_RANGE:
+        if layout in YUV_FORMATS and matrix and even and int(decoded.color_range) != _FULL_RANGE:
             return decoded.to_ndarray(), layout, matrix
     return decoded.to_ndarray(format="rgb24"), "rgb24", "bt601"
