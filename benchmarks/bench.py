@@ -285,7 +285,13 @@ def main() -> None:
         # Rounds alternate the runs, so that a machine whose speed drifts (a shared CPU does) weighs on
         # each ratio's two sides alike; each ratio is taken within a round, then the median is reported.
         runs = ["ceiling", "streamseg"] + ([] if args.skip_naive else ["naive"])
-        rounds = [{name: _child(name, args) for name in runs} for _ in range(args.rounds)]
+        rounds = []
+        for i in range(args.rounds):
+            rounds.append({})
+            for name in runs:
+                rounds[-1][name] = _child(name, args)
+                # Said as it comes, so a run cut short (a time limit on a lent GPU) still tells something.
+                print(f"round {i + 1} {name}: {rounds[-1][name]['fps']:.2f} fps", flush=True)
     import torch
     import transformers
 
