@@ -295,9 +295,6 @@ def main() -> None:
     import torch
     import transformers
 
-    def median(values: list[float]) -> float:
-        return statistics.median(values)
-
     print(f"\nmodel={args.model} input={args.input_size or 'own'} size={args.size} task={args.task} "
           f"threshold={args.threshold} batch={args.batch_size} device={args.device} dtype={args.dtype} "
           f"compile={args.compile} channels_last={args.channels_last} colors={args.color_conversion} "
@@ -307,11 +304,11 @@ def main() -> None:
     for name in runs:
         fps = [r[name]["fps"] for r in rounds]
         each = " ".join(f"{f:.2f}" for f in fps)
-        print(f"{name:<10} {median(fps):8.2f}  {each:<24} {max(r[name]['peak_rss_mb'] for r in rounds):12.0f} "
+        print(f"{name:<10} {statistics.median(fps):8.2f}  {each:<24} {max(r[name]['peak_rss_mb'] for r in rounds):12.0f} "
               f"{max(r[name].get('peak_device_mb', 0) for r in rounds):12.0f}")
     for other in runs[0::2]:
         ratios = [r["streamseg"]["fps"] / r[other]["fps"] for r in rounds]
-        print(f"streamseg / {other:<7} = {median(ratios):.2f}  (each round: {' '.join(f'{x:.2f}' for x in ratios)})")
+        print(f"streamseg / {other:<7} = {statistics.median(ratios):.2f}  (each round: {' '.join(f'{x:.2f}' for x in ratios)})")
     print("streamseg per-frame stage times (ms, median round; stages overlap across threads):")
     middle = sorted(rounds, key=lambda r: r["streamseg"]["fps"])[len(rounds) // 2]["streamseg"]
     print("  " + "  ".join(f"{k}={v:.1f}" for k, v in middle["stages_ms"].items()))

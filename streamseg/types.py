@@ -20,6 +20,12 @@ YUV_FORMATS = ("yuv420p", "nv12")  # 4:2:0, planar U and V or interleaved UV, as
 YUV_MATRICES = ("bt601", "bt709")  # limited range
 
 
+def _yuv_to_rgb(pixels: np.ndarray, pixel_format: str, matrix: str) -> np.ndarray:
+    """FFmpeg's conversion of (H * 3 / 2, W) YUV 4:2:0 to (H, W, 3) RGB, as a decoder's frame would get it."""
+    frame = av.VideoFrame.from_ndarray(pixels, format=pixel_format)
+    return frame.to_ndarray(format="rgb24", src_colorspace="ITU709" if matrix == "bt709" else "ITU601")
+
+
 @dataclass(frozen=True)
 class Frame:
     """One decoded frame.
@@ -71,8 +77,7 @@ class Frame:
         """(H, W, 3) uint8 RGB; for YUV pixels, converted by FFmpeg on first use, as a decoder's frame would be."""
         if self.pixel_format == "rgb24":
             return self.pixels
-        frame = av.VideoFrame.from_ndarray(self.pixels, format=self.pixel_format)
-        return frame.to_ndarray(format="rgb24", src_colorspace="ITU709" if self.matrix == "bt709" else "ITU601")
+        return _yuv_to_rgb(self.pixels, self.pixel_format, self.matrix)
 
     @property
     def height(self) -> int:
@@ -211,7 +216,7 @@ class FrameResult:
         when the device made YUV for an encoder."""
         if self.drawn is None or self.drawn_format == "rgb24":
             return self.drawn
-        return av.VideoFrame.from_ndarray(self.drawn, format=self.drawn_format).to_ndarray(format="rgb24")
+        return _yuv_to_rgb(self.drawn, self.drawn_format, "bt601")
 
     @property
     def index(self) -> int:
