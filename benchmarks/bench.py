@@ -304,11 +304,13 @@ def main() -> None:
     for name in runs:
         fps = [r[name]["fps"] for r in rounds]
         each = " ".join(f"{f:.2f}" for f in fps)
-        print(f"{name:<10} {statistics.median(fps):8.2f}  {each:<24} {max(r[name]['peak_rss_mb'] for r in rounds):12.0f} "
+        rss = max(r[name]["peak_rss_mb"] for r in rounds)
+        print(f"{name:<10} {statistics.median(fps):8.2f}  {each:<24} {rss:12.0f} "
               f"{max(r[name].get('peak_device_mb', 0) for r in rounds):12.0f}")
     for other in runs[0::2]:
         ratios = [r["streamseg"]["fps"] / r[other]["fps"] for r in rounds]
-        print(f"streamseg / {other:<7} = {statistics.median(ratios):.2f}  (each round: {' '.join(f'{x:.2f}' for x in ratios)})")
+        each = " ".join(f"{x:.2f}" for x in ratios)
+        print(f"streamseg / {other:<7} = {statistics.median(ratios):.2f}  (each round: {each})")
     print("streamseg per-frame stage times (ms, median round; stages overlap across threads):")
     middle = sorted(rounds, key=lambda r: r["streamseg"]["fps"])[len(rounds) // 2]["streamseg"]
     print("  " + "  ".join(f"{k}={v:.1f}" for k, v in middle["stages_ms"].items()))
