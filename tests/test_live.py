@@ -24,7 +24,13 @@ import pytest
 from streamseg import Pipeline, load_config
 from streamseg.sources import live
 from streamseg.sources.live import (
-    CONNECTION_ERRORS, Backoff, classify, is_live, read_live, read_stream, redact,
+    CONNECTION_ERRORS,
+    Backoff,
+    classify,
+    is_live,
+    read_live,
+    read_stream,
+    redact,
 )
 
 from .conftest import ROOT, build_tiny_model, read_video
@@ -154,7 +160,7 @@ def test_streams_fall_back_to_the_cpu_when_hardware_decoding_fails(rtsp, monkeyp
     server = rtsp("cam:15")
     for accel in (None, HWAccel("cuda", allow_software_fallback=True)):
         if accel is not None:
-            monkeypatch.setattr(live, "hardware_decoder", lambda device: accel)
+            monkeypatch.setattr(live, "hardware_decoder", lambda device, accel=accel: accel)
         caplog.clear()
         with caplog.at_level(logging.INFO):
             frames = read_stream(server.url("cam"), stall_s=3, open_s=3, hwaccel="cuda")()
