@@ -6,8 +6,14 @@
 set -uo pipefail
 OUT=${OUT:-/tmp/streamseg-gpu}
 mkdir -p "$OUT"
-export PYTHONPATH=$PWD HF_HUB_OFFLINE=1
-python3 -c "import av" 2>/dev/null || python3 -m pip install --quiet --no-deps --no-index benchmarks/wheels/av-*.whl
+export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
+# PyAV goes to its own folder (the system Python may be read-only or externally managed there).
+if ! python3 -c "import av" 2>/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+    benchmarks/wheels/av-*.whl || { echo "PyAV wheel did not install"; exit 1; }
+  export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 python3 -c "import torch, transformers, av; print('torch', torch.__version__, 'transformers', transformers.__version__, 'av', av.__version__)" | tee "$OUT/versions.txt"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$OUT/versions.txt"
 
