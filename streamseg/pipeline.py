@@ -282,7 +282,7 @@ class Pipeline:
                     group.append(VideoSink(
                         path, time_base=info.time_base, rate=info.average_rate,
                         audio_from=info.path if out.audio and info.has_audio else None, codec=codec, crf=out.crf,
-                        threads=self._codec_threads,
+                        threads=self._codec_threads, sample_aspect_ratio=info.sample_aspect_ratio,
                     ))
                 self.outputs.append(path)
             if out.masks:

@@ -221,6 +221,8 @@ def write_clip(
     audio: np.ndarray | None = None,
     audio_rate: int = 48000,
     on_frame: Callable[[int, FrameTruth], None] | None = None,
+    display_rotation: int = 0,
+    sample_aspect_ratio: Fraction | None = None,
 ) -> Path:
     """Encode a scene as a video file, frame ``i`` drawn at scene time ``i * frame_step`` with timestamp ``pts[i]``.
 
@@ -228,6 +230,9 @@ def write_clip(
         distinct: render only this many frames and repeat them (fast long clips for benchmarks).
         audio: (channels, samples) float32 to add as an AAC track.
         on_frame: receives each frame's ground truth, in order.
+        display_rotation: degrees counter-clockwise that players should turn the frames by, as phones
+            record portrait video (the scene is drawn as stored, so it shows turned).
+        sample_aspect_ratio: a non-square pixel shape to declare (anamorphic video).
     """
     import av  # only needed to write clips
 
@@ -237,6 +242,10 @@ def write_clip(
     stream.width, stream.height = width, height
     stream.pix_fmt = "yuv444p" if (width % 2 or height % 2) else "yuv420p"
     stream.codec_context.time_base = time_base
+    if display_rotation:
+        stream.set_display_rotation(display_rotation)
+    if sample_aspect_ratio:
+        stream.codec_context.sample_aspect_ratio = sample_aspect_ratio
     layout = "mono" if audio is None or audio.shape[0] == 1 else "stereo"
     astream = container.add_stream("aac", rate=audio_rate, layout=layout) if audio is not None else None
     cache: dict[int, np.ndarray] = {}

@@ -79,15 +79,17 @@ def write_clip(
     audio: bool = False,
     seed: int = 5,
     codec: str = "libx264",
+    **options,
 ) -> Path:
-    """Encode a synthetic scene with chosen timestamps (and optionally a 440 Hz tone that runs 0.5 s longer)."""
+    """Encode a synthetic scene with chosen timestamps (and optionally a 440 Hz tone that runs 0.5 s longer);
+    ``options`` go to :func:`streamseg.synthetic.write_clip` (display rotation, pixel shape)."""
     pts = pts if pts is not None else list(range(frames))
     tone = None
     if audio:
         samples = int((float((pts[-1] + 1) * time_base) + 0.5) * 48000)
         tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(samples) / 48000)[None]
     return synthetic.write_clip(path, Scene(seed, aspect=width / height), width=width, height=height, pts=pts,
-                                time_base=time_base, frame_step=3, codec=codec, audio=tone)
+                                time_base=time_base, frame_step=3, codec=codec, audio=tone, **options)
 
 
 @pytest.fixture

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import json
 import logging
 from fractions import Fraction
 from pathlib import Path
@@ -160,3 +162,63 @@ def test_output_says_which_colour_matrix_it_was_encoded_with(tmp_path: Path) -> 
     for i, colour in enumerate(colours):
         middle = decoded[300:400, i * 200 + 50 : i * 200 + 150].reshape(-1, 3).mean(0)
         assert np.abs(middle - colour).max() < 4, (colour, middle)
+
+
+def _ffmpeg_upright(frame: av.VideoFrame, rotation: int) -> np.ndarray:
+    """What FFmpeg's command line shows: its autorotate filters for the display matrix (fftools'
+    ``get_rotation`` takes theta = -rotation; 90 is ``transpose=clock``, 270 ``transpose=cclock``)."""
+    theta = -rotation % 360
+    filters = {90: [("transpose", "clock")], 180: [("hflip", ""), ("vflip", "")], 270: [("transpose", "cclock")]}
+    rgb = frame.reformat(format="rgb24")
+    graph = av.filter.Graph()
+    nodes = [graph.add_buffer(width=rgb.width, height=rgb.height, format="rgb24", time_base=Fraction(1, 30))]
+    nodes += [graph.add(name, args) for name, args in filters[theta]] + [graph.add("buffersink")]
+    for a, b in itertools.pairwise(nodes):
+        a.link_to(b)
+    graph.configure()
+    rgb.pts = 0
+    graph.push(rgb)
+    return graph.pull().to_ndarray(format="rgb24")
+
+
+@pytest.mark.parametrize("rotation", [90, -90, 180])
+def test_rotated_video_is_segmented_and_written_upright(tmp_path: Path, tiny_model: Path, rotation: int) -> None:
+    """Phone videos store frames sideways with a display matrix: the model, the masks and the output
+    see them as a player shows them, and the output needs no matrix of its own."""
+    src = write_clip(tmp_path / "phone.mp4", width=96, height=64, frames=6, display_rotation=rotation)
+    with av.open(str(src)) as container:
+        expected = [_ffmpeg_upright(f, rotation) for f in container.decode(video=0)]
+    turned = rotation % 180 != 0
+    assert expected[0].shape[:2] == ((96, 64) if turned else (64, 96))
+    info = probe(src)
+    assert (info.height, info.width) == expected[0].shape[:2]
+    as_yuv = list(read_frames(src, yuv=True))  # a GPU's sources would hand on YUV: turned frames go as RGB
+    assert all(f.pixel_format == "rgb24" and np.array_equal(f.image, e) for f, e in zip(as_yuv, expected))
+    out, masks = tmp_path / "out.mp4", tmp_path / "masks.jsonl"
+    results = _segment(src, out, tiny_model, save_masks=masks, render__opacity=0.0, render__labels=False,
+                       render__outlines=False)
+    assert len(results) == 6
+    for result, upright in zip(results, expected):
+        assert np.array_equal(result.frame.image, upright)
+        assert result.segmentation.size == upright.shape[:2]
+    records = [json.loads(line) for line in masks.read_text().splitlines()]
+    assert {(r["height"], r["width"]) for r in records} == {expected[0].shape[:2]}
+    with av.open(str(out)) as container:
+        first = next(container.decode(video=0))
+        assert first.rotation == 0
+        assert np.abs(first.to_ndarray(format="rgb24").astype(int) - expected[0]).mean() < 3
+
+
+@pytest.mark.parametrize("rotation", [0, 90])
+def test_non_square_pixels_are_kept(tmp_path: Path, tiny_model: Path, rotation: int) -> None:
+    """Anamorphic video (DV, HDV, some broadcast recordings) declares its pixel shape; without it the
+    output would play squeezed. Turned upright, a pixel's shape turns with it."""
+    src = write_clip(tmp_path / "wide.mp4", width=96, height=64, frames=4, display_rotation=rotation,
+                     sample_aspect_ratio=Fraction(4, 3))
+    shown = Fraction(4, 3) if rotation == 0 else Fraction(3, 4)
+    assert probe(src).sample_aspect_ratio == shown
+    out = tmp_path / "out.mp4"
+    _segment(src, out, tiny_model)
+    with av.open(str(out)) as container:
+        assert container.streams.video[0].sample_aspect_ratio == shown
+    assert probe(write_clip(tmp_path / "square.mp4", frames=2)).sample_aspect_ratio is None

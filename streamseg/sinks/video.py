@@ -83,6 +83,8 @@ class VideoSink:
         rebase: start the file's timestamps at 0 (live recordings, whose pts count from the run's start).
         threads: encoder threads (0: the encoder's choice). One when the model computes on the same
             CPU cores, so the encoder does not crowd out the forward pass.
+        sample_aspect_ratio: the source's pixel shape where it is not square (anamorphic video), so the
+            output shows at the source's width.
     """
 
     stage = "encode"  # name of its time in FrameResult.stats
@@ -100,9 +102,11 @@ class VideoSink:
         crf: int = 20,
         rebase: bool = False,
         threads: int = 0,
+        sample_aspect_ratio: Fraction | None = None,
     ) -> None:
         self.path = str(path)
         self.threads = threads
+        self.sample_aspect_ratio = sample_aspect_ratio
         self.rebase = rebase
         self._origin: int | None = None
         self.time_base = time_base
@@ -145,6 +149,8 @@ class VideoSink:
             stream.codec_context.thread_count = self.threads
             stream.codec_context.colorspace = COLORSPACE_BT601
             stream.codec_context.color_range = RANGE_LIMITED
+            if self.sample_aspect_ratio:
+                stream.codec_context.sample_aspect_ratio = self.sample_aspect_ratio
             stream.time_base = self.time_base
             self._video = stream
         except (av.FFmpegError, ValueError) as exc:

@@ -16,7 +16,7 @@ import av
 from ..exceptions import SourceError
 from ..types import Frame
 from .hardware import hardware_decoder
-from .pixels import frame_pixels
+from .pixels import display_rotation, frame_pixels
 
 __all__ = ["VideoInfo", "probe", "read_frames"]
 
@@ -29,12 +29,16 @@ class VideoInfo:
 
     Attributes:
         path: the file.
-        width, height: frame size in pixels.
+        width, height: frame size in pixels, as shown (after the display rotation).
         time_base: unit of the stream's timestamps.
         average_rate: mean frame rate, exact (e.g. 30000/1001), None if unknown.
         frames: number of frames the container declares, or an estimate from the duration, or None.
         start_time: first timestamp in ``time_base`` units (0 if unknown).
         has_audio: whether the file has an audio stream that an output could copy.
+        rotation: degrees counter-clockwise that players turn the stored frames by (phone videos);
+            decoded frames come upright.
+        sample_aspect_ratio: the shape of a pixel, as shown, where it is not square (anamorphic video),
+            else None.
     """
 
     path: str
@@ -45,6 +49,8 @@ class VideoInfo:
     frames: int | None
     start_time: int
     has_audio: bool
+    rotation: int = 0
+    sample_aspect_ratio: Fraction | None = None
 
 
 def _open(path: str, hwaccel: Any = None) -> av.container.InputContainer:
@@ -91,18 +97,37 @@ def probe(path: str | Path) -> VideoInfo:
             frames = int(round(container.duration / av.time_base * stream.average_rate))
         if not codec.width or not codec.height:
             raise SourceError(f"{path}: video stream has no frame size")
+        width, height = codec.width, codec.height
+        sar = stream.sample_aspect_ratio or codec.sample_aspect_ratio
+        sar = Fraction(sar) if sar and sar != 1 else None
+        rotation = _first_rotation(container, stream)
+        if rotation in (90, 270):
+            width, height = height, width
+            sar = 1 / sar if sar else None
         return VideoInfo(
             path=path,
-            width=codec.width,
-            height=codec.height,
+            width=width,
+            height=height,
             time_base=stream.time_base or Fraction(1, 90000),
             average_rate=stream.average_rate,
             frames=frames,
             start_time=stream.start_time or 0,
             has_audio=bool(container.streams.audio),
+            rotation=rotation,
+            sample_aspect_ratio=sar,
         )
     finally:
         container.close()
+
+
+def _first_rotation(container: av.container.InputContainer, stream: av.VideoStream) -> int:
+    """The display rotation of the first frame (decoders attach the container's matrix to frames)."""
+    try:
+        for decoded in container.decode(stream):
+            return display_rotation(decoded)
+    except av.FFmpegError:  # what fails to decode is reported when the frames are read
+        pass
+    return 0
 
 
 def read_frames(
