@@ -13,6 +13,7 @@ Unknown keys and ill-typed values raise :class:`ConfigError` naming the key, e.g
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -215,6 +216,9 @@ class Config:
 def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
     """Load a YAML config file (or the defaults) and apply dotted-key overrides.
 
+    A model folder the file names by a relative path is looked for in the working directory first,
+    then beside the file, so a config that ships with its model works from any directory.
+
     Raises:
         ConfigError: the file is missing, is not YAML, or holds an unknown or ill-typed key.
     """
@@ -230,9 +234,21 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
             raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(loaded).__name__}")
-        data = loaded or {}
+        data = _model_beside(loaded or {}, Path(path).parent)
     config = Config.from_dict(data)
     return config.merged({k.replace("__", "."): v for k, v in overrides.items()})
+
+
+def _model_beside(data: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """``data`` with ``model.name`` rewritten to ``folder/name`` where only that folder exists."""
+    model = data.get("model")
+    name = model.get("name") if isinstance(model, dict) else None
+    if not isinstance(name, str) or os.path.isabs(name) or os.path.isdir(name):
+        return data
+    beside = folder / name
+    if not beside.is_dir():
+        return data
+    return {**data, "model": {**model, "name": os.path.normpath(beside)}}
 
 
 def _build(cls: type, data: Any, prefix: str) -> Any:

@@ -134,6 +134,26 @@ def test_hub_unreachable_says_how_to_pass_a_folder(tmp_path: Path, clip: Path) -
     _one_line_error(proc, 4, "facebook/mask2former-swin-tiny-coco-panoptic", "--model PATH")
 
 
+def test_offline_machine_uses_the_cache_without_waiting_on_the_hub(tmp_path: Path, clip: Path,
+                                                                   tiny_model: Path) -> None:
+    """Where the hub's name does not resolve, the hub client would retry every request for ~20 s: a
+    cached checkpoint loads at once, and one that is not cached fails at once, with no retry."""
+    snapshot = tmp_path / "hub" / "models--acme--tiny" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    for item in tiny_model.iterdir():
+        (snapshot / item.name).write_bytes(item.read_bytes())
+    (snapshot.parent.parent / "refs").mkdir()
+    (snapshot.parent.parent / "refs" / "main").write_text("0" * 40)
+    env = {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://hub.invalid", "HF_HUB_CACHE": str(tmp_path / "hub")}
+    proc = run_cli("segment", str(clip), "-o", str(tmp_path / "o.mp4"), "--model", "acme/tiny", "--no-progress",
+                   env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "Retrying" not in proc.stderr and len(read_video(tmp_path / "o.mp4")[2]) == 12
+    proc = run_cli("segment", str(clip), "-o", str(tmp_path / "p.mp4"), "--model", "acme/other", env=env)
+    _one_line_error(proc, 4, "acme/other", "unreachable", "--model PATH")
+    assert "Retrying" not in proc.stderr
+
+
 @pytest.mark.parametrize("where", ["no_folder", "is_dir", "bad_suffix"])
 def test_unwritable_output(tmp_path: Path, clip: Path, tiny_model: Path, where: str) -> None:
     out = {"no_folder": tmp_path / "missing" / "o.mp4", "is_dir": tmp_path, "bad_suffix": tmp_path / "o.avi"}[where]

@@ -94,3 +94,20 @@ def test_decoder_is_checked() -> None:
     assert load_config(None, decoder="cuda:1").decoder == "cuda:1"
     with pytest.raises(ConfigError, match=r"^decoder: unknown decoder 'vaapi'"):
         load_config(None, decoder="vaapi")
+
+
+def test_model_folder_is_found_beside_the_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A config that ships with its model (configs/sample.yaml) works from any directory; a folder of
+    the working directory, and a hub id, are taken as they are."""
+    (tmp_path / "kit" / "model").mkdir(parents=True)
+    (tmp_path / "kit" / "configs").mkdir()
+    config = tmp_path / "kit" / "configs" / "c.yaml"
+    config.write_text("model:\n  name: ../model\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert Path(load_config(config).model.name).resolve() == (tmp_path / "kit" / "model").resolve()
+    (tmp_path / "model").mkdir()  # ../model from the working directory now exists: it wins
+    assert load_config(config).model.name == "../model"
+    config.write_text("model:\n  name: facebook/mask2former-swin-tiny-coco-panoptic\n")
+    assert load_config(config).model.name == "facebook/mask2former-swin-tiny-coco-panoptic"

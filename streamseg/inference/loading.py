@@ -59,7 +59,24 @@ def guess_task(name: str, id2label: dict[int, str]) -> str:
     return "panoptic"
 
 
-def _read_preprocessor_config(name: str) -> dict:
+def _hub_resolves() -> bool:
+    """Whether the hub's host name resolves. Where it does not (an offline machine), the hub client
+    would retry each request for about 20 s before giving up: ask the local cache alone instead."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    try:
+        socket.getaddrinfo(urlsplit(constants.ENDPOINT).hostname, 443)
+    except (OSError, UnicodeError):
+        return False
+    return True
+
+
+def _read_preprocessor_config(name: str, local_only: bool) -> dict:
     if os.path.isdir(name):
         path = Path(name) / "preprocessor_config.json"
         if not path.is_file():
@@ -70,13 +87,13 @@ def _read_preprocessor_config(name: str) -> dict:
         from transformers.utils import cached_file
 
         try:
-            found = cached_file(name, "preprocessor_config.json")
+            found = cached_file(name, "preprocessor_config.json", local_files_only=local_only)
         except OSError as exc:
             text = str(exc)
             if "connect" in text or "offline" in text.lower() or "cached" in text:
                 raise ModelError(
                     f"cannot download model {name!r}: the Hugging Face hub is unreachable and it is not in the "
-                    "local cache; pass a local folder in the hub layout with --model PATH"
+                    f"local cache{_no_folder_either(name)}; pass a local folder in the hub layout with --model PATH"
                 ) from exc
             raise ModelError(f"model {name!r} not found on the Hugging Face hub: {text.splitlines()[0]}") from exc
         if found is None:
@@ -86,6 +103,12 @@ def _read_preprocessor_config(name: str) -> dict:
         return json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise ModelError(f"{path}: unreadable preprocessor config ({exc})") from exc
+
+
+def _no_folder_either(name: str) -> str:
+    """For a hub id that may have been meant as a folder: where it was looked for."""
+    first = name.split("/", 1)[0]
+    return f" (nor is it a folder of {os.getcwd()})" if os.path.isdir(first) else ""
 
 
 def load_model(name: str, *, device: str = "auto", dtype: str = "auto") -> LoadedModel:
@@ -102,12 +125,13 @@ def load_model(name: str, *, device: str = "auto", dtype: str = "auto") -> Loade
     """
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
-    spec = PreprocessSpec.from_dict(_read_preprocessor_config(name))
+    local_only = not os.path.isdir(name) and not _hub_resolves()
+    spec = PreprocessSpec.from_dict(_read_preprocessor_config(name, local_only))
 
     from transformers import Mask2FormerForUniversalSegmentation
 
     try:
-        model = Mask2FormerForUniversalSegmentation.from_pretrained(name)
+        model = Mask2FormerForUniversalSegmentation.from_pretrained(name, local_files_only=local_only)
     except Exception as exc:  # noqa: BLE001 - any failure to load is the checkpoint's (safetensors, config, ...)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"cannot load model {name!r}: {first}") from exc
