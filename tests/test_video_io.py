@@ -9,6 +9,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import pytest
 
@@ -222,3 +223,25 @@ def test_non_square_pixels_are_kept(tmp_path: Path, tiny_model: Path, rotation: 
     with av.open(str(out)) as container:
         assert container.streams.video[0].sample_aspect_ratio == shown
     assert probe(write_clip(tmp_path / "square.mp4", frames=2)).sample_aspect_ratio is None
+
+
+@pytest.mark.parametrize("colors", ["host", "device"])
+def test_frame_size_change_midway_is_scaled_not_fatal(tmp_path: Path, tiny_model: Path, caplog, colors: str) -> None:
+    """Joined recordings (or a camera reconfigured) change size midway: every frame is kept, later ones
+    scaled to the first size as FFmpeg's command line does, with one warning."""
+    first = write_clip(tmp_path / "a.ts", width=96, height=64, frames=6)
+    second = write_clip(tmp_path / "b.ts", width=160, height=90, frames=6, seed=9)
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(first.read_bytes() + second.read_bytes())
+    _, _, source = read_video(joined)
+    assert [f.shape[:2] for f in source] == [(64, 96)] * 6 + [(90, 160)] * 6
+    out = tmp_path / "out.mp4"
+    with caplog.at_level(logging.WARNING):
+        results = _segment(joined, out, tiny_model, color_conversion=colors, render__opacity=0.0,
+                           render__labels=False, render__outlines=False)
+    assert [r.segmentation.size for r in results] == [f.shape[:2] for f in source]
+    _, _, written = read_video(out)
+    assert len(written) == 12 and {f.shape for f in written} == {(64, 96, 3)}
+    scaled = cv2.resize(source[-1], (96, 64), interpolation=cv2.INTER_AREA)
+    assert np.abs(written[-1].astype(int) - scaled).mean() < 6
+    assert caplog.text.count("frame size changed from 96x64 to 160x90") == 1

@@ -71,7 +71,9 @@ class VideoSink:
     Every frame keeps its source timestamp (variable frame rate stays variable; the rate is never
     rounded). Audio streams of ``audio_from`` are copied packet by packet, up to the end of the last
     written frame, so an interrupted run still has matching sound. Odd frame sizes are padded by one
-    pixel to the even size that 4:2:0 video needs.
+    pixel to the even size that 4:2:0 video needs. A source whose frame size changes midway (a camera
+    reconfigured, joined recordings) keeps its first size: later frames are scaled to it, as FFmpeg's
+    command line does, with a warning, and no frame is lost.
 
     Args:
         path: output file; its suffix picks the container (.mp4, .mkv, .mov).
@@ -124,6 +126,7 @@ class VideoSink:
         self._last_pts: int | None = None
         self._end_time = 0.0
         self._size: tuple[int, int] | None = None
+        self._scaled: set[tuple[int, int]] = set()  # other sizes met, each said once
 
     def __enter__(self) -> VideoSink:
         return self
@@ -189,9 +192,12 @@ class VideoSink:
         if self._out is None:
             self._open(*size)
         assert self._video is not None and self._size is not None
-        if size != self._size:
-            raise SinkError(f"{self.path}: frame size changed from {self._size} to {size}")
-        if image.ndim == 3 and (image.shape[0] % 2 or image.shape[1] % 2):
+        if size != self._size:  # the encoder's reformatter scales it to the stream's size
+            if size not in self._scaled:
+                self._scaled.add(size)
+                log.warning("%s: frame size changed from %dx%d to %dx%d; scaling to %dx%d", self.path,
+                            *self._size, *size, *self._size)
+        elif image.ndim == 3 and (image.shape[0] % 2 or image.shape[1] % 2):
             image = np.pad(image, ((0, image.shape[0] % 2), (0, image.shape[1] % 2), (0, 0)), mode="edge")
         pts = result.pts if result.pts is not None else self.frames_written
         if self.rebase:
