@@ -98,7 +98,7 @@ def probe(path: str | Path) -> VideoInfo:
         if not codec.width or not codec.height:
             raise SourceError(f"{path}: video stream has no frame size")
         width, height = codec.width, codec.height
-        sar = stream.sample_aspect_ratio or codec.sample_aspect_ratio
+        sar = getattr(stream, "sample_aspect_ratio", None) or codec.sample_aspect_ratio
         sar = Fraction(sar) if sar and sar != 1 else None
         rotation = _first_rotation(container, stream)
         if rotation in (90, 270):
