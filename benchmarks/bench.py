@@ -97,6 +97,74 @@ def _peaks(device: str) -> dict:
     return out
 
 
+class Busy:
+    """How busy each thread of this process, and the GPU, were over a timed window: a thread near 100%
+    is the one that holds the others back; an infer thread well under it, with the GPU idle, waits
+    on something (the GIL, a host sync, a stage upstream).
+
+    Threads are sampled from /proc every 0.25 s (they may end before the window does); Python
+    threads go by their names, FFmpeg's and torch's by their kernel names, summed per name. The GPU's
+    utilization is nvidia-smi's "a kernel ran" share, sampled every 100 ms. Linux only; elsewhere empty.
+    """
+
+    def __init__(self, device: str) -> None:
+        import threading
+
+        self._stop = threading.Event()
+        self._first: dict[int, tuple[float, int]] = {}  # tid -> (time, cpu ticks) when first seen in the window
+        self._last: dict[int, tuple[float, int]] = {}
+        self._names: dict[int, str] = {}
+        self._thread = threading.Thread(target=self._sample, name="bench-busy", daemon=True)
+        self._smi = None
+        if device.startswith("cuda"):
+            try:
+                self._smi = subprocess.Popen(
+                    ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-lms", "100"],
+                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            except OSError:
+                self._smi = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _sample(self) -> None:
+        import threading
+
+        while not self._stop.is_set():
+            now = time.perf_counter()
+            names = {t.native_id: t.name for t in threading.enumerate()}
+            for task in Path("/proc/self/task").glob("*") if Path("/proc/self/task").is_dir() else []:
+                try:
+                    fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                    comm = (task / "comm").read_text().strip()
+                except OSError:  # the thread ended
+                    continue
+                tid, ticks = int(task.name), int(fields[11]) + int(fields[12])  # utime + stime
+                self._names[tid] = names.get(tid, comm)
+                self._first.setdefault(tid, (now, ticks))
+                self._last[tid] = (now, ticks)
+            self._stop.wait(0.25)
+
+    def stop(self) -> dict:
+        self._stop.set()
+        self._thread.join()
+        tick = os.sysconf("SC_CLK_TCK")
+        busy: dict[str, float] = {}
+        for tid, (t0, c0) in self._first.items():
+            t1, c1 = self._last[tid]
+            if t1 > t0 and tid != self._thread.native_id:
+                name = self._names[tid]
+                busy[name] = busy.get(name, 0.0) + 100 * (c1 - c0) / tick / (t1 - t0)
+        out: dict = {"threads_busy_pct": {k: round(v) for k, v in sorted(busy.items(), key=lambda kv: -kv[1])
+                                          if v >= 1}}
+        if self._smi is not None:
+            self._smi.terminate()
+            values = [float(v) for v in self._smi.communicate()[0].split() if v.replace(".", "").isdigit()]
+            if values:
+                out["gpu_util_pct"] = round(statistics.mean(values))
+        return out
+
+
 def _sync(device: str) -> None:
     import torch
 
@@ -124,13 +192,15 @@ def measure_ceiling(args: argparse.Namespace) -> dict:
             forward(pixel_values=pixel_values)
         _sync(device)
         steps = max(1, args.frames // args.batch_size)
+        busy = Busy(device)
+        busy.start()
         start = time.perf_counter()
         for _ in range(steps):
             forward(pixel_values=pixel_values)
         _sync(device)
         seconds = time.perf_counter() - start
     return {"fps": steps * args.batch_size / seconds, "frames": steps * args.batch_size, "seconds": seconds,
-            **_peaks(device)}
+            **busy.stop(), **_peaks(device)}
 
 
 def measure_streamseg(args: argparse.Namespace) -> dict:
@@ -148,10 +218,12 @@ def measure_streamseg(args: argparse.Namespace) -> dict:
     count, first_done = 0, 0.0
     with Pipeline(cfg, profile=args.profile) as pipeline:
         device = str(pipeline.runner.loaded.device)
+        busy = Busy(device)
         for result in pipeline.results():
             count += 1
             if count == args.batch_size:  # the first batch pays for warm-up (allocator, kernels)
                 first_done = time.perf_counter()
+                busy.start()
             if count > args.batch_size:
                 totals["decode"] += result.frame.decode_s
                 for stage, seconds in result.stats.items():
@@ -159,7 +231,7 @@ def measure_streamseg(args: argparse.Namespace) -> dict:
         end = time.perf_counter()
     timed = count - args.batch_size
     return {"fps": timed / (end - first_done), "frames": count, "seconds": end - first_done,
-            "stages_ms": {k: 1000 * v / timed for k, v in totals.items()}, **_peaks(device)}
+            "stages_ms": {k: 1000 * v / timed for k, v in totals.items()}, **busy.stop(), **_peaks(device)}
 
 
 def measure_naive(args: argparse.Namespace) -> dict:
@@ -314,6 +386,12 @@ def main() -> None:
     print("streamseg per-frame stage times (ms, median round; stages overlap across threads):")
     middle = sorted(rounds, key=lambda r: r["streamseg"]["fps"])[len(rounds) // 2]["streamseg"]
     print("  " + "  ".join(f"{k}={v:.1f}" for k, v in middle["stages_ms"].items()))
+    print("busy threads (% of one core, median round; a thread near 100 holds the others back):")
+    for name in ("ceiling", "streamseg"):
+        run = sorted(rounds, key=lambda r: r[name]["fps"])[len(rounds) // 2][name]
+        gpu = f"  GPU {run['gpu_util_pct']}%" if "gpu_util_pct" in run else ""
+        threads = "  ".join(f"{k.removeprefix('streamseg-')}={v}" for k, v in run.get("threads_busy_pct", {}).items())
+        print(f"  {name:<10}{gpu}  {threads}")
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "rounds": rounds}, indent=2))
 

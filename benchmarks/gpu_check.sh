@@ -26,7 +26,7 @@ bench() {  # name, seconds allowed, then bench.py arguments
   local limit=$1; shift
   timeout "$limit" python3 benchmarks/bench.py --device cuda --json "$OUT/$name.json" "$@" > "$OUT/$name.txt" 2>&1 \
     || echo "$name: stopped (exit $?); the rounds it finished:"
-  grep -E "^round |^run |^ceiling |^streamseg|^naive |^  decode" "$OUT/$name.txt" | tail -14
+  grep -E "^round |^run |^ceiling |^streamseg|^naive |^  decode|^busy|^  ceiling|^  streamseg" "$OUT/$name.txt" | tail -17
 }
 bench swin-tiny-720p-fp16 250 --model swin-tiny --size 1280x720 --task panoptic --batch-size 8 --frames 240 --rounds 2 --naive-frames 30
 # The same with YUV <-> RGB done by FFmpeg on the host instead of on the GPU: what the device conversion buys.
