@@ -111,6 +111,38 @@ def test_truncated_file_gives_decodable_frames_with_a_warning(tmp_path: Path, ca
     assert "truncated" in caplog.text
 
 
+def test_audio_that_runs_on_is_not_taken_for_truncated_video(tmp_path: Path, caplog) -> None:
+    """Matroska declares no video duration but the file's, which covers the longer audio."""
+    src = write_clip(tmp_path / "talk.mkv", frames=30, audio=True)  # the tone runs 0.5 s past the video
+    with caplog.at_level(logging.WARNING):
+        assert len(list(read_frames(src))) == 30
+    assert "truncated" not in caplog.text
+
+
+def test_a_cover_picture_stream_is_not_taken_for_the_video(tmp_path: Path) -> None:
+    """Downloaded videos may carry a thumbnail as an extra video stream, sometimes the first one."""
+    path = tmp_path / "with-cover.mkv"
+    with av.open(str(path), "w") as container:
+        cover = container.add_stream("mjpeg", rate=1)
+        cover.width, cover.height, cover.pix_fmt = 64, 64, "yuvj420p"
+        cover.disposition = av.stream.Disposition.attached_pic
+        video = container.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = 96, 64, "yuv420p"
+        picture = av.VideoFrame.from_ndarray(np.full((64, 64, 3), 200, np.uint8), format="rgb24")
+        for packet in [*cover.encode(picture.reformat(format="yuvj420p")), *cover.encode()]:
+            container.mux(packet)
+        for i in range(10):
+            frame = av.VideoFrame.from_ndarray(np.full((64, 96, 3), 20 * i, np.uint8), format="rgb24")
+            frame.pts = i
+            container.mux(video.encode(frame))
+        container.mux(video.encode())
+    with av.open(str(path)) as container:
+        assert container.streams.video[0].codec_context.name == "mjpeg"
+    frames = list(read_frames(path))
+    assert len(frames) == 10 and frames[0].image.shape == (64, 96, 3)
+    assert (probe(path).width, probe(path).height) == (96, 64)
+
+
 def test_not_a_video(tmp_path: Path) -> None:
     bad = tmp_path / "notes.mp4"
     bad.write_text("hello, not a video\n" * 50)

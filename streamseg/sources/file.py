@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from ..types import Frame
 from .hardware import hardware_decoder
 from .pixels import display_rotation, frame_pixels
 
-__all__ = ["VideoInfo", "probe", "read_frames"]
+__all__ = ["VideoInfo", "main_video_stream", "probe", "read_frames"]
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,14 @@ def _open(path: str, hwaccel: Any = None) -> av.container.InputContainer:
     return _with_video(path, container)
 
 
+def main_video_stream(container: av.container.InputContainer) -> av.VideoStream:
+    """The video a player would show: FFmpeg's best video stream, never a cover picture or thumbnail
+    track that some files carry as an extra (sometimes first) video stream."""
+    pictures = [s for s in container.streams.video if s.disposition & av.stream.Disposition.attached_pic]
+    return container.streams.best("video") or next(
+        (s for s in container.streams.video if s not in pictures), container.streams.video[0])
+
+
 def _with_video(path: str, container: av.container.InputContainer) -> av.container.InputContainer:
     if not container.streams.video:
         container.close()
@@ -88,7 +97,7 @@ def probe(path: str | Path) -> VideoInfo:
     path = str(path)
     container = _open(path)
     try:
-        stream = container.streams.video[0]
+        stream = main_video_stream(container)
         codec = stream.codec_context
         frames = stream.frames or None
         if frames is None and stream.duration and stream.average_rate:
@@ -148,7 +157,7 @@ def read_frames(
     name = name if name is not None else path
     container = _open(path, hardware_decoder(hwaccel))
     try:
-        stream = container.streams.video[0]
+        stream = main_video_stream(container)
         stream.thread_type = "AUTO"
         stream.codec_context.thread_count = threads
         time_base = stream.time_base or Fraction(1, 90000)
@@ -197,8 +206,15 @@ def read_frames(
 
 
 def _declared_seconds(container: av.container.InputContainer, stream: av.VideoStream) -> float | None:
+    """How long the file says its video runs: the stream's own duration (MP4, or Matroska's per-stream
+    DURATION tag), else the file's, but only when the video is all it holds (audio that runs on, or a
+    cover picture, would make whole video files look truncated)."""
     if stream.duration and stream.time_base:
         return float(stream.duration * stream.time_base)
-    if container.duration:
+    tag = stream.metadata.get("DURATION", "")
+    if match := re.fullmatch(r"(\d+):(\d{2}):(\d{2}(?:\.\d+)?)", tag.strip()):
+        hours, minutes, seconds = match.groups()
+        return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    if container.duration and len(container.streams) == 1:
         return container.duration / av.time_base
     return None

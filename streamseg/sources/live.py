@@ -25,6 +25,7 @@ import numpy as np
 from ..exceptions import SourceError
 from ..types import Frame
 from .hardware import hardware_decoder
+from .file import main_video_stream
 from .pixels import frame_pixels
 
 __all__ = [
@@ -243,7 +244,7 @@ def _decode(container: av.container.InputContainer, yuv: bool) -> Iterator[Pixel
     try:
         if not container.streams.video:
             raise SourceError("has no video stream")
-        stream = container.streams.video[0]
+        stream = main_video_stream(container)
         for decoded in container.decode(stream):
             yield frame_pixels(decoded, yuv)
     finally:
