@@ -24,8 +24,8 @@ import numpy as np
 
 from ..exceptions import SourceError
 from ..types import Frame
-from .hardware import hardware_decoder
 from .file import main_video_stream
+from .hardware import hardware_decoder
 from .pixels import frame_pixels
 
 __all__ = [
