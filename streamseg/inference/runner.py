@@ -115,6 +115,8 @@ class ModelRunner:
         if channels_last:
             loaded.model.to(memory_format=torch.channels_last)
         if compile:
+            # Said at warning level, the CLI's default: otherwise minutes pass with no frame and no word.
+            log.warning("torch.compile: the first batches compile the model, which takes a minute or more")
             self._forward = torch.compile(loaded.model)
         self.max_batch = sys.maxsize  # frames per forward pass; lowered when the device runs out of memory
         # On CUDA, uploads and post-processing have their own streams: batch n + 1 is copied while batch n
