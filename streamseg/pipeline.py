@@ -41,7 +41,7 @@ from .inference.runner import ModelRunner
 from .inference.threads import ThreadTuner, set_torch_threads
 from .sinks.jsonl import JsonlSink
 from .sinks.preview import WindowPreviewSink
-from .sinks.video import SegmentedVideoSink, VideoSink, check_writable, pick_encoder
+from .sinks.video import SegmentedVideoSink, VideoSink, check_encoder, check_writable, pick_encoder
 from .sinks.web import WebPreviewSink
 from .sources.file import VideoInfo, probe, read_frames
 from .sources.live import (
@@ -183,6 +183,8 @@ class Pipeline:
                 if Path(path).resolve() in inputs:
                     raise ConfigError(f"{path}: is also an input; writing it would destroy the source")
                 check_writable(path)
+        if cfg.output.video and cfg.output.codec != "auto":
+            check_encoder(cfg.output.codec)
         self.infos = {name: probe(src) for name, src in zip(self.names, cfg.sources) if not self.live[name]}
         loaded = load_model(cfg.model.name, device=cfg.model.device, dtype=cfg.model.dtype)
         self.task = cfg.model.task if cfg.model.task != "auto" else guess_task(cfg.model.name, loaded.id2label)
@@ -264,6 +266,8 @@ class Pipeline:
     def _build_sinks(self, accelerated: bool, opened: list[Sink]) -> tuple[dict[str, list[Sink]], list[Sink]]:
         out = self.config.output
         codec = pick_encoder(out.codec, accelerated)
+        # Chosen by streamseg, a hardware encoder that opens once may still run out of sessions later.
+        fallback = "libx264" if out.codec == "auto" else None
         several = len(self.names) > 1
         by_source: dict[str, list[Sink]] = {}
         for name in self.names:
@@ -272,17 +276,17 @@ class Pipeline:
                 path = output_path(out.video, name, several)
                 if self.live[name] and out.segment_time:
                     group.append(SegmentedVideoSink(path, segment_time=out.segment_time, codec=codec, crf=out.crf,
-                                                    threads=self._codec_threads))
+                                                    threads=self._codec_threads, fallback=fallback))
                     path = str(Path(path).with_name(f"{Path(path).stem}-*{Path(path).suffix}"))  # one per segment
                 elif self.live[name]:
                     group.append(VideoSink(path, time_base=LIVE_TIME_BASE, codec=codec, crf=out.crf, rebase=True,
-                                           threads=self._codec_threads))
+                                           threads=self._codec_threads, fallback=fallback))
                 else:
                     info = self.infos[name]
                     group.append(VideoSink(
                         path, time_base=info.time_base, rate=info.average_rate,
                         audio_from=info.path if out.audio and info.has_audio else None, codec=codec, crf=out.crf,
-                        threads=self._codec_threads, sample_aspect_ratio=info.sample_aspect_ratio,
+                        threads=self._codec_threads, sample_aspect_ratio=info.sample_aspect_ratio, fallback=fallback,
                     ))
                 self.outputs.append(path)
             if out.masks:

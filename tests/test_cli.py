@@ -154,6 +154,20 @@ def test_offline_machine_uses_the_cache_without_waiting_on_the_hub(tmp_path: Pat
     assert "Retrying" not in proc.stderr
 
 
+@pytest.mark.parametrize("codec", ["x264", "aac", "h264_nvenc"])
+def test_an_encoder_that_cannot_work_is_refused_before_any_work(tmp_path: Path, clip: Path, tiny_model: Path,
+                                                               codec: str) -> None:
+    """An unknown name, an audio encoder, or NVENC on a machine without one: one line, before the model loads."""
+    from streamseg.sinks.video import encoder_opens
+
+    if encoder_opens(codec):
+        pytest.skip(f"{codec} opens on this machine")
+    out = tmp_path / "o.mp4"
+    proc = run_cli("segment", str(clip), "-o", str(out), "--model", str(tiny_model), "--codec", codec)
+    _one_line_error(proc, 2, "output.codec", repr(codec))
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("where", ["no_folder", "is_dir", "bad_suffix"])
 def test_unwritable_output(tmp_path: Path, clip: Path, tiny_model: Path, where: str) -> None:
     out = {"no_folder": tmp_path / "missing" / "o.mp4", "is_dir": tmp_path, "bad_suffix": tmp_path / "o.avi"}[where]

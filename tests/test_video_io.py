@@ -277,3 +277,26 @@ def test_frame_size_change_midway_is_scaled_not_fatal(tmp_path: Path, tiny_model
     scaled = cv2.resize(source[-1], (96, 64), interpolation=cv2.INTER_AREA)
     assert np.abs(written[-1].astype(int) - scaled).mean() < 6
     assert caplog.text.count("frame size changed from 96x64 to 160x90") == 1
+
+
+def test_an_encoder_that_does_not_open_falls_back_when_streamseg_chose_it(tmp_path: Path, caplog) -> None:
+    """With --codec auto, NVENC may open for the first outputs and not for the next (consumer GPUs open a
+    handful of sessions): such an output is encoded with libx264 instead, with a warning. Here NVENC
+    does not open at all, which takes the same path."""
+    from streamseg.sinks.video import VideoSink, encoder_opens
+    from streamseg.types import Frame, FrameResult, Segmentation
+
+    if encoder_opens("h264_nvenc"):
+        pytest.skip("NVENC opens on this machine")
+    out = tmp_path / "cam.mp4"
+    with caplog.at_level(logging.WARNING), VideoSink(out, time_base=Fraction(1, 30), codec="h264_nvenc",
+                                                     fallback="libx264") as sink:
+        for i in range(4):
+            frame = Frame(pixels=np.full((64, 96, 3), 40 * i, np.uint8), index=i, pts=i, time_base=Fraction(1, 30),
+                          time=i / 30)
+            sink.write(FrameResult(frame, Segmentation("panoptic", [], [], [], [], [], size=(64, 96))))
+    assert "h264_nvenc did not open" in caplog.text and sink.codec == "libx264"
+    assert len(read_video(out)[2]) == 4
+    with pytest.raises(streamseg.exceptions.SinkError, match="cannot open"):
+        with VideoSink(tmp_path / "no.mp4", time_base=Fraction(1, 30), codec="h264_nvenc") as sink:
+            sink.write(FrameResult(frame, Segmentation("panoptic", [], [], [], [], [], size=(64, 96))))

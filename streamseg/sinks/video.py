@@ -12,10 +12,10 @@ from pathlib import Path
 import av
 import numpy as np
 
-from ..exceptions import SinkError
+from ..exceptions import ConfigError, SinkError
 from ..types import FrameResult
 
-__all__ = ["VideoSink", "SegmentedVideoSink", "check_writable", "pick_encoder", "encoder_opens"]
+__all__ = ["VideoSink", "SegmentedVideoSink", "check_encoder", "check_writable", "pick_encoder", "encoder_opens"]
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +36,26 @@ def encoder_opens(name: str) -> bool:
         ctx.width, ctx.height, ctx.pix_fmt, ctx.time_base = 256, 256, "yuv420p", Fraction(1, 30)
         ctx.open()
         return True
-    except (av.FFmpegError, ValueError, OSError):
+    except (av.FFmpegError, ValueError, OSError, AttributeError):  # AttributeError: not a video encoder
         return False
+
+
+def check_encoder(name: str) -> None:
+    """Fail early, before any work, when a named video encoder is unknown or does not open here.
+
+    Raises:
+        ConfigError: with what to do instead.
+    """
+    try:
+        codec = av.Codec(name, "w")
+    except (av.FFmpegError, ValueError) as exc:  # UnknownCodecError is a ValueError in some PyAV versions
+        raise ConfigError(f"output.codec: {name!r} is not a video encoder FFmpeg has here "
+                          "(libx264, h264_nvenc, libvpx-vp9, libsvtav1, ...)") from exc
+    if codec.type != "video":
+        raise ConfigError(f"output.codec: {name!r} encodes {codec.type}, not video")
+    if not encoder_opens(name):
+        raise ConfigError(f"output.codec: {name!r} does not open on this machine (a hardware encoder needs its "
+                          "device and driver); use --codec auto or libx264")
 
 
 def pick_encoder(codec: str, accelerated: bool) -> str:
@@ -87,6 +105,8 @@ class VideoSink:
             CPU cores, so the encoder does not crowd out the forward pass.
         sample_aspect_ratio: the source's pixel shape where it is not square (anamorphic video), so the
             output shows at the source's width.
+        fallback: an encoder to use when ``codec`` does not open for this file (a GPU's encoder sessions
+            are limited: consumer cards open a handful at once, for many cameras).
     """
 
     stage = "encode"  # name of its time in FrameResult.stats
@@ -105,10 +125,12 @@ class VideoSink:
         rebase: bool = False,
         threads: int = 0,
         sample_aspect_ratio: Fraction | None = None,
+        fallback: str | None = None,
     ) -> None:
         self.path = str(path)
         self.threads = threads
         self.sample_aspect_ratio = sample_aspect_ratio
+        self.fallback = fallback
         self.rebase = rebase
         self._origin: int | None = None
         self.time_base = time_base
@@ -138,29 +160,43 @@ class VideoSink:
         even_w, even_h = width + width % 2, height + height % 2
         if (even_w, even_h) != (width, height):
             log.info("%s: padding %dx%d frames to %dx%d for 4:2:0 video", self.path, width, height, even_w, even_h)
-        try:
-            self._out = av.open(self.path, mode="w")
-            if self.codec.startswith("libx26"):
-                options = {"crf": str(self.crf), "preset": "veryfast"}
-            elif self.codec.endswith("_nvenc"):
-                options = {"preset": "p4", "rc": "vbr", "cq": str(self.crf)}
-            else:
-                options = {}
-            stream = self._out.add_stream(self.codec, rate=self.rate, options=options)
-            stream.width, stream.height, stream.pix_fmt = even_w, even_h, "yuv420p"
-            stream.codec_context.time_base = self.time_base
-            stream.codec_context.thread_count = self.threads
-            stream.codec_context.colorspace = COLORSPACE_BT601
-            stream.codec_context.color_range = RANGE_LIMITED
-            if self.sample_aspect_ratio:
-                stream.codec_context.sample_aspect_ratio = self.sample_aspect_ratio
-            stream.time_base = self.time_base
-            self._video = stream
-        except (av.FFmpegError, ValueError) as exc:
-            raise SinkError(f"{self.path}: cannot open for writing: {_reason(exc)}") from exc
+        codecs = [self.codec] + ([self.fallback] if self.fallback and self.fallback != self.codec else [])
+        for codec in codecs:
+            try:
+                self._out = av.open(self.path, mode="w")
+                self._video = self._add_video(self._out, codec, even_w, even_h)
+                break
+            except (av.FFmpegError, ValueError) as exc:
+                if self._out is not None:
+                    self._out.close()
+                    self._out = None
+                if codec == codecs[-1]:
+                    raise SinkError(f"{self.path}: cannot open for writing: {_reason(exc)}") from exc
+                log.warning("%s: %s did not open (%s); encoding with %s", self.path, codec, _reason(exc), codecs[-1])
+        self.codec = codec
         self._size = (width, height)
         if self.audio_from:
             self._open_audio()
+
+    def _add_video(self, out: av.container.OutputContainer, codec: str, width: int, height: int) -> av.VideoStream:
+        """The video stream, with its encoder opened now: a hardware encoder out of sessions fails here."""
+        if codec.startswith("libx26"):
+            options = {"crf": str(self.crf), "preset": "veryfast"}
+        elif codec.endswith("_nvenc"):
+            options = {"preset": "p4", "rc": "vbr", "cq": str(self.crf)}
+        else:
+            options = {}
+        stream = out.add_stream(codec, rate=self.rate, options=options)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.codec_context.time_base = self.time_base
+        stream.codec_context.thread_count = self.threads
+        stream.codec_context.colorspace = COLORSPACE_BT601
+        stream.codec_context.color_range = RANGE_LIMITED
+        if self.sample_aspect_ratio:
+            stream.codec_context.sample_aspect_ratio = self.sample_aspect_ratio
+        stream.time_base = self.time_base
+        stream.codec_context.open()
+        return stream
 
     def _open_audio(self) -> None:
         assert self._out is not None
@@ -270,9 +306,10 @@ class SegmentedVideoSink:
     takes_yuv = True
 
     def __init__(self, path: str | Path, *, segment_time: float, codec: str = "libx264", crf: int = 20,
-                 threads: int = 0) -> None:
+                 threads: int = 0, fallback: str | None = None) -> None:
         self.path = Path(path)
         self.threads = threads
+        self.fallback = fallback
         self.segment_time = segment_time
         self.codec = codec
         self.crf = crf
@@ -290,7 +327,7 @@ class SegmentedVideoSink:
             if str(name) in self.files:  # two segments in one second
                 name = name.with_name(f"{name.stem}-{len(self.files)}{name.suffix}")
             self._current = VideoSink(name, time_base=result.frame.time_base, codec=self.codec, crf=self.crf,
-                                      rebase=True, threads=self.threads)
+                                      rebase=True, threads=self.threads, fallback=self.fallback)
             self._started = result.time
             self.files.append(str(name))
         self._current.write(result)
