@@ -1,10 +1,17 @@
 """streamseg: Mask2Former segmentation over video files, webcams and camera streams."""
 
-from .api import segment
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .config import Config, load_config
 from .exceptions import ConfigError, ModelError, SinkError, SourceError, StreamsegError
-from .pipeline import Pipeline, RunSummary
-from .types import Frame, FrameResult, Segmentation
+
+if TYPE_CHECKING:
+    from .api import segment
+    from .pipeline import Pipeline, RunSummary
+    from .types import Frame, FrameResult, Segmentation
 
 __version__ = "0.1.0"
 
@@ -23,3 +30,20 @@ __all__ = [
     "ModelError",
     "SinkError",
 ]
+
+# Imported on first use: they bring in torch, which takes seconds, and the command line parses its
+# flags (and answers --help) before it needs them.
+_LAZY = {"segment": ".api", "Pipeline": ".pipeline", "RunSummary": ".pipeline", "Frame": ".types",
+         "FrameResult": ".types", "Segmentation": ".types"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'streamseg' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])

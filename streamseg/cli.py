@@ -10,11 +10,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from typing import TYPE_CHECKING
+
 from .config import DEFAULT_MODEL, Config, load_config
 from .exceptions import ConfigError, ModelError, SinkError, SourceError, StreamsegError
-from .pipeline import Pipeline, RunSummary
-from .stats import StatsBoard
-from .types import FrameResult
+
+if TYPE_CHECKING:
+    from .pipeline import RunSummary
+    from .types import FrameResult
 
 __all__ = ["main"]
 
@@ -171,6 +174,11 @@ def _clock(seconds: float) -> str:
 
 
 def _segment(args: argparse.Namespace) -> int:
+    # Imported here, not at the top: torch takes seconds to import, which --help and bad flags need not
+    # wait for, and a Ctrl-C during the import ends with "aborted" like any other.
+    from .pipeline import Pipeline
+    from .stats import StatsBoard
+
     config = build_config(args)
     out = config.output
     if not config.sources:
@@ -203,9 +211,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(asctime)s %(levelname)s: %(message)s", datefmt="%H:%M:%S")
-    if not args.debug:
-        _quiet_libraries()
     try:
+        if not args.debug:
+            _quiet_libraries()
         return _segment(args)
     except StreamsegError as exc:
         if args.debug:
@@ -222,8 +230,11 @@ def _quiet_libraries() -> None:
     for name in ("transformers", "huggingface_hub", "libav"):
         logging.getLogger(name).setLevel(logging.ERROR)
     try:
+        # Each library sets its own level when imported, over what was set above.
+        from huggingface_hub.utils import logging as hub_logging
         from transformers.utils import logging as hf_logging
 
+        hub_logging.set_verbosity_error()
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
     except ImportError:  # pragma: no cover

@@ -28,6 +28,14 @@ def _one_line_error(proc: subprocess.CompletedProcess, code: int, *needles: str)
         assert needle in errors[0], errors[0]
 
 
+def test_flags_are_read_before_torch_is_imported() -> None:
+    """--help and bad flags answer at once, and a Ctrl-C while torch loads ends in "aborted" (the heavy
+    imports happen inside the CLI's handlers, not when the package is imported)."""
+    code = "import sys, streamseg, streamseg.cli; print(sorted({'torch', 'av', 'transformers'} & set(sys.modules)))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.stdout.strip() == "[]", proc.stdout + proc.stderr
+
+
 def test_segment_writes_video_and_masks(tmp_path: Path, tiny_model: Path) -> None:
     src = write_clip(tmp_path / "in.mp4", frames=10)
     out, masks = tmp_path / "out.mp4", tmp_path / "m.jsonl"
