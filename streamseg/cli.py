@@ -8,9 +8,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .config import DEFAULT_MODEL, Config, load_config
 from .exceptions import ConfigError, ModelError, SinkError, SourceError, StreamsegError
