@@ -7,10 +7,14 @@ from pathlib import Path
 from typing import Any
 
 from .config import DEFAULT_MODEL, load_config
+from .exceptions import ConfigError
 from .pipeline import Pipeline
 from .types import FrameResult
 
 __all__ = ["segment"]
+
+# The named arguments whose default is a value rather than None: left at it, a dotted override wins.
+_DEFAULTS = {"model__name": DEFAULT_MODEL, "model__task": "auto", "model__device": "auto", "model__dtype": "auto"}
 
 
 def segment(
@@ -48,20 +52,22 @@ def segment(
         **overrides: any other config value by dotted name with ``__`` for the dot,
             e.g. ``render__opacity=0.3``.
     """
-    cfg = load_config(
-        config,
-        sources=(str(source),),
-        model__name=model if config is None or model != DEFAULT_MODEL else None,
-        model__task=task if config is None or task != "auto" else None,
-        model__device=device,
-        model__dtype=dtype,
-        batching__batch_size=batch_size,
-        postprocess__threshold=threshold,
-        postprocess__mask_threshold=mask_threshold,
-        postprocess__overlap_threshold=overlap_threshold,
-        output__video=str(output) if output else None,
-        output__masks=str(save_masks) if save_masks else None,
-        **overrides,
-    )
+    named = {
+        "sources": (str(source),),
+        "model__name": model if config is None or model != DEFAULT_MODEL else None,
+        "model__task": task if config is None or task != "auto" else None,
+        "model__device": device,
+        "model__dtype": dtype,
+        "batching__batch_size": batch_size,
+        "postprocess__threshold": threshold,
+        "postprocess__mask_threshold": mask_threshold,
+        "postprocess__overlap_threshold": overlap_threshold,
+        "output__video": str(output) if output else None,
+        "output__masks": str(save_masks) if save_masks else None,
+    }
+    for key in overrides.keys() & named.keys():  # the dotted spelling of an argument named above
+        if named[key] not in (None, _DEFAULTS.get(key), overrides[key]):
+            raise ConfigError(f"{key.replace('__', '.')}: given twice, as {named[key]!r} and {overrides[key]!r}")
+    cfg = load_config(config, **{**named, **overrides})
     with Pipeline(cfg, masks_to_host=True) as pipeline:
         yield from pipeline.results()

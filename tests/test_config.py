@@ -111,3 +111,13 @@ def test_model_folder_is_found_beside_the_config(tmp_path: Path, monkeypatch: py
     assert load_config(config).model.name == "../model"
     config.write_text("model:\n  name: facebook/mask2former-swin-tiny-coco-panoptic\n")
     assert load_config(config).model.name == "facebook/mask2former-swin-tiny-coco-panoptic"
+
+
+def test_segment_takes_named_and_dotted_arguments_alike(clip: Path, tiny_model: Path) -> None:
+    """``threshold=`` and ``postprocess__threshold=`` are one setting: either works, and two values for it
+    are refused rather than one silently dropped (it was a TypeError)."""
+    first = next(streamseg.segment(clip, model=str(tiny_model), postprocess__threshold=0.9, batching__batch_size=2))
+    assert first.index == 0
+    next(streamseg.segment(clip, model__name=str(tiny_model), threshold=0.9, postprocess__threshold=0.9))
+    with pytest.raises(ConfigError, match="postprocess.threshold: given twice"):
+        next(streamseg.segment(clip, model=str(tiny_model), threshold=0.4, postprocess__threshold=0.6))
