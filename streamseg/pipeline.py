@@ -50,7 +50,7 @@ from .sources.live import (
 from .stats import StatsBoard
 from .types import FrameResult
 
-__all__ = ["Pipeline", "RunSummary", "Sink", "source_names", "output_path"]
+__all__ = ["Pipeline", "RunSummary", "Sink", "output_path", "output_tags", "source_names"]
 
 log = logging.getLogger(__name__)
 stats_log = logging.getLogger("streamseg.stats")
@@ -105,6 +105,15 @@ def source_names(sources: tuple[str, ...] | list[str]) -> list[str]:
     return names
 
 
+def output_tags(names: list[str], sources: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """What each source adds to its output files' names: a file's name without its extension
+    (``out-street.mp4``, not ``out-street.mp4.mp4``) where that stays unique, else its whole name."""
+    stems = {name: Path(name).stem if "://" not in src and not is_live(src) and Path(name).stem else name
+             for name, src in zip(names, sources)}
+    counts = {stem: list(stems.values()).count(stem) for stem in stems.values()}
+    return {name: stem if counts[stem] == 1 else name for name, stem in stems.items()}
+
+
 def output_path(template: str, source: str, several: bool) -> str:
     """``out.mp4`` for a single source, ``out-<source>.mp4`` for each of several."""
     if not several:
@@ -136,6 +145,7 @@ class Pipeline:
             raise ConfigError("sources: at least one source is needed")
         self.config = config
         self.names = source_names(config.sources)
+        self._tags = output_tags(self.names, config.sources)
         self.live = {name: is_live(src) for name, src in zip(self.names, config.sources)}
         self.infos: dict[str, VideoInfo] = {}
         self.task = ""
@@ -179,7 +189,7 @@ class Pipeline:
         inputs = {Path(src).resolve() for src in cfg.sources if "://" not in src and not is_webcam(src)}
         for template in (cfg.output.video, cfg.output.masks):
             for name in self.names if template else []:
-                path = output_path(template, name, several)
+                path = output_path(template, self._tags[name], several)
                 if Path(path).resolve() in inputs:
                     raise ConfigError(f"{path}: is also an input; writing it would destroy the source")
                 check_writable(path)
@@ -273,7 +283,7 @@ class Pipeline:
         for name in self.names:
             group: list[Sink] = []
             if out.video:
-                path = output_path(out.video, name, several)
+                path = output_path(out.video, self._tags[name], several)
                 if self.live[name] and out.segment_time:
                     group.append(SegmentedVideoSink(path, segment_time=out.segment_time, codec=codec, crf=out.crf,
                                                     threads=self._codec_threads, fallback=fallback))
@@ -290,7 +300,7 @@ class Pipeline:
                     ))
                 self.outputs.append(path)
             if out.masks:
-                path = output_path(out.masks, name, several)
+                path = output_path(out.masks, self._tags[name], several)
                 sink = JsonlSink(path, wall_clock=self.live[name])
                 sink.open()
                 opened.append(sink)

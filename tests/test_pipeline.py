@@ -206,3 +206,18 @@ def test_channels_last_gives_the_same_segments(tmp_path: Path) -> None:
     nhwc = [r.segmentation.label_map() for _, r in zip(range(4), streamseg.segment(
         SAMPLE_CLIP, model__channels_last=True, **kwargs))]
     assert all((a == b).float().mean().item() >= 0.999 for a, b in zip(plain, nhwc))
+
+
+def test_several_files_each_get_their_own_outputs(tmp_path: Path, tiny_model: Path) -> None:
+    """``-o out.mp4`` with several files: ``out-street.mp4``, not ``out-street.mp4.mp4``; names that would
+    then clash keep the whole file name."""
+    sources = [write_clip(tmp_path / "street.mp4", frames=3), write_clip(tmp_path / "park.mkv", frames=4),
+               write_clip(tmp_path / "park.mp4", frames=5)]
+    cfg = load_config(None, sources=tuple(map(str, sources)), model__name=str(tiny_model),
+                      output__video=str(tmp_path / "out.mp4"), output__masks=str(tmp_path / "m.jsonl"))
+    with Pipeline(cfg) as pipeline:
+        pipeline.run(handle_interrupt=False)
+    expected = {"out-street.mp4": 3, "out-park.mkv.mp4": 4, "out-park.mp4.mp4": 5}
+    assert {name: len(read_video(tmp_path / name)[2]) for name in expected} == expected
+    assert sorted(p.name for p in tmp_path.glob("m-*.jsonl")) == ["m-park.mkv.jsonl", "m-park.mp4.jsonl",
+                                                                  "m-street.jsonl"]
