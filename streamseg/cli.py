@@ -74,7 +74,9 @@ def _parser() -> argparse.ArgumentParser:
     live.add_argument("--serve", metavar="[HOST:]PORT",
                       help="web page with each source's annotated stream and stats (host 127.0.0.1 by default)")
     live.add_argument("--segment-time", type=float, metavar="SECONDS",
-                      help="split live recordings into files of this length")
+                      help="split live recordings (and masks) into files of this length")
+    live.add_argument("--keep-segments", type=int, metavar="N",
+                      help="with --segment-time, keep each source's newest N files and delete older ones")
     live.add_argument("--duration", type=float, metavar="SECONDS", help="end the run after this long")
     live.add_argument("--rtsp-transport", choices=("tcp", "udp"), help="RTSP transport (default tcp)")
     live.add_argument("--stall-timeout", type=float, metavar="SECONDS",
@@ -123,6 +125,7 @@ def build_config(args: argparse.Namespace) -> Config:
         output__show=args.show,
         output__serve=args.serve,
         output__segment_time=args.segment_time,
+        output__keep_segments=args.keep_segments,
         duration=args.duration,
         decoder=args.decoder,
         color_conversion=args.color_conversion,

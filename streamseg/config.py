@@ -142,8 +142,9 @@ class OutputConfig:
     """Where results go.
 
     With several sources, ``video`` and ``masks`` name one file per source: ``out.mp4`` becomes
-    ``out-<source>.mp4``; with ``segment_time`` a recording is split into files of that many seconds,
-    named ``out-<source>-<YYYYmmdd-HHMMSS>.mp4``.
+    ``out-<source>.mp4``; with ``segment_time`` a live source's recording and masks are split into files
+    of that many seconds, named ``out-<source>-<YYYYmmdd-HHMMSS>.mp4``, of which ``keep_segments`` (if
+    set) are kept per source, the oldest deleted as new ones start.
     """
 
     video: str | None = None
@@ -152,6 +153,7 @@ class OutputConfig:
     codec: str = "auto"
     crf: int = 20
     segment_time: float | None = None
+    keep_segments: int | None = None
     show: bool = False
     serve: str | None = None
 
@@ -159,6 +161,9 @@ class OutputConfig:
         _check(0 <= self.crf <= 51, "output.crf", f"must be between 0 and 51, got {self.crf}")
         if self.segment_time is not None:
             _check(self.segment_time >= 1, "output.segment_time", f"must be at least 1 s, got {self.segment_time}")
+        if self.keep_segments is not None:
+            _check(self.keep_segments >= 1, "output.keep_segments", f"must be at least 1, got {self.keep_segments}")
+            _check(self.segment_time is not None, "output.keep_segments", "needs output.segment_time (--segment-time)")
         if self.serve is not None:
             host, _, port = self.serve.rpartition(":")
             _check(port.isdigit() and 0 <= int(port) < 65536, "output.serve",

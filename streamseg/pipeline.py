@@ -41,7 +41,8 @@ from .inference.runner import ModelRunner
 from .inference.threads import ThreadTuner, set_torch_threads
 from .sinks.jsonl import JsonlSink
 from .sinks.preview import WindowPreviewSink
-from .sinks.video import SegmentedVideoSink, VideoSink, check_encoder, check_writable, pick_encoder
+from .sinks.segments import SegmentedSink
+from .sinks.video import VideoSink, check_encoder, check_writable, pick_encoder
 from .sinks.web import WebPreviewSink
 from .sources.file import VideoInfo, probe, read_frames
 from .sources.live import (
@@ -112,6 +113,17 @@ def output_tags(names: list[str], sources: tuple[str, ...] | list[str]) -> dict[
              for name, src in zip(names, sources)}
     counts = {stem: list(stems.values()).count(stem) for stem in stems.values()}
     return {name: stem if counts[stem] == 1 else name for name, stem in stems.items()}
+
+
+def _segments_of(path: str) -> str:
+    """How the summary names a segmented output: ``rec-*.mp4``."""
+    return str(Path(path).with_name(f"{Path(path).stem}-*{Path(path).suffix}"))
+
+
+def _open_jsonl(path: Path, first: FrameResult) -> JsonlSink:
+    sink = JsonlSink(path, wall_clock=True)
+    sink.open()
+    return sink
 
 
 def output_path(template: str, source: str, several: bool) -> str:
@@ -285,9 +297,14 @@ class Pipeline:
             if out.video:
                 path = output_path(out.video, self._tags[name], several)
                 if self.live[name] and out.segment_time:
-                    group.append(SegmentedVideoSink(path, segment_time=out.segment_time, codec=codec, crf=out.crf,
-                                                    threads=self._codec_threads, fallback=fallback))
-                    path = str(Path(path).with_name(f"{Path(path).stem}-*{Path(path).suffix}"))  # one per segment
+                    def open_video(file: Path, first: FrameResult) -> VideoSink:
+                        return VideoSink(file, time_base=first.frame.time_base, codec=codec, crf=out.crf, rebase=True,
+                                         threads=self._codec_threads, fallback=fallback)
+
+                    group.append(SegmentedSink(path, segment_time=out.segment_time, open_file=open_video,
+                                               keep=out.keep_segments, stage=VideoSink.stage, wants_annotated=True,
+                                               takes_yuv=True))
+                    path = _segments_of(path)
                 elif self.live[name]:
                     group.append(VideoSink(path, time_base=LIVE_TIME_BASE, codec=codec, crf=out.crf, rebase=True,
                                            threads=self._codec_threads, fallback=fallback))
@@ -301,10 +318,15 @@ class Pipeline:
                 self.outputs.append(path)
             if out.masks:
                 path = output_path(out.masks, self._tags[name], several)
-                sink = JsonlSink(path, wall_clock=self.live[name])
-                sink.open()
-                opened.append(sink)
-                group.append(sink)
+                if self.live[name] and out.segment_time:  # split like the recording, files named alike
+                    group.append(SegmentedSink(path, segment_time=out.segment_time, open_file=_open_jsonl,
+                                               keep=out.keep_segments, stage=JsonlSink.stage))
+                    path = _segments_of(path)
+                else:
+                    sink = JsonlSink(path, wall_clock=self.live[name])
+                    sink.open()
+                    opened.append(sink)
+                    group.append(sink)
                 self.outputs.append(path)
             by_source[name] = group
         shared: list[Sink] = []

@@ -370,21 +370,29 @@ def test_preview_page_shows_moving_frames_in_a_browser(rtsp, tmp_path: Path, tin
 
 @needs_rtsp
 def test_live_recording_is_split_into_playable_segments(rtsp, tmp_path: Path, tiny_model: Path) -> None:
+    """Recording and masks split every 2 s, the newest two of each kept: a 24/7 job never fills the disk."""
     server = rtsp("cam:15")
-    out = tmp_path / "rec.mp4"
+    out, masks = tmp_path / "rec.mp4", tmp_path / "masks.jsonl"
+    started = time.time()
     proc = subprocess.run(
         [sys.executable, "-m", "streamseg", "segment", server.url("cam"), "--model", str(tiny_model), "-o", str(out),
-         "--segment-time", "2", "--duration", "9", "--stall-timeout", "3"],
+         "--save-masks", str(masks), "--segment-time", "2", "--keep-segments", "2", "--duration", "9",
+         "--stall-timeout", "3"],
         capture_output=True, text=True, timeout=90, cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stderr
     files = sorted(tmp_path.glob("rec-*.mp4"))
-    assert len(files) >= 2, proc.stderr
+    assert len(files) == 2, proc.stderr
     assert f"{tmp_path}/rec-*.mp4" in proc.stderr  # the summary names the files as they are written
     for f in files:
         pts, tb, frames = read_video(f)
         assert frames and pts[0] == 0  # each file starts at 0
         assert float(pts[-1] * tb) < 3.0
+    records = sorted(tmp_path.glob("masks-*.jsonl"))
+    assert [r.name.removeprefix("masks") for r in records] == [f.name.removeprefix("rec")[:-4] + ".jsonl"
+                                                                for f in files]
+    first = json.loads(records[0].read_text().splitlines()[0])
+    assert first["time"] > started + 3  # the older segments, made first, were deleted
 
 
 @needs_rtsp

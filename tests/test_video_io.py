@@ -15,6 +15,7 @@ import pytest
 
 import streamseg
 from streamseg.exceptions import SourceError
+from streamseg.sinks.video import VideoSink
 from streamseg.sources import probe, read_frames
 
 from .conftest import read_video, write_clip
@@ -175,7 +176,6 @@ def test_hardware_decoding_gives_the_same_frames_or_falls_back(tmp_path: Path, c
 def test_output_says_which_colour_matrix_it_was_encoded_with(tmp_path: Path) -> None:
     """Saturated colours survive a round trip through a decoder that follows the file's tags; untagged
     HD output would be read as BT.709 by players and shift them."""
-    from streamseg.sinks.video import VideoSink
     from streamseg.types import Frame, FrameResult, Segmentation
 
     colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (40, 200, 220), (128, 128, 128)]
@@ -283,7 +283,7 @@ def test_an_encoder_that_does_not_open_falls_back_when_streamseg_chose_it(tmp_pa
     """With --codec auto, NVENC may open for the first outputs and not for the next (consumer GPUs open a
     handful of sessions): such an output is encoded with libx264 instead, with a warning. Here NVENC
     does not open at all, which takes the same path."""
-    from streamseg.sinks.video import VideoSink, encoder_opens
+    from streamseg.sinks.video import encoder_opens
     from streamseg.types import Frame, FrameResult, Segmentation
 
     if encoder_opens("h264_nvenc"):
@@ -297,6 +297,45 @@ def test_an_encoder_that_does_not_open_falls_back_when_streamseg_chose_it(tmp_pa
             sink.write(FrameResult(frame, Segmentation("panoptic", [], [], [], [], [], size=(64, 96))))
     assert "h264_nvenc did not open" in caplog.text and sink.codec == "libx264"
     assert len(read_video(out)[2]) == 4
-    with pytest.raises(streamseg.exceptions.SinkError, match="cannot open"):
-        with VideoSink(tmp_path / "no.mp4", time_base=Fraction(1, 30), codec="h264_nvenc") as sink:
-            sink.write(FrameResult(frame, Segmentation("panoptic", [], [], [], [], [], size=(64, 96))))
+    unused = VideoSink(tmp_path / "no.mp4", time_base=Fraction(1, 30), codec="h264_nvenc")
+    with pytest.raises(streamseg.exceptions.SinkError, match="cannot open"), unused:
+        unused.write(FrameResult(frame, Segmentation("panoptic", [], [], [], [], [], size=(64, 96))))
+
+
+def test_segmented_outputs_keep_the_newest_files(tmp_path: Path) -> None:
+    """Split every 2 s of wall-clock time: five files for 10 s; with keep=2 only the last two remain,
+    each whole (the video plays, every JSON line parses); no other file is touched."""
+    from streamseg.sinks.jsonl import JsonlSink
+    from streamseg.sinks.segments import SegmentedSink
+    from streamseg.types import Frame, FrameResult, Segmentation
+
+    bystander = tmp_path / "rec-19990101-000000.mp4"
+    bystander.write_bytes(b"not ours")
+
+    def open_video(path: Path, first: FrameResult) -> VideoSink:
+        return VideoSink(path, time_base=Fraction(1, 1000), rebase=True)
+
+    def open_masks(path: Path, first: FrameResult) -> JsonlSink:
+        sink = JsonlSink(path, wall_clock=True)
+        sink.open()
+        return sink
+
+    video = SegmentedSink(tmp_path / "rec.mp4", segment_time=2, open_file=open_video, keep=2, stage="encode")
+    masks = SegmentedSink(tmp_path / "masks.jsonl", segment_time=2, open_file=open_masks, stage="export")
+    start = 1_800_000_000.0  # wall-clock seconds, as live frames carry them
+    for i in range(20):
+        frame = Frame(pixels=np.full((64, 96, 3), 10 * i, np.uint8), index=i, pts=500 * i,
+                      time_base=Fraction(1, 1000), time=start + 0.5 * i)
+        result = FrameResult(frame, Segmentation("panoptic", [], [], [], [], [], size=(64, 96)))
+        video.write(result)
+        masks.write(result)
+    video.close()
+    masks.close()
+    kept = sorted(p for p in tmp_path.glob("rec-*.mp4") if p != bystander)
+    assert [str(p) for p in kept] == video.files and len(kept) == 2
+    assert [len(read_video(p)[2]) for p in kept] == [4, 4]
+    assert bystander.read_bytes() == b"not ours"
+    records = sorted(tmp_path.glob("masks-*.jsonl"))
+    assert len(records) == 5
+    assert [[json.loads(line)["frame"] for line in p.read_text().splitlines()] for p in records] == [
+        list(range(k, k + 4)) for k in range(0, 20, 4)]

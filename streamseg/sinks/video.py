@@ -15,7 +15,7 @@ import numpy as np
 from ..exceptions import ConfigError, SinkError
 from ..types import FrameResult
 
-__all__ = ["VideoSink", "SegmentedVideoSink", "check_encoder", "check_writable", "pick_encoder", "encoder_opens"]
+__all__ = ["VideoSink", "check_encoder", "check_writable", "pick_encoder", "encoder_opens"]
 
 log = logging.getLogger(__name__)
 
@@ -293,49 +293,6 @@ class VideoSink:
             if self._audio_in is not None:
                 self._audio_in.close()
                 self._audio_in = None
-
-
-class SegmentedVideoSink:
-    """A live recording split into files of ``segment_time`` seconds, so a run of days never leaves one
-    huge or broken file. Each file starts at a keyframe with timestamps from 0 and is complete (it plays)
-    as soon as the next one starts. Files are named ``<stem>-<YYYYmmdd-HHMMSS><suffix>`` by their start.
-    """
-
-    stage = "encode"
-    wants_annotated = True
-    takes_yuv = True
-
-    def __init__(self, path: str | Path, *, segment_time: float, codec: str = "libx264", crf: int = 20,
-                 threads: int = 0, fallback: str | None = None) -> None:
-        self.path = Path(path)
-        self.threads = threads
-        self.fallback = fallback
-        self.segment_time = segment_time
-        self.codec = codec
-        self.crf = crf
-        self.files: list[str] = []
-        self._current: VideoSink | None = None
-        self._started = 0.0
-
-    def write(self, result: FrameResult) -> None:
-        if self._current is not None and result.time - self._started >= self.segment_time:
-            self._current.close()
-            self._current = None
-        if self._current is None:
-            stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(result.time))
-            name = self.path.with_name(f"{self.path.stem}-{stamp}{self.path.suffix}")
-            if str(name) in self.files:  # two segments in one second
-                name = name.with_name(f"{name.stem}-{len(self.files)}{name.suffix}")
-            self._current = VideoSink(name, time_base=result.frame.time_base, codec=self.codec, crf=self.crf,
-                                      rebase=True, threads=self.threads, fallback=self.fallback)
-            self._started = result.time
-            self.files.append(str(name))
-        self._current.write(result)
-
-    def close(self) -> None:
-        if self._current is not None:
-            self._current.close()
-            self._current = None
 
 
 def _reason(exc: BaseException) -> str:
