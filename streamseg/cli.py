@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import glob
 import logging
 import sys
 import time
@@ -202,8 +203,9 @@ def _segment(args: argparse.Namespace) -> int:
     if any(pipeline.live.values()) and summary.sources:
         print(StatsBoard.format(summary.sources), file=sys.stderr)
     state = "stopped early" if summary.interrupted else "done"
+    written = [o for o in summary.outputs if "://" in o or glob.glob(glob.escape(o).replace("[*]", "*"))]
     print(f"{state}: {summary.frames} frames in {summary.seconds:.1f} s ({summary.fps:.1f} fps) -> "
-          f"{', '.join(summary.outputs) or 'no file'}", file=sys.stderr)
+          f"{', '.join(written) or 'no file'}", file=sys.stderr)
     return EXIT_INTERRUPTED if summary.interrupted else 0
 
 

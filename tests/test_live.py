@@ -518,6 +518,24 @@ def test_webcam_capture_path_gives_rgb_frames(tmp_path: Path) -> None:
     assert events[0].state == "connecting" and "live" in [e.state for e in events]
 
 
+def test_a_missing_webcam_says_so_in_one_line(capfd, tmp_path: Path, tiny_model: Path) -> None:
+    """No OpenCV warning blocks on each retry: one line that says which device is missing, and a
+    summary that names no file when none was written."""
+    from streamseg.sources.live import read_webcam
+
+    with pytest.raises(live.SourceError, match=r"cannot open webcam /dev/video97 \(no /dev/video97\)"):
+        read_webcam("/dev/video97")()
+    assert "[ WARN" not in capfd.readouterr().err
+    proc = subprocess.run(
+        [sys.executable, "-m", "streamseg", "segment", "/dev/video97", "--model", str(tiny_model),
+         "-o", str(tmp_path / "cam.mp4"), "--duration", "2"],
+        capture_output=True, text=True, timeout=90, cwd=ROOT, check=False,
+    )
+    assert "[ WARN" not in proc.stderr and "Cannot open video device" not in proc.stderr
+    assert "cannot open webcam /dev/video97 (no /dev/video97)" in proc.stderr
+    assert proc.stderr.strip().endswith("-> no file"), proc.stderr
+
+
 @needs_rtsp
 def test_one_camera_refusing_credentials_does_not_stop_the_others(rtsp, tiny_model: Path) -> None:
     good, locked = rtsp("cam:15"), rtsp("cam:15", auth="user:right")

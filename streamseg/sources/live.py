@@ -10,8 +10,10 @@ never printed with their credentials.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -257,7 +259,18 @@ def read_webcam(device: str, *, stall_s: float = 5.0) -> Connect:
     def connect() -> Iterator[Pixels]:
         import cv2
 
-        capture = cv2.VideoCapture(int(device) if device.isdigit() else device)
+        path = f"/dev/video{device}" if device.isdigit() else device
+        if sys.platform.startswith("linux") and not os.path.exists(path):  # unplugged: say so, ask no backend
+            raise SourceError(f"cannot open webcam {device} (no {path})")
+        # OpenCV's backends each print a warning block for a camera that does not open, on every retry;
+        # silenced while opening, since the reconnect log says it once, in one line.
+        opencv_log = cv2.utils.logging
+        level = opencv_log.getLogLevel()
+        opencv_log.setLogLevel(opencv_log.LOG_LEVEL_SILENT)
+        try:
+            capture = cv2.VideoCapture(int(device) if device.isdigit() else device)
+        finally:
+            opencv_log.setLogLevel(level)
         if not capture.isOpened():
             capture.release()
             raise SourceError(f"cannot open webcam {device}")
