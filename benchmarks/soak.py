@@ -9,8 +9,8 @@ make); the pipeline runs until ``--minutes`` have passed; RSS is sampled every f
 is fitted by least squares after the first minute (allocator and caches warming up).
 
 ``--live SECONDS`` reads a camera instead: GStreamer's RTSP server (tests/rtsp_server.py, Debian's
-python3-gi), killed and started again every SECONDS, recorded in 60 s segments + JSONL, so that every
-reconnect path runs many times. Open file descriptors and threads are sampled too: a camera that
+python3-gi), killed and started again every SECONDS, recorded in 60 s segments + JSONL of which the
+newest 3 are kept, so that every reconnect path runs many times. Open file descriptors and threads are sampled too: a camera that
 drops a hundred times a day must not leak either.
 """
 
@@ -68,7 +68,8 @@ def main() -> None:
 
             camera = RtspServer("cam:15").start()
             cfg = load_config(None, sources=(camera.url("cam"),), model__name=str(model), model__device=args.device,
-                              output__segment_time=60.0, live__stall_timeout_s=2.0, live__reconnect_initial_s=0.2,
+                              output__segment_time=60.0, output__keep_segments=3, live__stall_timeout_s=2.0,
+                              live__reconnect_initial_s=0.2,
                               live__reconnect_max_s=1.0, live__stats_interval_s=0.0, **outputs)
         else:
             frames = int(args.minutes * 60 * args.fps_guess * 1.5)
@@ -109,7 +110,7 @@ def main() -> None:
                 helper.join()
             if camera:
                 camera.stop()
-        recorded = len(list(Path(tmp).glob("out-*.mp4")))
+        recorded = f"{len(list(Path(tmp).glob('out-*.mp4')))} recordings and {len(list(Path(tmp).glob('out-*.jsonl')))}"
     if args.trace:
         Path(args.trace).write_text("seconds,rss_mb,open_fds,threads\n"
                                     + "".join(f"{t:.1f},{m:.1f},{f},{n}\n" for t, m, f, n in samples))
@@ -121,7 +122,7 @@ def main() -> None:
           f"{m.min():.0f}-{m.max():.0f} MB after 1 min; slope {slope:+.2f} MB/min over {len(t)} samples")
     print(f"open files {late[0][2]}-{max(s[2] for s in late)} (last {late[-1][2]}), threads {late[0][3]}-"
           f"{max(s[3] for s in late)} (last {late[-1][3]}) after 1 min"
-          + (f"; camera restarted {restarts} times, {recorded} recording segments" if camera else ""))
+          + (f"; camera restarted {restarts} times; {recorded} mask files left" if camera else ""))
 
 
 if __name__ == "__main__":

@@ -61,6 +61,15 @@ def test_map_encodes_each_segment_as_its_mask(segment_map: np.ndarray, n: int) -
     assert len(from_map) == n
     assert from_map == [rle.encode(m) for m in masks]
     assert rle.encode_masks(masks) == from_map
+    # As Segmentation.cpu() hands them over from a GPU: stored column by column, read the same.
+    import torch
+
+    from streamseg.types import column_major
+
+    by_columns = column_major(torch.from_numpy(segment_map)).numpy()
+    stack = column_major(torch.from_numpy(masks)).numpy()
+    assert np.array_equal(by_columns, segment_map) and (by_columns.flags.f_contiguous or by_columns.size <= 1)
+    assert rle.encode_map(by_columns, n) == from_map and rle.encode_masks(stack) == from_map
 
 
 def test_many_overlapping_masks_match_pycocotools() -> None:
