@@ -291,16 +291,17 @@ class Pipeline:
         # Chosen by streamseg, a hardware encoder that opens once may still run out of sessions later.
         fallback = "libx264" if out.codec == "auto" else None
         several = len(self.names) > 1
+
+        def open_video(file: Path, first: FrameResult) -> VideoSink:  # a live recording's next segment
+            return VideoSink(file, time_base=first.frame.time_base, codec=codec, crf=out.crf, rebase=True,
+                             threads=self._codec_threads, fallback=fallback)
+
         by_source: dict[str, list[Sink]] = {}
         for name in self.names:
             group: list[Sink] = []
             if out.video:
                 path = output_path(out.video, self._tags[name], several)
                 if self.live[name] and out.segment_time:
-                    def open_video(file: Path, first: FrameResult) -> VideoSink:
-                        return VideoSink(file, time_base=first.frame.time_base, codec=codec, crf=out.crf, rebase=True,
-                                         threads=self._codec_threads, fallback=fallback)
-
                     group.append(SegmentedSink(path, segment_time=out.segment_time, open_file=open_video,
                                                keep=out.keep_segments, stage=VideoSink.stage, wants_annotated=True,
                                                takes_yuv=True))
