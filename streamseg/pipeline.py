@@ -207,6 +207,8 @@ class Pipeline:
                 check_writable(path)
         if cfg.output.video and cfg.output.codec != "auto":
             check_encoder(cfg.output.codec)
+        if cfg.output.segment_time and not all(self.live.values()):
+            log.warning("--segment-time splits live recordings only: a file source's outputs stay one file each")
         self.infos = {name: probe(src) for name, src in zip(self.names, cfg.sources) if not self.live[name]}
         loaded = load_model(cfg.model.name, device=cfg.model.device, dtype=cfg.model.dtype)
         self.task = cfg.model.task if cfg.model.task != "auto" else guess_task(cfg.model.name, loaded.id2label)
