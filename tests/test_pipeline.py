@@ -221,3 +221,12 @@ def test_several_files_each_get_their_own_outputs(tmp_path: Path, tiny_model: Pa
     assert {name: len(read_video(tmp_path / name)[2]) for name in expected} == expected
     assert sorted(p.name for p in tmp_path.glob("m-*.jsonl")) == ["m-park.mkv.jsonl", "m-park.mp4.jsonl",
                                                                   "m-street.jsonl"]
+
+
+def test_segment_time_on_a_file_says_it_does_nothing_there(tmp_path: Path, tiny_model: Path, caplog) -> None:
+    src = write_clip(tmp_path / "in.mp4", frames=3)
+    cfg = _config(src, tiny_model, output__video=str(tmp_path / "o.mp4"), output__segment_time=2.0)
+    with Pipeline(cfg) as pipeline:
+        pipeline.run(handle_interrupt=False)
+    assert "splits live recordings only" in caplog.text
+    assert len(read_video(tmp_path / "o.mp4")[2]) == 3
