@@ -38,7 +38,8 @@ def _tagged_clip(path: Path, *, colorspace: int = 2, pix_fmt: str = "yuv420p", s
 
 
 @pytest.mark.parametrize(("colorspace", "matrix", "size"),
-                         [(2, "bt601", (160, 96)), (6, "bt601", (160, 90)), (1, "bt709", (480, 270))])
+                         [(2, "bt601", (160, 96)), (6, "bt601", (160, 90)), (1, "bt709", (480, 270)),
+                          (2, "bt709", (1280, 720))])
 def test_yuv_frames_keep_the_decoder_layout_and_convert_like_ffmpeg(tmp_path: Path, colorspace: int, matrix: str,
                                                                      size: tuple[int, int]) -> None:
     width, height = size  # heights of 90 and 270: chroma planes of an odd number of rows
@@ -57,6 +58,20 @@ def test_yuv_frames_keep_the_decoder_layout_and_convert_like_ffmpeg(tmp_path: Pa
     other = "bt601" if matrix == "bt709" else "bt709"
     wrong = yuv420_to_rgb(torch.from_numpy(yuv[0].pixels)[None], "yuv420p", other)[0].numpy()
     assert np.abs(wrong.astype(int) - rgb[0].image).max() > 8
+
+
+@pytest.mark.parametrize(("size", "matrix"), [((1280, 720), "ITU709"), ((720, 576), "ITU601"), ((640, 360), "ITU601")])
+def test_untagged_video_is_read_as_players_read_it(tmp_path: Path, size: tuple[int, int], matrix: str) -> None:
+    """A file that names no colour matrix: players (mpv, browsers) take BT.709 for HD and BT.601 below,
+    where FFmpeg takes BT.601 at any size. The model, and the overlay, see what the viewer saw."""
+    clip = _tagged_clip(tmp_path / "c.mp4", colorspace=2, size=size)
+    with av.open(str(clip)) as container:
+        decoded = list(container.decode(video=0))
+    for frame, original in zip(read_frames(clip), decoded):
+        assert int(original.colorspace) == 2
+        np.testing.assert_array_equal(frame.image, original.to_ndarray(format="rgb24", src_colorspace=matrix))
+    if matrix == "ITU709":  # and that is not FFmpeg's default: the check above tells them apart
+        assert np.abs(frame.image.astype(int) - original.to_ndarray(format="rgb24")).max() > 8
 
 
 def test_nv12_layout_converts_like_planar(tmp_path: Path) -> None:

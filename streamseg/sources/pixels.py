@@ -9,11 +9,12 @@ import numpy as np
 
 from ..types import YUV_FORMATS
 
-__all__ = ["display_rotation", "frame_pixels"]
+__all__ = ["colour_matrix", "display_rotation", "frame_pixels"]
 
 # FFmpeg's colour matrices (AVColorSpace) that the device conversion knows, all in limited range:
-# BT.709; unspecified (which FFmpeg converts as BT.601), BT.470BG and SMPTE 170M (both BT.601).
-_MATRICES = {1: "bt709", 2: "bt601", 5: "bt601", 6: "bt601"}
+# BT.709; BT.470BG and SMPTE 170M (both BT.601).
+_MATRICES = {1: "bt709", 5: "bt601", 6: "bt601"}
+_UNSPECIFIED = 2
 _FULL_RANGE = 2  # AVCOL_RANGE_JPEG
 # Turning a frame counter-clockwise by its display rotation shows it as players (and FFmpeg's CLI) do.
 _UPRIGHT = {90: cv2.ROTATE_90_COUNTERCLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_CLOCKWISE}
@@ -33,6 +34,16 @@ def display_rotation(decoded: av.VideoFrame) -> int:
     return quarter % 4 * 90
 
 
+def colour_matrix(decoded: av.VideoFrame) -> str | None:
+    """The matrix a frame's YUV was made with: what the file says; for video that says nothing, what
+    players take (mpv, browsers: BT.709 from 1280 wide or 577 high up, BT.601 below), where FFmpeg's
+    own conversion takes BT.601 at any size and so shifts the colours of untagged HD video."""
+    space = int(decoded.colorspace)
+    if space == _UNSPECIFIED:
+        return "bt709" if decoded.width >= 1280 or decoded.height > 576 else "bt601"
+    return _MATRICES.get(space)
+
+
 def frame_pixels(decoded: av.VideoFrame, yuv: bool) -> tuple[np.ndarray, str, str]:
     """(pixels, pixel_format, matrix) for a :class:`~streamseg.types.Frame`, upright.
 
@@ -44,11 +55,14 @@ def frame_pixels(decoded: av.VideoFrame, yuv: bool) -> tuple[np.ndarray, str, st
     if yuv and not turn:
         sw_format = getattr(decoded, "sw_format", None)  # NVDEC frames: the layout they download in
         layout = (sw_format or decoded.format).name
-        matrix = _MATRICES.get(int(decoded.colorspace))
+        matrix = colour_matrix(decoded)
         even = decoded.width % 2 == 0 and decoded.height % 2 == 0
         if layout in YUV_FORMATS and matrix and even and int(decoded.color_range) != _FULL_RANGE:
             return decoded.to_ndarray(), layout, matrix
-    rgb = decoded.to_ndarray(format="rgb24")
+    if int(decoded.colorspace) == _UNSPECIFIED and colour_matrix(decoded) == "bt709":
+        rgb = decoded.to_ndarray(format="rgb24", src_colorspace="ITU709")
+    else:
+        rgb = decoded.to_ndarray(format="rgb24")
     if turn:
         rgb = cv2.rotate(rgb, _UPRIGHT[turn])
     return rgb, "rgb24", "bt601"
