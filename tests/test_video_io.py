@@ -144,6 +144,27 @@ def test_a_cover_picture_stream_is_not_taken_for_the_video(tmp_path: Path) -> No
     assert (probe(path).width, probe(path).height) == (96, 64)
 
 
+def test_a_song_with_cover_art_is_not_a_video(tmp_path: Path) -> None:
+    """An MP3 whose only picture is its cover: one line that says so, not a one-frame "video"."""
+    path = tmp_path / "song.mp3"
+    with av.open(str(path), "w") as container:
+        sound = container.add_stream("libmp3lame", rate=44100, layout="mono")
+        cover = container.add_stream("mjpeg", rate=1)
+        cover.width, cover.height, cover.pix_fmt = 64, 64, "yuvj420p"
+        cover.disposition = av.stream.Disposition.attached_pic
+        picture = av.VideoFrame.from_ndarray(np.full((64, 64, 3), 200, np.uint8), format="rgb24")
+        container.mux([*cover.encode(picture.reformat(format="yuvj420p")), *cover.encode()])
+        for i in range(10):
+            samples = av.AudioFrame.from_ndarray(np.zeros((1, 1152), np.float32), format="fltp", layout="mono")
+            samples.sample_rate, samples.pts = 44100, i * 1152
+            container.mux(sound.encode(samples))
+        container.mux(sound.encode())
+    with av.open(str(path)) as container:
+        assert [s.type for s in container.streams] == ["audio", "video"]
+    with pytest.raises(SourceError, match="has no video stream, only a cover picture"):
+        probe(path)
+
+
 def test_not_a_video(tmp_path: Path) -> None:
     bad = tmp_path / "notes.mp4"
     bad.write_text("hello, not a video\n" * 50)

@@ -76,15 +76,19 @@ def _open(path: str, hwaccel: Any = None) -> av.container.InputContainer:
 def main_video_stream(container: av.container.InputContainer) -> av.VideoStream:
     """The video a player would show: FFmpeg's best video stream, never a cover picture or thumbnail
     track that some files carry as an extra (sometimes first) video stream."""
-    pictures = [s for s in container.streams.video if s.disposition & av.stream.Disposition.attached_pic]
     return container.streams.best("video") or next(
-        (s for s in container.streams.video if s not in pictures), container.streams.video[0])
+        (s for s in container.streams.video if not _is_picture(s)), container.streams.video[0])
+
+
+def _is_picture(stream: av.VideoStream) -> bool:
+    return bool(stream.disposition & av.stream.Disposition.attached_pic)
 
 
 def _with_video(path: str, container: av.container.InputContainer) -> av.container.InputContainer:
-    if not container.streams.video:
+    if not container.streams.video or all(_is_picture(s) for s in container.streams.video):
+        pictures = bool(container.streams.video)
         container.close()
-        raise SourceError(f"{path}: has no video stream")
+        raise SourceError(f"{path}: has no video stream" + (", only a cover picture" if pictures else ""))
     return container
 
 
