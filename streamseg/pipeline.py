@@ -4,12 +4,14 @@ Threads and what links them::
 
     producer "source:<name>" ─┐ (one bounded queue per source)
     producer "source:<name>" ─┼─> "infer" ──(1 batch)──> "post" ──(results)──> "sinks" ──(results)──> caller
-                              ┘   (forward)              (post-process, draw)     ^── source status events
+                              ┘   (forward)              (post-process, draw)    │  ^── source status events
+                                                                 "sink:<source>:<stage>" (one thread per output)
 
-The pipeline owns every thread: it starts them in :meth:`Pipeline.start` and joins them in
-:meth:`Pipeline.close`. :meth:`Pipeline.stop` asks for a graceful end (sources stop reading, sinks
-finish their files with what is done); :meth:`Pipeline.abort` makes the sink thread drop what is
-left and close at once. An exception in any stage stops the run and is re-raised in the caller
+"sinks" hands each result to the threads of its outputs (the video, the masks, a preview), which
+write it side by side, and passes it on once all of them have. The pipeline owns every thread: it
+starts them in :meth:`Pipeline.start` and joins them in :meth:`Pipeline.close`. :meth:`Pipeline.stop`
+asks for a graceful end (sources stop reading, outputs finish their files with what is done);
+:meth:`Pipeline.abort` makes the outputs drop what is left and close at once. An exception in any stage stops the run and is re-raised in the caller
 with its original traceback. Memory is bounded by the queue sizes, however long the run.
 
 Files keep every frame (their producers block); live sources keep only their newest frame, so a
@@ -18,6 +20,7 @@ slow model never lets latency grow, and a stalled camera never holds the others 
 
 from __future__ import annotations
 
+import collections
 import enum
 import logging
 import queue
@@ -60,11 +63,29 @@ JOIN_TIMEOUT_S = 10.0
 
 
 class Sink(Protocol):
-    """What the sink thread needs from an output."""
+    """What an output's thread needs from it (``write`` and ``close`` are called from that thread only)."""
 
     def write(self, result: FrameResult) -> None: ...
 
     def close(self) -> None: ...
+
+
+_SKIPPED = "skipped"  # an output's answer for a result it did not write (after a failure, or aborting)
+_CLOSED = "closed"  # an output's last answer: it is closed
+
+
+@dataclass
+class _Output:
+    """A sink with its own thread: results in through ``inbox``, one answer per result out through ``done``."""
+
+    sink: Sink
+    inbox: queue.Queue
+    done: queue.Queue
+
+
+def _stage(sink: Sink) -> str:
+    """The name of a sink's time in ``FrameResult.stats``."""
+    return getattr(sink, "stage", type(sink).__name__)
 
 
 class State(enum.Enum):
@@ -248,7 +269,15 @@ class Pipeline:
         board = StatsBoard(self.live)
         self._spawn("infer", self._infer_loop, batcher, forwarded)
         self._spawn("post", self._post_loop, forwarded, handoff)
-        self._spawn("sinks", self._sink_loop, handoff, sinks_by_source, shared, board)
+        drop = threading.Event()  # set by the sink stage on a failure: outputs stop writing and close
+        outputs = {id(sink): _Output(sink, queue.Queue(maxsize=cfg.batching.queue_size), queue.Queue())
+                   for sink in [*shared, *(s for group in sinks_by_source.values() for s in group)]}
+        for name, group in [*sinks_by_source.items(), ("all", shared)]:
+            for sink in group:
+                self._spawn(f"sink:{name}:{_stage(sink)}", self._output_loop, outputs[id(sink)], drop)
+        self._spawn("sinks", self._sink_loop, handoff,
+                    {name: [outputs[id(s)] for s in group] for name, group in sinks_by_source.items()},
+                    [outputs[id(s)] for s in shared], board, drop)
         if cfg.duration is not None:
             self._deadline = time.monotonic() + cfg.duration
         self._state = State.RUNNING
@@ -421,13 +450,42 @@ class Pipeline:
             put(out, Failure.capture(exc, "post-processing"), self._abort)
             self._stop.set()
 
-    def _sink_loop(self, inbox: queue.Queue, by_source: dict[str, list[Sink]], shared: list[Sink],
-                   board: StatsBoard) -> None:
+    def _output_loop(self, out: _Output, drop: threading.Event) -> None:
+        """One output, in its own thread: writes its results in order, answers each with a token (the
+        seconds it took, _SKIPPED, or a Failure), and closes the output at the end, answering _CLOSED."""
+        failed = False
+        try:
+            while True:
+                item = get(out.inbox, self._abort)
+                if item is None or isinstance(item, EndOfStream):
+                    break
+                token: Any = _SKIPPED
+                if not (failed or drop.is_set() or self._abort.is_set()):
+                    clock = time.perf_counter()
+                    try:
+                        out.sink.write(item)
+                        token = time.perf_counter() - clock
+                    except BaseException as exc:  # noqa: BLE001 - carried to the caller
+                        failed = True
+                        token = Failure.capture(exc, "sinks")
+                out.done.put(token)
+        finally:
+            try:
+                out.sink.close()
+                out.done.put(_CLOSED)
+            except BaseException as exc:  # noqa: BLE001 - carried to the caller
+                out.done.put(Failure.capture(exc, "sinks"))
+
+    def _sink_loop(self, inbox: queue.Queue, by_source: dict[str, list[_Output]], shared: list[_Output],
+                   board: StatsBoard, drop: threading.Event) -> None:
+        """Hands each result to its outputs, whose threads write it side by side, and passes it on to the
+        caller, in order, once all of them have; up to ``queue_size`` results are being written at once."""
         final: Any = None
         interval = self.config.live.stats_interval_s
         any_live = any(self.live.values())
         next_log = time.monotonic() + interval
         next_publish = 0.0
+        pending: collections.deque[tuple[FrameResult, list[_Output]]] = collections.deque()
         try:
             while not self._abort.is_set():
                 self._drain_events(board)
@@ -438,36 +496,44 @@ class Pipeline:
                 if any_live and interval > 0 and now >= next_log:
                     stats_log.info("%s", StatsBoard.format(board.snapshot()))
                     next_log = now + interval
-                try:
-                    item = inbox.get(timeout=POLL_S)
-                except queue.Empty:
-                    continue
+                item = None
+                if len(pending) < self.config.batching.queue_size:
+                    try:  # with results being written, look without waiting, then collect the oldest
+                        item = inbox.get(timeout=0 if pending else POLL_S)
+                    except queue.Empty:
+                        pass
                 if isinstance(item, (EndOfStream, Failure)):
                     final = item
                     break
-                for sink in [*by_source.get(item.source, ()), *shared]:
-                    clock = time.perf_counter()
-                    sink.write(item)
-                    stage = getattr(sink, "stage", type(sink).__name__)
-                    item.stats[stage] = item.stats.get(stage, 0.0) + time.perf_counter() - clock
-                board.add(item)
-                if not put(self._results, item, self._abort):
-                    break
+                if item is not None:
+                    targets = [*by_source.get(item.source, ()), *shared]
+                    for out in targets:
+                        put(out.inbox, item, self._abort)
+                    pending.append((item, targets))
+                elif pending:
+                    failure = self._deliver(*pending.popleft(), board)
+                    if failure is not None:
+                        final = failure
+                        break
+            while pending and not isinstance(final, Failure) and not self._abort.is_set():
+                final = self._deliver(*pending.popleft(), board) or final
         except BaseException as exc:  # noqa: BLE001 - carried to the caller
             final = Failure.capture(exc, "sinks")
+        if isinstance(final, Failure):
             self._stop.set()
-        finally:
-            for sink in [s for group in by_source.values() for s in group] + shared:
-                try:
-                    sink.close()
-                except BaseException as exc:  # noqa: BLE001
-                    if not isinstance(final, Failure):
-                        final = Failure.capture(exc, "sinks")
+            drop.set()
+        outputs = [*shared, *(out for group in by_source.values() for out in group)]
+        for out in outputs:  # finish every output; a file's last frames are in before the caller hears the end
+            put(out.inbox, EndOfStream(), self._abort)
+        for out in outputs:
+            while (token := get(out.done, self._abort)) is not None and token is not _CLOSED:
+                if isinstance(token, Failure) and not isinstance(final, Failure):
+                    final = token
+                    drop.set()
         self._drain_events(board)
         if not isinstance(final, Failure):
             board.finish()
             final = EndOfStream(stats=tuple(board.snapshot()))
-        # Outputs are complete before the caller hears the end.
         while True:
             try:
                 self._results.put(final, timeout=POLL_S)
@@ -475,6 +541,21 @@ class Pipeline:
             except queue.Full:
                 if self._abort.is_set():
                     return
+
+    def _deliver(self, item: FrameResult, targets: list[_Output], board: StatsBoard) -> Failure | None:
+        """Wait until every output has written ``item``, then pass it to the caller; a Failure if one failed."""
+        for out in targets:
+            token = get(out.done, self._abort)
+            if token is None:  # aborted
+                return None
+            if isinstance(token, Failure):
+                return token
+            if token is not _SKIPPED:
+                stage = _stage(out.sink)
+                item.stats[stage] = item.stats.get(stage, 0.0) + token
+        board.add(item)
+        put(self._results, item, self._abort)
+        return None
 
     def _drain_events(self, board: StatsBoard) -> None:
         while True:

@@ -230,3 +230,39 @@ def test_segment_time_on_a_file_says_it_does_nothing_there(tmp_path: Path, tiny_
         pipeline.run(handle_interrupt=False)
     assert "splits live recordings only" in caplog.text
     assert len(read_video(tmp_path / "o.mp4")[2]) == 3
+
+
+class HandshakeSink:
+    """Each write waits for the other sink's write of the same frame: it can only finish if the two
+    outputs are written side by side, not one after the other."""
+
+    def __init__(self, mine: dict[int, threading.Event], theirs: dict[int, threading.Event]) -> None:
+        self.mine, self.theirs = mine, theirs
+        self.written: list[int] = []
+        self.closed = False
+
+    def write(self, result: FrameResult) -> None:
+        self.mine.setdefault(result.index, threading.Event()).set()
+        if not self.theirs.setdefault(result.index, threading.Event()).wait(timeout=20):
+            raise SinkError(f"frame {result.index}: the other output is not being written at the same time")
+        self.written.append(result.index)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_outputs_are_written_side_by_side_and_results_follow(tmp_path: Path, tiny_model: Path) -> None:
+    """Each output has its own thread (a video, the masks and a preview need not wait for each other),
+    and a result reaches the caller only once every output has written it."""
+    src = write_clip(tmp_path / "in.mp4", frames=12)
+    a_events: dict[int, threading.Event] = {}
+    b_events: dict[int, threading.Event] = {}
+    a, b = HandshakeSink(a_events, b_events), HandshakeSink(b_events, a_events)
+    seen = []
+    with Pipeline(_config(src, tiny_model, batching__batch_size=4), sinks=[a, b]) as pipeline:
+        for result in pipeline.results():
+            assert result.index in a.written and result.index in b.written
+            seen.append(result.index)
+    assert seen == a.written == b.written == list(range(12))
+    assert a.closed and b.closed
+    assert not _streamseg_threads()
