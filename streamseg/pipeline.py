@@ -83,6 +83,14 @@ class _Output:
     done: queue.Queue
 
 
+@dataclass
+class _Pending:
+    """A result handed to its outputs, and those that have not yet answered for it."""
+
+    item: FrameResult
+    waiting: list[_Output]
+
+
 def _stage(sink: Sink) -> str:
     """The name of a sink's time in ``FrameResult.stats``."""
     return getattr(sink, "stage", type(sink).__name__)
@@ -485,7 +493,7 @@ class Pipeline:
         any_live = any(self.live.values())
         next_log = time.monotonic() + interval
         next_publish = 0.0
-        pending: collections.deque[tuple[FrameResult, list[_Output]]] = collections.deque()
+        pending: collections.deque[_Pending] = collections.deque()
         try:
             while not self._abort.is_set():
                 self._drain_events(board)
@@ -498,7 +506,7 @@ class Pipeline:
                     next_log = now + interval
                 item = None
                 if len(pending) < self.config.batching.queue_size:
-                    try:  # with results being written, look without waiting, then collect the oldest
+                    try:  # while results are being written, look for the next without waiting
                         item = inbox.get(timeout=0 if pending else POLL_S)
                     except queue.Empty:
                         pass
@@ -509,14 +517,14 @@ class Pipeline:
                     targets = [*by_source.get(item.source, ()), *shared]
                     for out in targets:
                         put(out.inbox, item, self._abort)
-                    pending.append((item, targets))
-                elif pending:
-                    failure = self._deliver(*pending.popleft(), board)
-                    if failure is not None:
-                        final = failure
-                        break
+                    pending.append(_Pending(item, targets))
+                # Pass on what all outputs have written, in order: waiting for the oldest only when
+                # nothing new came in, so that a result never waits behind later ones.
+                final = self._pass_on(pending, board, wait=item is None)
+                if isinstance(final, Failure):
+                    break
             while pending and not isinstance(final, Failure) and not self._abort.is_set():
-                final = self._deliver(*pending.popleft(), board) or final
+                final = self._pass_on(pending, board, wait=True) or final
         except BaseException as exc:  # noqa: BLE001 - carried to the caller
             final = Failure.capture(exc, "sinks")
         if isinstance(final, Failure):
@@ -542,19 +550,29 @@ class Pipeline:
                 if self._abort.is_set():
                     return
 
-    def _deliver(self, item: FrameResult, targets: list[_Output], board: StatsBoard) -> Failure | None:
-        """Wait until every output has written ``item``, then pass it to the caller; a Failure if one failed."""
-        for out in targets:
-            token = get(out.done, self._abort)
-            if token is None:  # aborted
-                return None
-            if isinstance(token, Failure):
-                return token
-            if token is not _SKIPPED:
-                stage = _stage(out.sink)
-                item.stats[stage] = item.stats.get(stage, 0.0) + token
-        board.add(item)
-        put(self._results, item, self._abort)
+    def _pass_on(self, pending: collections.deque[_Pending], board: StatsBoard, *, wait: bool) -> Failure | None:
+        """Hand the caller the oldest pending results that every output has written (waiting for the
+        first of them with ``wait``); a Failure if an output failed."""
+        while pending:
+            entry = pending[0]
+            while entry.waiting:  # each output answers its results in order, so its next answer is this one's
+                out = entry.waiting[0]
+                try:
+                    token = get(out.done, self._abort) if wait else out.done.get_nowait()
+                except queue.Empty:
+                    return None
+                if token is None:  # aborted
+                    return None
+                if isinstance(token, Failure):
+                    return token
+                if token is not _SKIPPED:
+                    stage = _stage(out.sink)
+                    entry.item.stats[stage] = entry.item.stats.get(stage, 0.0) + token
+                entry.waiting.pop(0)
+            pending.popleft()
+            board.add(entry.item)
+            put(self._results, entry.item, self._abort)
+            wait = False
         return None
 
     def _drain_events(self, board: StatsBoard) -> None:
