@@ -174,7 +174,7 @@ class Pipeline:
 
     Args:
         config: the whole job: sources, model, thresholds, batching, rendering, outputs.
-        sinks: extra outputs, written for every source after the ones the config names.
+        sinks: extra outputs, given every source's results; each is written from a thread of its own.
         masks_to_host: copy masks to host memory for every result (the Python API wants them);
             otherwise only when an output needs them.
         profile: exact per-stage timings in ``FrameResult.stats`` (syncs the device after each stage).
