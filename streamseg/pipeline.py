@@ -278,14 +278,15 @@ class Pipeline:
         self._spawn("infer", self._infer_loop, batcher, forwarded)
         self._spawn("post", self._post_loop, forwarded, handoff)
         drop = threading.Event()  # set by the sink stage on a failure: outputs stop writing and close
-        outputs = {id(sink): _Output(sink, queue.Queue(maxsize=cfg.batching.queue_size), queue.Queue())
-                   for sink in [*shared, *(s for group in sinks_by_source.values() for s in group)]}
-        for name, group in [*sinks_by_source.items(), ("all", shared)]:
-            for sink in group:
-                self._spawn(f"sink:{name}:{_stage(sink)}", self._output_loop, outputs[id(sink)], drop)
-        self._spawn("sinks", self._sink_loop, handoff,
-                    {name: [outputs[id(s)] for s in group] for name, group in sinks_by_source.items()},
-                    [outputs[id(s)] for s in shared], board, drop)
+
+        def output_threads(owner: str, group: list[Sink]) -> list[_Output]:
+            outs = [_Output(sink, queue.Queue(maxsize=cfg.batching.queue_size), queue.Queue()) for sink in group]
+            for out in outs:
+                self._spawn(f"sink:{owner}:{_stage(out.sink)}", self._output_loop, out, drop)
+            return outs
+
+        outputs = {name: output_threads(name, group) for name, group in sinks_by_source.items()}
+        self._spawn("sinks", self._sink_loop, handoff, outputs, output_threads("all", shared), board, drop)
         if cfg.duration is not None:
             self._deadline = time.monotonic() + cfg.duration
         self._state = State.RUNNING

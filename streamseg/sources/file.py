@@ -146,7 +146,7 @@ def _first_rotation(container: av.container.InputContainer, stream: av.VideoStre
 def read_frames(
     path: str | Path, *, name: str | None = None, threads: int = 0, hwaccel: str | None = None, yuv: bool = False,
 ) -> Iterator[Frame]:
-    """Decode every frame of a file's first video stream, in presentation order, as RGB (or, with ``yuv``,
+    """Decode every frame of a file's main video stream, in presentation order, as RGB (or, with ``yuv``,
     as the decoder's YUV 4:2:0 where a GPU can convert it: see :func:`~.pixels.frame_pixels`).
 
     A file cut short yields the frames that decode and logs a warning instead of failing.
