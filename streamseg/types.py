@@ -23,6 +23,8 @@ YUV_MATRICES = ("bt601", "bt709")  # limited range
 def _yuv_to_rgb(pixels: np.ndarray, pixel_format: str, matrix: str) -> np.ndarray:
     """FFmpeg's conversion of (H * 3 / 2, W) YUV 4:2:0 to (H, W, 3) RGB, as a decoder's frame would get it."""
     frame = av.VideoFrame.from_ndarray(pixels, format=pixel_format)
+    if pixel_format == "nv12":  # the same pixels as the software decoder's planar layout gives (see frame_pixels)
+        frame = frame.reformat(format="yuv420p")
     return frame.to_ndarray(format="rgb24", src_colorspace="ITU709" if matrix == "bt709" else "ITU601")
 
 
