@@ -188,6 +188,13 @@ def measure_ceiling(args: argparse.Namespace) -> dict:
             loaded.model.to(memory_format=torch.channels_last)
             pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
         forward = torch.compile(loaded.model) if args.compile else loaded.model
+        if device.startswith("cuda") and args.cuda_graphs and not args.compile:  # as streamseg runs it
+            from streamseg.inference.graphs import GraphedForward
+
+            graphed = GraphedForward(loaded.model, args.batch_size)
+
+            def forward(pixel_values):  # the same call, replayed from a CUDA graph
+                return graphed(pixel_values)
         for _ in range(3):
             forward(pixel_values=pixel_values)
         _sync(device)
@@ -210,6 +217,7 @@ def measure_streamseg(args: argparse.Namespace) -> dict:
     cfg = load_config(
         None, sources=(args.clip,), model__name=args.model_dir, model__task=args.task, model__device=args.device,
         model__dtype=args.dtype, model__compile=args.compile, model__channels_last=args.channels_last,
+        model__cuda_graphs=args.cuda_graphs,
         batching__batch_size=args.batch_size, color_conversion=args.color_conversion, decoder=args.decoder,
         postprocess__threshold=args.threshold,
         output__video=str(out_dir / "streamseg.mp4"), output__masks=str(out_dir / "streamseg.jsonl"),
@@ -304,6 +312,7 @@ def _child(mode: str, args: argparse.Namespace) -> dict:
            "--color-conversion", args.color_conversion, "--decoder", args.decoder]
     cmd += ["--compile"] if args.compile else []
     cmd += ["--channels-last"] if args.channels_last else []
+    cmd += [] if args.cuda_graphs else ["--no-cuda-graphs"]
     cmd += ["--profile"] if args.profile else []
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     if proc.returncode != 0:
@@ -329,6 +338,8 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--channels-last", action="store_true",
                         help="channels-last layout, ceiling and streamseg alike")
+    parser.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
+                        help="launch the model's kernels one by one (ceiling and streamseg alike)")
     parser.add_argument("--profile", action="store_true", help="exact per-stage times (syncs after each stage)")
     parser.add_argument("--color-conversion", default="auto", choices=("auto", "device", "host"),
                         help="where streamseg turns YUV into RGB and back (auto: on a GPU when there is one)")
@@ -372,7 +383,7 @@ def main() -> None:
     print(f"\nmodel={args.model} input={args.input_size or 'own'} size={args.size} task={args.task} "
           f"threshold={args.threshold} batch={args.batch_size} device={args.device} dtype={args.dtype} "
           f"compile={args.compile} channels_last={args.channels_last} colors={args.color_conversion} "
-          f"decoder={args.decoder} "
+          f"decoder={args.decoder} cuda_graphs={args.cuda_graphs} "
           f"rounds={args.rounds} "
           f"torch={torch.__version__} transformers={transformers.__version__}")
     print(f"{'run':<10} {'fps':>8}  {'(each round)':<24} {'peak RSS MB':>12} {'peak dev MB':>12}")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Everything that needs the GPU, in one call of about five minutes, on the lent machine:
+# Everything that needs the GPU, in one call of about six minutes, on the lent machine:
 #   here:   bash benchmarks/fetch_gpu_wheels.sh
-#   device: run(command="bash benchmarks/gpu_check.sh", carry=["benchmarks/wheels"], timeout_s=480)
+#   device: run(command="bash benchmarks/gpu_check.sh", carry=["benchmarks/wheels"], timeout_s=410)
 # Each step has its own time limit, so one that hangs cannot take the others' time. Prints a short table
 # last; logs and JSON land in $OUT (at most 8 files come back: env, tests, bench and one JSON per bench).
 set -uo pipefail
@@ -32,9 +32,10 @@ EOF
 } 2>&1 | tee "$OUT/env.txt"
 
 PER_TEST=$(python3 -c "import pytest_timeout" 2>/dev/null && echo "--timeout 90")  # the plugin is there
-timeout 170 python3 -m pytest -q -rfE -p no:cacheprovider $PER_TEST \
-  tests/test_cuda.py tests/test_equivalence.py tests/test_color.py > "$OUT/tests.txt" 2>&1
+timeout 150 python3 -m pytest -q -rfE -p no:cacheprovider $PER_TEST \
+  tests/test_cuda.py tests/test_graphs.py tests/test_color.py > "$OUT/tests.txt" 2>&1
 echo "tests: $(tail -1 "$OUT/tests.txt")"
+grep -h "CUDA graphs unavailable" "$OUT/tests.txt" | head -3
 
 BENCH="$OUT/bench.txt"
 bench() {  # name, seconds allowed, then bench.py arguments; returns bench.py's exit status
@@ -49,13 +50,15 @@ bench() {  # name, seconds allowed, then bench.py arguments; returns bench.py's 
     /tmp/bench-$name.txt | tail -17
   return $rc
 }
-SWIN="--model swin-tiny --size 1280x720 --task panoptic --batch-size 8"
-if bench main 200 $SWIN --frames 480 --rounds 2 --naive-frames 30; then
-  # What NVDEC buys over 16 CPU cores decoding, and what colour conversion on the GPU buys.
-  bench cpu-decoder 70 $SWIN --frames 480 --skip-naive --rounds 1 --decoder cpu
-  bench host-colors 70 $SWIN --frames 480 --skip-naive --rounds 1 --color-conversion host
+SWIN="--model swin-tiny --size 1280x720 --task panoptic --frames 480"
+if bench main 180 $SWIN --batch-size 8 --rounds 2 --naive-frames 30; then
+  # What CUDA graphs buy (ceiling and streamseg alike), and a larger batch.
+  bench no-graphs 60 $SWIN --batch-size 8 --skip-naive --rounds 1 --no-cuda-graphs
+  bench batch-16 60 $SWIN --batch-size 16 --skip-naive --rounds 1
 else
   # Something on the hardware path failed: the same run on the plain path says whether it is that.
-  bench fallback 90 $SWIN --frames 480 --skip-naive --rounds 1 --decoder cpu --color-conversion host
+  bench fallback 90 $SWIN --batch-size 8 --skip-naive --rounds 1 --decoder cpu --color-conversion host --no-cuda-graphs
 fi
-bench profile 70 $SWIN --frames 160 --profile --skip-naive --rounds 1
+bench profile 60 $SWIN --batch-size 8 --frames 160 --profile --skip-naive --rounds 1
+bench cpu-decoder 60 $SWIN --batch-size 8 --skip-naive --rounds 1 --decoder cpu  # NVDEC against 16 cores
+grep -h "CUDA graphs unavailable" "$BENCH" | sort | uniq -c | head -3

@@ -50,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     seg.add_argument("--dtype", choices=("auto", "float32", "float16", "bfloat16"),
                      help="auto: float32 on CPU, float16 on CUDA")
     seg.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    seg.add_argument("--no-cuda-graphs", action="store_true", default=None,
+                     help="on CUDA, launch the model's kernels one by one instead of replaying a CUDA graph")
     seg.add_argument("--channels-last", action="store_true", default=None,
                      help="channels-last memory layout for the model (faster convolutions on some devices)")
     seg.add_argument("--threshold", type=float, help="minimum segment score (default 0.5)")
@@ -110,6 +112,7 @@ def build_config(args: argparse.Namespace) -> Config:
         model__dtype=args.dtype,
         model__compile=args.compile,
         model__channels_last=args.channels_last,
+        model__cuda_graphs=flag_off(args.no_cuda_graphs),
         postprocess__threshold=args.threshold,
         postprocess__mask_threshold=args.mask_threshold,
         postprocess__overlap_threshold=args.overlap_threshold,

@@ -133,3 +133,60 @@ def test_color_conversion_on_cuda_matches_cpu() -> None:
             assert (cpu.int() - gpu.int()).abs().max() <= 1  # a float exactly on an integer may floor apart
     rgb = torch.randint(0, 256, (2, 180, 320, 3), dtype=torch.uint8, generator=g)
     assert (rgb_to_yuv420(rgb).int() - rgb_to_yuv420(rgb.cuda()).cpu().int()).abs().max() <= 1
+
+
+def test_graphed_forward_matches_the_model(tiny_model_fixed: Path, monkeypatch) -> None:
+    """Replayed from CUDA graphs (batches padded to 1, 2, 4 or 8), the model computes what it computes
+    launched kernel by kernel, for fresh inputs on every call."""
+    from transformers import Mask2FormerForUniversalSegmentation
+
+    from streamseg.inference.graphs import GraphedForward
+
+    model = Mask2FormerForUniversalSegmentation.from_pretrained(tiny_model_fixed).cuda().eval()
+    graphed = GraphedForward(model, 8)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)  # float32 compared as float32
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    with torch.inference_mode():
+        for count in (3, 8, 1, 3, 8):
+            pixels = torch.randn(count, 3, 128, 128, device="cuda")
+            got = graphed(pixels)
+            want = model(pixel_values=pixels)
+            torch.testing.assert_close(got[0], want.class_queries_logits, atol=2e-3, rtol=2e-3)
+            torch.testing.assert_close(got[1], want.masks_queries_logits, atol=2e-3, rtol=2e-3)
+    assert graphed.failed is None
+    assert sorted(key[0] for key in graphed._graphs) == [1, 4, 8]
+
+
+def test_a_forward_pass_that_waits_on_the_device_runs_without_graphs(caplog) -> None:
+    import logging
+    from types import SimpleNamespace
+
+    from streamseg.inference.graphs import GraphedForward
+
+    class Waits(torch.nn.Module):
+        def forward(self, pixel_values):
+            scale = pixel_values.abs().max().item()  # a copy to the host: cannot be captured
+            return SimpleNamespace(class_queries_logits=pixel_values.mean((2, 3)),
+                                   masks_queries_logits=pixel_values / scale)
+
+    graphed = GraphedForward(Waits(), 4)
+    pixels = torch.randn(2, 3, 8, 8, device="cuda")
+    with caplog.at_level(logging.WARNING), torch.inference_mode():
+        class_logits, mask_logits = graphed(pixels)
+        again = graphed(pixels * 2)
+    assert graphed.failed and "CUDA graphs unavailable" in caplog.text
+    torch.testing.assert_close(mask_logits, pixels / pixels.abs().max())
+    torch.testing.assert_close(again[0], (pixels * 2).mean((2, 3)))
+
+
+@pytest.mark.skipif(not SAMPLE_MODEL.exists(), reason="sample model not built")
+def test_pipeline_with_cuda_graphs_agrees_without(tmp_path: Path) -> None:
+    """300 frames in batches of 8: the last one, and any the batcher sends early, are padded."""
+    runs = {}
+    for graphs in (True, False):
+        results = streamseg.segment(SAMPLE_CLIP, model=str(SAMPLE_MODEL), task="panoptic", device="cuda",
+                                    batch_size=8, model__cuda_graphs=graphs)
+        runs[graphs] = [r.segmentation.label_map() for r in results]
+    assert len(runs[True]) == len(runs[False]) == 300
+    agree = np.mean([(a == b).float().mean().item() for a, b in zip(runs[True], runs[False])])
+    assert agree >= 0.995

@@ -18,6 +18,7 @@ from ..config import PostprocessConfig
 from ..exceptions import ModelError
 from ..types import Frame, FrameResult
 from .color import rgb_to_yuv420, yuv420_to_rgb
+from .graphs import GraphedForward
 from .loading import LoadedModel
 from .postprocess import postprocess
 from .preprocess import preprocess
@@ -88,6 +89,8 @@ class ModelRunner:
             are exact (costs a little speed; the benchmark turns it on).
         yuv_out: turn drawn frames into YUV 4:2:0 on the device, for an encoder (half the bytes to copy,
             no conversion on the host).
+        cuda_graphs: on CUDA, replay the forward pass from a CUDA graph per input shape (see
+            :mod:`.graphs`); ``batch_size`` is the largest batch, to which smaller ones are padded.
     """
 
     def __init__(
@@ -102,6 +105,8 @@ class ModelRunner:
         profile: bool = False,
         channels_last: bool = False,
         yuv_out: bool = False,
+        cuda_graphs: bool = False,
+        batch_size: int = 1,
     ) -> None:
         self.loaded = loaded
         self.task = task
@@ -119,6 +124,9 @@ class ModelRunner:
             log.warning("torch.compile: the first batches compile the model, which takes a minute or more")
             self._forward = torch.compile(loaded.model)
         self.max_batch = sys.maxsize  # frames per forward pass; lowered when the device runs out of memory
+        self._graphed = None
+        if cuda_graphs and not compile and loaded.device.type == "cuda":
+            self._graphed = GraphedForward(loaded.model, batch_size)
         # On CUDA, uploads and post-processing have their own streams: batch n + 1 is copied while batch n
         # computes, and post-processing's few host syncs wait for its own batch, not the next forward pass.
         cuda = loaded.device.type == "cuda"
@@ -154,7 +162,7 @@ class ModelRunner:
         while start < len(pixel_values):
             size = min(self.max_batch, len(pixel_values) - start)
             try:
-                out = self._forward(pixel_values=pixel_values[start : start + size])
+                outputs.append(self._forward_chunk(pixel_values[start : start + size]))
             except torch.cuda.OutOfMemoryError:
                 if size == 1:
                     raise
@@ -164,11 +172,16 @@ class ModelRunner:
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
                 continue
-            outputs.append((out.class_queries_logits, out.masks_queries_logits))
             start += size
         if len(outputs) == 1:
             return outputs[0]
         return torch.cat([o[0] for o in outputs]), torch.cat([o[1] for o in outputs])
+
+    def _forward_chunk(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._graphed is not None:
+            return self._graphed(pixel_values)
+        out = self._forward(pixel_values=pixel_values)
+        return out.class_queries_logits, out.masks_queries_logits
 
     def finish(self, batch: Forwarded) -> list[FrameResult]:
         """Second half: post-process, draw, copy to the host. Runs while the next batch's forward is queued."""

@@ -1,0 +1,63 @@
+"""CUDA graphs for the forward pass: what can be checked without a GPU (the capture itself is in test_cuda.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import Mask2FormerForUniversalSegmentation
+
+from streamseg.config import load_config
+from streamseg.inference.graphs import _KeptConstants, graph_sizes
+
+
+@pytest.mark.parametrize(("batch", "sizes"), [(1, [1]), (2, [1, 2]), (4, [1, 2, 4]), (6, [1, 2, 4, 6]),
+                                               (8, [1, 2, 4, 8]), (12, [1, 2, 4, 8, 12])])
+def test_graph_sizes(batch: int, sizes: list[int]) -> None:
+    assert graph_sizes(batch) == sizes
+
+
+class _Counting(dict):
+    count = 0
+
+    def __getitem__(self, key):
+        self.count += 1
+        return super().__getitem__(key)
+
+
+def test_the_models_device_constants_are_kept_and_reused(tiny_model_fixed: Path) -> None:
+    """transformers' Mask2Former makes small tensors from Python lists on the device in every pass (which a
+    capture forbids): a warm-up pass keeps them all, so a second pass that may not make any runs through,
+    and computes the same. Shown here with the CPU as "the device"."""
+    model = Mask2FormerForUniversalSegmentation.from_pretrained(tiny_model_fixed).eval()
+    pixels = torch.randn(2, 3, 128, 128)
+    kept = _KeptConstants(torch.device("cpu"))
+    with torch.inference_mode():
+        with kept:
+            first = model(pixel_values=pixels)
+        assert kept.kept  # the pixel decoder's level shapes, at least
+        served = _Counting(kept.kept)
+        kept.kept, kept.reuse = served, True
+        with kept:  # a constant not kept would raise here
+            second = model(pixel_values=pixels)
+    assert served.count >= len(served) and len(served) == len(kept.kept)
+    torch.testing.assert_close(second.masks_queries_logits, first.masks_queries_logits)
+    torch.testing.assert_close(second.class_queries_logits, first.class_queries_logits)
+
+
+def test_a_constant_seen_only_when_reusing_is_an_error() -> None:
+    kept = _KeptConstants(torch.device("cpu"))
+    with kept:
+        torch.tensor([1, 2], device="cpu")
+    kept.reuse = True
+    with kept:
+        assert torch.tensor([1, 2], device="cpu") is kept.kept[("tensor", "[1, 2]", "None")]
+        assert torch.tensor([1, 2]).tolist() == [1, 2]  # not made on the device: left alone
+        with pytest.raises(RuntimeError, match="only while captured"):
+            torch.tensor([3], device="cpu")
+
+
+def test_cuda_graphs_are_on_by_default_and_can_be_turned_off() -> None:
+    assert load_config(None).model.cuda_graphs is True
+    assert load_config(None, model__cuda_graphs=False).model.cuda_graphs is False
