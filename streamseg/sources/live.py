@@ -223,7 +223,10 @@ def read_stream(url: str, *, transport: str = "tcp", stall_s: float = 5.0, open_
     stays there. ``yuv``: hand on the decoder's YUV 4:2:0 where a GPU can convert it.
     """
     accel = hardware_decoder(hwaccel)
-    options = {"fflags": "nobuffer", "flags": "low_delay"}
+    # Not fflags=nobuffer: it drops the packets read while FFmpeg probes the stream, the first keyframe
+    # among them, and the frames up to the next one decode as garbage (the model would segment them).
+    # Latency stays bounded without it: a live source hands on only its newest frame.
+    options = {"flags": "low_delay"}
     if url.lower().startswith("rtsp"):
         options["rtsp_transport"] = transport
 
