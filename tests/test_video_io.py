@@ -360,3 +360,57 @@ def test_segmented_outputs_keep_the_newest_files(tmp_path: Path) -> None:
     assert len(records) == 5
     assert [[json.loads(line)["frame"] for line in p.read_text().splitlines()] for p in records] == [
         list(range(k, k + 4)) for k in range(0, 20, 4)]
+
+
+
+@pytest.mark.parametrize("layout", ["rgb24", "yuv420p"])
+def test_frames_go_to_the_encoder_without_a_copy_and_encode_the_same(tmp_path: Path, monkeypatch,
+                                                                     layout: str) -> None:
+    """The sink hands its images to FFmpeg without copying them. Each is dropped by the caller right
+    after writing, while x264 still holds frames back; a view the zero-copy route refuses is copied.
+    Losslessly encoded (crf 0, which also makes x264's output the same run to run), the file is the same,
+    packet for packet, as when every image is copied."""
+    import gc
+
+    import torch
+
+    from streamseg.inference.color import rgb_to_yuv420
+    from streamseg.synthetic import Scene
+    from streamseg.types import Frame, FrameResult, Segmentation
+
+    scene = Scene(5, aspect=320 / 180)
+
+    def drawn(i: int) -> np.ndarray:
+        rgb = scene.render(i, 320, 180)[0]
+        if layout == "rgb24":
+            return rgb if i % 3 else np.ascontiguousarray(rgb[:, ::-1])[:, ::-1]  # every third one a view
+        return rgb_to_yuv420(torch.from_numpy(rgb)[None])[0].numpy()
+
+    def write(path: Path) -> list[bytes]:
+        with VideoSink(path, time_base=Fraction(1, 30), crf=0) as sink:
+            for i in range(24):
+                frame = Frame(pixels=np.zeros((180, 320, 3), np.uint8), index=i, pts=i, time_base=Fraction(1, 30),
+                              time=i / 30)
+                empty = Segmentation("panoptic", [], [], [], [], [], size=(180, 320))
+                sink.write(FrameResult(frame, empty, drawn(i), drawn_format=layout))
+                gc.collect()  # the image is gone here but for FFmpeg's reference to it
+        with av.open(str(path)) as container:
+            return [bytes(p) for p in container.demux(video=0) if p.size]
+
+    share, shared_count = av.VideoFrame.from_numpy_buffer, []
+
+    def counted(*args, **kwargs):
+        frame = share(*args, **kwargs)
+        shared_count.append(1)
+        return frame
+
+    monkeypatch.setattr(av.VideoFrame, "from_numpy_buffer", staticmethod(counted))
+    shared = write(tmp_path / "shared.mp4")
+    assert len(shared_count) == (16 if layout == "rgb24" else 24)  # every image but the views
+    monkeypatch.delattr(av.VideoFrame, "from_numpy_buffer")  # as PyAV before 12: every image copied
+    assert write(tmp_path / "copied.mp4") == shared
+    assert len(shared) == 24
+    if layout == "yuv420p":  # and what was written is what was drawn
+        with av.open(str(tmp_path / "shared.mp4")) as container:
+            decoded = [f.to_ndarray() for f in container.decode(video=0)]
+        assert all(np.array_equal(decoded[i], drawn(i)) for i in range(24))

@@ -67,6 +67,20 @@ def pick_encoder(codec: str, accelerated: bool) -> str:
     return "libx264"
 
 
+def _encoder_input(image: np.ndarray) -> av.VideoFrame:
+    """An (H, W, 3) RGB or (H * 3 / 2, W) YUV 4:2:0 image as a frame for the encoder, sharing its memory.
+
+    Copying costs 0.5 ms a 720p YUV frame and 1 ms an RGB one, with the interpreter lock held, in a
+    pipeline whose threads all wait on that lock. FFmpeg keeps a reference to the array until it is
+    done with it; the array must not change after (none does: each result's images are its own).
+    """
+    pixel_format = "rgb24" if image.ndim == 3 else "yuv420p"
+    try:
+        return av.VideoFrame.from_numpy_buffer(image, format=pixel_format)
+    except (ValueError, AttributeError):  # rows not contiguous (a view), or PyAV before 12: copied instead
+        return av.VideoFrame.from_ndarray(image, format=pixel_format)
+
+
 def check_writable(path: str | Path) -> None:
     """Fail early, before any work, when an output file cannot be created.
 
@@ -242,7 +256,7 @@ class VideoSink:
         if self._last_pts is not None and pts <= self._last_pts:
             pts = self._last_pts + 1  # encoders reject repeated timestamps
         self._last_pts = pts
-        frame = av.VideoFrame.from_ndarray(image, format="rgb24" if image.ndim == 3 else "yuv420p")
+        frame = _encoder_input(image)
         frame.pts, frame.time_base = pts, self.time_base
         try:
             for packet in self._video.encode(frame):
