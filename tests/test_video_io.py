@@ -363,9 +363,9 @@ def test_segmented_outputs_keep_the_newest_files(tmp_path: Path) -> None:
 
 
 
-@pytest.mark.parametrize("layout", ["rgb24", "yuv420p"])
+@pytest.mark.parametrize(("layout", "height"), [("rgb24", 180), ("yuv420p", 180), ("yuv420p", 90)])
 def test_frames_go_to_the_encoder_without_a_copy_and_encode_the_same(tmp_path: Path, monkeypatch,
-                                                                     layout: str) -> None:
+                                                                     layout: str, height: int) -> None:
     """The sink hands its images to FFmpeg without copying them. Each is dropped by the caller right
     after writing, while x264 still holds frames back; a view the zero-copy route refuses is copied.
     Losslessly encoded (crf 0, which also makes x264's output the same run to run), the file is the same,
@@ -378,10 +378,10 @@ def test_frames_go_to_the_encoder_without_a_copy_and_encode_the_same(tmp_path: P
     from streamseg.synthetic import Scene
     from streamseg.types import Frame, FrameResult, Segmentation
 
-    scene = Scene(5, aspect=320 / 180)
+    scene = Scene(5, aspect=320 / height)
 
     def drawn(i: int) -> np.ndarray:
-        rgb = scene.render(i, 320, 180)[0]
+        rgb = scene.render(i, 320, height)[0]
         if layout == "rgb24":
             return rgb if i % 3 else np.ascontiguousarray(rgb[:, ::-1])[:, ::-1]  # every third one a view
         return rgb_to_yuv420(torch.from_numpy(rgb)[None])[0].numpy()
@@ -389,9 +389,9 @@ def test_frames_go_to_the_encoder_without_a_copy_and_encode_the_same(tmp_path: P
     def write(path: Path) -> list[bytes]:
         with VideoSink(path, time_base=Fraction(1, 30), crf=0) as sink:
             for i in range(24):
-                frame = Frame(pixels=np.zeros((180, 320, 3), np.uint8), index=i, pts=i, time_base=Fraction(1, 30),
+                frame = Frame(pixels=np.zeros((height, 320, 3), np.uint8), index=i, pts=i, time_base=Fraction(1, 30),
                               time=i / 30)
-                empty = Segmentation("panoptic", [], [], [], [], [], size=(180, 320))
+                empty = Segmentation("panoptic", [], [], [], [], [], size=(height, 320))
                 sink.write(FrameResult(frame, empty, drawn(i), drawn_format=layout))
                 gc.collect()  # the image is gone here but for FFmpeg's reference to it
         with av.open(str(path)) as container:
@@ -406,7 +406,8 @@ def test_frames_go_to_the_encoder_without_a_copy_and_encode_the_same(tmp_path: P
 
     monkeypatch.setattr(av.VideoFrame, "from_numpy_buffer", staticmethod(counted))
     shared = write(tmp_path / "shared.mp4")
-    assert len(shared_count) == (16 if layout == "rgb24" else 24)  # every image but the views
+    # Every image but the views, and but YUV of a height whose chroma rows are odd (PyAV misplaces them).
+    assert len(shared_count) == {("rgb24", 180): 16, ("yuv420p", 180): 24, ("yuv420p", 90): 0}[layout, height]
     monkeypatch.delattr(av.VideoFrame, "from_numpy_buffer")  # as PyAV before 12: every image copied
     assert write(tmp_path / "copied.mp4") == shared
     assert len(shared) == 24

@@ -75,6 +75,9 @@ def _encoder_input(image: np.ndarray) -> av.VideoFrame:
     done with it; the array must not change after (none does: each result's images are its own).
     """
     pixel_format = "rgb24" if image.ndim == 3 else "yuv420p"
+    if pixel_format == "yuv420p" and image.shape[0] * 2 // 3 % 4:
+        # PyAV 18 misplaces the V plane when the chroma planes have an odd number of rows (height 90, 270)
+        return av.VideoFrame.from_ndarray(image, format=pixel_format)
     try:
         return av.VideoFrame.from_numpy_buffer(image, format=pixel_format)
     except (ValueError, AttributeError):  # rows not contiguous (a view), or PyAV before 12: copied instead
