@@ -155,6 +155,13 @@ def test_graphed_forward_matches_the_model(tiny_model_fixed: Path, monkeypatch) 
             torch.testing.assert_close(got[1], want.masks_queries_logits, atol=2e-3, rtol=2e-3)
     assert graphed.failed is None
     assert sorted(key[0] for key in graphed._graphs) == [1, 4, 8]
+    full = GraphedForward(model, 8, max_graphs=1)  # a second input shape runs without a graph
+    with torch.inference_mode():
+        for size in (128, 96, 128):
+            pixels = torch.randn(2, 3, size, size, device="cuda")
+            torch.testing.assert_close(full(pixels)[1], model(pixel_values=pixels).masks_queries_logits,
+                                       atol=2e-3, rtol=2e-3)
+    assert [key[1:3] for key in full._graphs] == [(3, 128)]
 
 
 def test_a_forward_pass_that_waits_on_the_device_runs_without_graphs(caplog) -> None:

@@ -76,17 +76,21 @@ class _Graph:
 class GraphedForward:
     """``model(pixel_values=...)``'s class and mask logits, replayed from a CUDA graph per input shape.
 
-    Batches are padded to the next size of :func:`graph_sizes` (the padding rows hold an earlier
-    batch's frames; each frame's result depends on that frame alone). If a capture fails (an older
+    Batches are padded to the next size of :func:`graph_sizes` (the padding rows hold earlier frames;
+    each frame's result depends on that frame alone). If a capture fails (an older
     transformers whose forward pass waits on the device, say), the model runs as it is from then on,
     with one warning; running out of device memory is raised, for the caller to retry smaller.
+    Each graph keeps its own device memory: past ``max_graphs`` input shapes (checkpoints that resize
+    by the shortest edge give one per aspect ratio of the sources), new shapes run as they are.
     """
 
-    def __init__(self, model: torch.nn.Module, batch_size: int) -> None:
+    def __init__(self, model: torch.nn.Module, batch_size: int, max_graphs: int = 16) -> None:
         self.model = model
         self.sizes = graph_sizes(batch_size)
+        self.max_graphs = max_graphs
         self.failed: str | None = None  # why graphs are not used, once a capture failed
         self._graphs: dict[tuple, _Graph] = {}
+        self._full_said = False
 
     def __call__(self, pixel_values: torch.Tensor) -> Logits:
         count = len(pixel_values)
@@ -95,6 +99,11 @@ class GraphedForward:
             return self._eager(pixel_values)
         key = (size, *pixel_values.shape[1:], pixel_values.dtype, _layout(pixel_values))
         graph = self._graphs.get(key)
+        if graph is None and len(self._graphs) >= self.max_graphs:
+            if not self._full_said:
+                self._full_said = True
+                log.info("%d CUDA graphs captured; input shapes beyond them run without", self.max_graphs)
+            return self._eager(pixel_values)
         if graph is None:
             graph = self._capture(pixel_values, size)
             if graph is None:
