@@ -72,6 +72,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="where decoded YUV becomes RGB: auto (on the GPU when the model runs on one, else on the "
                           "host), device or host (default auto)")
     seg.add_argument("--crf", type=int, help="x264 quality, lower is better (default 20)")
+    seg.add_argument("--preset", help="x264 speed preset (default veryfast; ultrafast: a third of the CPU, larger "
+                                      "files, for a GPU without NVENC)")
     live = seg.add_argument_group("live sources")
     live.add_argument("--show", action="store_true", default=None, help="a window per source (q quits)")
     live.add_argument("--serve", metavar="[HOST:]PORT",
@@ -126,6 +128,7 @@ def build_config(args: argparse.Namespace) -> Config:
         output__audio=flag_off(args.no_audio),
         output__codec=args.codec,
         output__crf=args.crf,
+        output__preset=args.preset,
         output__show=args.show,
         output__serve=args.serve,
         output__segment_time=args.segment_time,

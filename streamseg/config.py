@@ -138,6 +138,9 @@ class LiveConfig:
         _check(self.stats_interval_s >= 0, "live.stats_interval_s", "must be >= 0 (0: only at exit)")
 
 
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+
+
 @dataclass(frozen=True, kw_only=True)
 class OutputConfig:
     """Where results go.
@@ -153,6 +156,7 @@ class OutputConfig:
     audio: bool = True
     codec: str = "auto"
     crf: int = 20
+    preset: str = "veryfast"  # libx264/libx265 speed preset; NVENC keeps its own
     segment_time: float | None = None
     keep_segments: int | None = None
     show: bool = False
@@ -160,6 +164,8 @@ class OutputConfig:
 
     def __post_init__(self) -> None:
         _check(0 <= self.crf <= 51, "output.crf", f"must be between 0 and 51, got {self.crf}")
+        _check(self.preset in X264_PRESETS, "output.preset",
+               f"unknown preset {self.preset!r} (expected one of {', '.join(X264_PRESETS)})")
         if self.segment_time is not None:
             _check(self.segment_time >= 1, "output.segment_time", f"must be at least 1 s, got {self.segment_time}")
         if self.keep_segments is not None:

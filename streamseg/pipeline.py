@@ -331,11 +331,12 @@ class Pipeline:
         codec = pick_encoder(out.codec, accelerated)
         # Chosen by streamseg, a hardware encoder that opens once may still run out of sessions later.
         fallback = "libx264" if out.codec == "auto" else None
+        encoder = {"codec": codec, "crf": out.crf, "preset": out.preset, "threads": self._codec_threads,
+                   "fallback": fallback}
         several = len(self.names) > 1
 
         def open_video(file: Path, first: FrameResult) -> VideoSink:  # a live recording's next segment
-            return VideoSink(file, time_base=first.frame.time_base, codec=codec, crf=out.crf, rebase=True,
-                             threads=self._codec_threads, fallback=fallback)
+            return VideoSink(file, time_base=first.frame.time_base, rebase=True, **encoder)
 
         by_source: dict[str, list[Sink]] = {}
         for name in self.names:
@@ -348,14 +349,13 @@ class Pipeline:
                                                takes_yuv=True))
                     path = _segments_of(path)
                 elif self.live[name]:
-                    group.append(VideoSink(path, time_base=LIVE_TIME_BASE, codec=codec, crf=out.crf, rebase=True,
-                                           threads=self._codec_threads, fallback=fallback))
+                    group.append(VideoSink(path, time_base=LIVE_TIME_BASE, rebase=True, **encoder))
                 else:
                     info = self.infos[name]
                     group.append(VideoSink(
                         path, time_base=info.time_base, rate=info.average_rate,
-                        audio_from=info.path if out.audio and info.has_audio else None, codec=codec, crf=out.crf,
-                        threads=self._codec_threads, sample_aspect_ratio=info.sample_aspect_ratio, fallback=fallback,
+                        audio_from=info.path if out.audio and info.has_audio else None,
+                        sample_aspect_ratio=info.sample_aspect_ratio, **encoder,
                     ))
                 self.outputs.append(path)
             if out.masks:

@@ -47,6 +47,7 @@ def test_flags_override_file(tmp_path: Path) -> None:
         ({"render": {"labels": "yes"}}, "render.labels: expected true or false"),
         ({"postprocess": {"label_ids_to_fuse": 3}}, "postprocess.label_ids_to_fuse: expected a list"),
         ({"output": {"video": "out.avi"}}, "output.video: unsupported container '.avi'"),
+        ({"output": {"preset": "fastest"}}, "output.preset: unknown preset 'fastest' (expected one of ultrafast,"),
         ({"model": "x"}, "model: expected a mapping"),
     ],
 )
