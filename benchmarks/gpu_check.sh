@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Everything that needs the GPU, in one call of about eight minutes (a single-round bench takes ~65 s there), on the lent machine:
+# Everything that needs the GPU, in one call of about eight minutes on the lent machine (a single-round
+# bench takes ~65 s there):
 #   here:   bash benchmarks/fetch_gpu_wheels.sh
 #   device: run(command="bash benchmarks/gpu_check.sh", carry=["benchmarks/wheels"], timeout_s=540)
 # Each step has its own time limit, so one that hangs cannot take the others' time. Prints a short table
