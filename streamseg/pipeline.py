@@ -263,7 +263,7 @@ class Pipeline:
             loaded, self.task, cfg.postprocess, annotator=annotator if draw else None,
             masks_to_host=self._masks_to_host, compile=cfg.model.compile, profile=self._profile,
             channels_last=cfg.model.channels_last, yuv_out=yuv_out,
-            cuda_graphs=cfg.model.cuda_graphs and not cfg.model.compile, batch_size=cfg.batching.batch_size,
+            cuda_graphs=cfg.model.cuda_graphs, batch_size=cfg.batching.batch_size,
         )
         source_queues: dict[str, queue.Queue] = {}
         for name, src in zip(self.names, cfg.sources):

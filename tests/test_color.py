@@ -88,13 +88,13 @@ def test_nv12_layout_converts_like_planar(tmp_path: Path) -> None:
                   - decoded.to_ndarray(format="rgb24")).max() > 8
 
 
-@pytest.mark.parametrize("size", [(160, 96), (1280, 720)])
-def test_nv12_frames_give_the_software_decoders_rgb(tmp_path: Path, size: tuple[int, int]) -> None:
+@pytest.mark.parametrize(("size", "colorspace"), [((160, 96), 2), ((1280, 720), 2), ((480, 270), 1)])
+def test_nv12_frames_give_the_software_decoders_rgb(tmp_path: Path, size: tuple[int, int], colorspace: int) -> None:
     """NVDEC hands on NV12 where the CPU's decoder hands on planar YUV: converted to RGB on the host
     (no GPU conversion asked for), both must give the same pixels, HD (read as BT.709) included."""
     from streamseg.sources.pixels import frame_pixels
 
-    with av.open(str(_tagged_clip(tmp_path / "c.mp4", size=size))) as container:
+    with av.open(str(_tagged_clip(tmp_path / "c.mp4", size=size, colorspace=colorspace))) as container:
         for decoded in container.decode(video=0):
             planar, _, _ = frame_pixels(decoded, yuv=False)
             nv12, layout, _ = frame_pixels(decoded.reformat(format="nv12"), yuv=False)

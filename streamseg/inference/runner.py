@@ -89,8 +89,8 @@ class ModelRunner:
             are exact (costs a little speed; the benchmark turns it on).
         yuv_out: turn drawn frames into YUV 4:2:0 on the device, for an encoder (half the bytes to copy,
             no conversion on the host).
-        cuda_graphs: on CUDA, replay the forward pass from a CUDA graph per input shape (see
-            :mod:`.graphs`); ``batch_size`` is the largest batch, to which smaller ones are padded.
+        cuda_graphs: on CUDA and without ``compile``, replay the forward pass from a CUDA graph per input
+            shape (see :mod:`.graphs`); ``batch_size`` is the largest batch, to which smaller ones are padded.
     """
 
     def __init__(
