@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -30,6 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+BUILT = ("tiny", "swin-tiny", "swin-small")  # the models bench.py builds (with --cache, once)
 STAGES = ("decode", "upload", "preprocess", "forward", "postprocess", "render", "download", "encode", "export")
 
 
@@ -68,8 +70,6 @@ def build_model(kind: str, folder: Path) -> Path:
 
 def resize_input(model: Path, size: str, folder: Path) -> Path:
     """A copy of a checkpoint whose preprocessing resizes frames to HEIGHTxWIDTH."""
-    import shutil
-
     height, width = (int(v) for v in size.lower().split("x"))
     shutil.copytree(model, folder)
     config = json.loads((folder / "preprocessor_config.json").read_text())
@@ -304,6 +304,21 @@ def measure_naive(args: argparse.Namespace) -> dict:
 
 # ------------------------------------------------------------------------------------------ driver
 
+def _once(path: Path, make) -> Path:
+    """``path`` if an earlier run made it, else ``make(a temporary name)`` renamed to it when done, so a
+    run stopped halfway leaves nothing to reuse."""
+    if path.exists():
+        return path
+    part = path.with_name("part-" + path.name)
+    if part.is_dir():
+        shutil.rmtree(part)
+    elif part.exists():
+        part.unlink()
+    make(part)
+    part.rename(path)
+    return path
+
+
 def _child(mode: str, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--child", mode, "--model-dir", args.model_dir, "--clip", args.clip,
            "--workdir", args.workdir, "--task", args.task, "--batch-size", str(args.batch_size),
@@ -350,6 +365,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternate the runs this many times (median)")
     parser.add_argument("--naive-frames", type=int, default=60, help="frames timed in the naive loop")
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--cache", help="keep the built model and clip in this folder and reuse them")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     parser.add_argument("--clip", help=argparse.SUPPRESS)
@@ -364,10 +380,18 @@ def main() -> None:
     width, height = (int(v) for v in args.size.lower().split("x"))
     with tempfile.TemporaryDirectory() as tmp:
         args.workdir = tmp
-        args.model_dir = str(build_model(args.model, Path(tmp) / "model"))
+        # With --cache, models and clips made once serve later runs (the lent GPU's minutes are few).
+        made = Path(args.cache) if args.cache else Path(tmp)
+        made.mkdir(parents=True, exist_ok=True)
+        if args.model in BUILT:
+            args.model_dir = str(_once(made / f"model-{args.model}", lambda path: build_model(args.model, path)))
+        else:
+            args.model_dir = str(build_model(args.model, Path(tmp) / "model"))
         if args.input_size:
             args.model_dir = str(resize_input(Path(args.model_dir), args.input_size, Path(tmp) / "resized"))
-        args.clip = str(make_clip(Path(tmp) / "clip.mp4", width, height, args.frames + args.batch_size))
+        frames = args.frames + args.batch_size
+        args.clip = str(_once(made / f"clip-{width}x{height}-{frames}.mp4",
+                              lambda path: make_clip(path, width, height, frames)))
         # Rounds alternate the runs, so that a machine whose speed drifts (a shared CPU does) weighs on
         # each ratio's two sides alike; each ratio is taken within a round, then the median is reported.
         runs = ["ceiling", "streamseg"] + ([] if args.skip_naive else ["naive"])

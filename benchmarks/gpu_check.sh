@@ -44,7 +44,8 @@ bench() {  # name, seconds allowed, then bench.py arguments; returns bench.py's 
   local name=$1; shift
   local limit=$1; shift
   echo "=== $name: $*" >> "$BENCH"
-  timeout "$limit" python3 benchmarks/bench.py --device cuda --json "$OUT/$name.json" "$@" > /tmp/bench-$name.txt 2>&1
+  timeout "$limit" python3 benchmarks/bench.py --device cuda --cache /tmp/bench-cache --json "$OUT/$name.json" "$@" \
+    > /tmp/bench-$name.txt 2>&1
   local rc=$?
   cat /tmp/bench-$name.txt >> "$BENCH"
   [ $rc -eq 0 ] || echo "$name: stopped (exit $rc); the rounds it finished:"
