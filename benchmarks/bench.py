@@ -175,6 +175,7 @@ def _sync(device: str) -> None:
 def measure_ceiling(args: argparse.Namespace) -> dict:
     import torch
 
+    from streamseg.inference.graphs import GraphedForward, capture_supported
     from streamseg.inference.loading import load_model
     from streamseg.inference.preprocess import preprocess
     from streamseg.sources import read_frames
@@ -188,12 +189,10 @@ def measure_ceiling(args: argparse.Namespace) -> dict:
             loaded.model.to(memory_format=torch.channels_last)
             pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
         forward = torch.compile(loaded.model) if args.compile else loaded.model
-        if device.startswith("cuda") and args.cuda_graphs and not args.compile:  # as streamseg runs it
-            from streamseg.inference.graphs import GraphedForward
-
+        if device.startswith("cuda") and args.cuda_graphs and not args.compile and capture_supported():
             graphed = GraphedForward(loaded.model, args.batch_size)
 
-            def forward(pixel_values):  # the same call, replayed from a CUDA graph
+            def forward(pixel_values):  # the same call, replayed from a CUDA graph, as streamseg runs it
                 return graphed(pixel_values)
         for _ in range(3):
             forward(pixel_values=pixel_values)

@@ -9,7 +9,7 @@ import torch
 from transformers import Mask2FormerForUniversalSegmentation
 
 from streamseg.config import load_config
-from streamseg.inference.graphs import _KeptConstants, graph_sizes
+from streamseg.inference.graphs import _KeptConstants, capture_supported, graph_sizes
 
 
 @pytest.mark.parametrize(("batch", "sizes"), [(1, [1]), (2, [1, 2]), (4, [1, 2, 4]), (6, [1, 2, 4, 6]),
@@ -61,3 +61,9 @@ def test_a_constant_seen_only_when_reusing_is_an_error() -> None:
 def test_cuda_graphs_are_on_by_default_and_can_be_turned_off() -> None:
     assert load_config(None).model.cuda_graphs is True
     assert load_config(None, model__cuda_graphs=False).model.cuda_graphs is False
+
+
+@pytest.mark.parametrize(("version", "supported"), [("5.17.0", True), ("5.0.0.dev0", True), ("4.46.3", False),
+                                                    ("4.57.1", False), ("6.1", True)])
+def test_capture_is_tried_from_transformers_5(version: str, supported: bool) -> None:
+    assert capture_supported(version) is supported

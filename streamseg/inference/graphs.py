@@ -20,11 +20,23 @@ from typing import Any
 import torch
 from torch.overrides import TorchFunctionMode
 
-__all__ = ["GraphedForward", "graph_sizes"]
+__all__ = ["GraphedForward", "capture_supported", "graph_sizes"]
 
 log = logging.getLogger(__name__)
 
 Logits = tuple[torch.Tensor, torch.Tensor]  # class logits, mask logits
+
+
+def capture_supported(version: str | None = None) -> bool:
+    """Whether this transformers' Mask2Former can be captured: from 5.0 its forward pass never waits on
+    the device; 4.x's masked-attention decoder indexes with ``torch.where`` in every layer, which does,
+    so a capture there would only fail (and is not tried)."""
+    if version is None:
+        import transformers
+
+        version = transformers.__version__
+    major = version.split(".")[0]
+    return major.isdigit() and int(major) >= 5
 
 
 def graph_sizes(batch_size: int) -> list[int]:

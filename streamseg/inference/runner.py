@@ -18,7 +18,7 @@ from ..config import PostprocessConfig
 from ..exceptions import ModelError
 from ..types import Frame, FrameResult
 from .color import rgb_to_yuv420, yuv420_to_rgb
-from .graphs import GraphedForward
+from .graphs import GraphedForward, capture_supported
 from .loading import LoadedModel
 from .postprocess import postprocess
 from .preprocess import preprocess
@@ -126,7 +126,10 @@ class ModelRunner:
         self.max_batch = sys.maxsize  # frames per forward pass; lowered when the device runs out of memory
         self._graphed = None
         if cuda_graphs and not compile and loaded.device.type == "cuda":
-            self._graphed = GraphedForward(loaded.model, batch_size)
+            if capture_supported():
+                self._graphed = GraphedForward(loaded.model, batch_size)
+            else:
+                log.info("CUDA graphs need transformers 5 or later; the forward pass launches its kernels one by one")
         # On CUDA, uploads and post-processing have their own streams: batch n + 1 is copied while batch n
         # computes, and post-processing's few host syncs wait for its own batch, not the next forward pass.
         cuda = loaded.device.type == "cuda"
