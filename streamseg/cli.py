@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import glob
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from .config import DEFAULT_MODEL, Config, load_config
 from .exceptions import ConfigError, ModelError, SinkError, SourceError, StreamsegError
@@ -232,6 +233,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("aborted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def entry() -> NoReturn:
+    """The ``streamseg`` command: :func:`main`, then exit with its code.
+
+    A run stopped by Ctrl-C has closed its outputs by then, and its process ends at once, without the
+    interpreter's teardown: after an abort, that teardown can race library threads still winding
+    down (seen once in a loaded test run: the C++ runtime aborting, exit -6 instead of 130).
+    """
+    code = main()
+    if code == EXIT_INTERRUPTED:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 def _quiet_libraries() -> None:
