@@ -20,11 +20,17 @@ from typing import Any
 import torch
 from torch.overrides import TorchFunctionMode
 
-__all__ = ["GraphedForward", "capture_supported", "graph_sizes"]
+__all__ = ["GraphedForward", "capture_supported", "forward_logits", "graph_sizes"]
 
 log = logging.getLogger(__name__)
 
 Logits = tuple[torch.Tensor, torch.Tensor]  # class logits, mask logits
+
+
+def forward_logits(model: Callable, pixel_values: torch.Tensor) -> Logits:
+    """The class and mask logits of one forward pass, launched kernel by kernel."""
+    out = model(pixel_values=pixel_values)
+    return out.class_queries_logits, out.masks_queries_logits
 
 
 def capture_supported(version: str | None = None) -> bool:
@@ -50,7 +56,7 @@ def graph_sizes(batch_size: int) -> list[int]:
 
 class _KeptConstants(TorchFunctionMode):
     """Tensors made on ``device`` from Python numbers, lists or tuples (``torch.tensor``, ``torch.as_tensor``):
-    kept as they are made while ``keep`` is set, handed back from what was kept while ``reuse`` is set.
+    kept as they are made, or, once ``reuse`` is set, handed back from what was kept.
 
     A mode is per thread: other threads' calls are not seen.
     """
@@ -127,8 +133,7 @@ class GraphedForward:
         return graph.logits[0][:count].clone(), graph.logits[1][:count].clone()
 
     def _eager(self, pixel_values: torch.Tensor) -> Logits:
-        out = self.model(pixel_values=pixel_values)
-        return out.class_queries_logits, out.masks_queries_logits
+        return forward_logits(self.model, pixel_values)
 
     def _capture(self, pixel_values: torch.Tensor, size: int) -> _Graph | None:
         device = pixel_values.device

@@ -18,7 +18,7 @@ from ..config import PostprocessConfig
 from ..exceptions import ModelError
 from ..types import Frame, FrameResult
 from .color import rgb_to_yuv420, yuv420_to_rgb
-from .graphs import GraphedForward, capture_supported
+from .graphs import GraphedForward, capture_supported, forward_logits
 from .loading import LoadedModel
 from .postprocess import postprocess
 from .preprocess import preprocess
@@ -183,8 +183,7 @@ class ModelRunner:
     def _forward_chunk(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self._graphed is not None:
             return self._graphed(pixel_values)
-        out = self._forward(pixel_values=pixel_values)
-        return out.class_queries_logits, out.masks_queries_logits
+        return forward_logits(self._forward, pixel_values)
 
     def finish(self, batch: Forwarded) -> list[FrameResult]:
         """Second half: post-process, draw, copy to the host. Runs while the next batch's forward is queued."""

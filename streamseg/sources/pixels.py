@@ -7,7 +7,7 @@ import av
 import cv2
 import numpy as np
 
-from ..types import YUV_FORMATS
+from ..types import YUV_FORMATS, ffmpeg_rgb
 
 __all__ = ["colour_matrix", "display_rotation", "frame_pixels"]
 
@@ -59,16 +59,8 @@ def frame_pixels(decoded: av.VideoFrame, yuv: bool) -> tuple[np.ndarray, str, st
         even = decoded.width % 2 == 0 and decoded.height % 2 == 0
         if layout in YUV_FORMATS and matrix and even and int(decoded.color_range) != _FULL_RANGE:
             return decoded.to_ndarray(), layout, matrix
-    bt709 = int(decoded.colorspace) == _UNSPECIFIED and colour_matrix(decoded) == "bt709"
-    if decoded.format.name == "nv12":
-        # NVDEC's layout. FFmpeg turns NV12 into RGB by another route than the software decoder's
-        # YUV 4:2:0 (smoothing the colour at edges, up to 40 levels apart): the same video must give
-        # the same pixels whichever decoder ran, so the planes are first laid out as the CPU's.
-        decoded = decoded.reformat(format="yuv420p")
-    if bt709:
-        rgb = decoded.to_ndarray(format="rgb24", src_colorspace="ITU709")
-    else:
-        rgb = decoded.to_ndarray(format="rgb24")
+    untagged_hd = int(decoded.colorspace) == _UNSPECIFIED and colour_matrix(decoded) == "bt709"
+    rgb = ffmpeg_rgb(decoded, "ITU709" if untagged_hd else None)
     if turn:
         rgb = cv2.rotate(rgb, _UPRIGHT[turn])
     return rgb, "rgb24", "bt601"
