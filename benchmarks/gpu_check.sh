@@ -31,6 +31,9 @@ print("nvdec probe:", _probe(None) or "opens")
 print("hardware_decoder('cuda'):", hardware_decoder("cuda"))
 print("h264_nvenc opens:", encoder_opens("h264_nvenc"), "| hevc_nvenc opens:", encoder_opens("hevc_nvenc"))
 EOF
+  # libx264 on this CPU, as the video output runs it (frame threads) and as PyAV's default would (slices).
+  timeout 60 python3 benchmarks/encode_presets.py --size 1280x720 --rounds 1 --slices --presets veryfast,ultrafast \
+    | tail -4
 } 2>&1 | tee "$OUT/env.txt"
 
 PER_TEST=$(python3 -c "import pytest_timeout" 2>/dev/null && echo "--timeout 90")  # the plugin is there

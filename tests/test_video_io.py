@@ -315,12 +315,12 @@ def test_an_encoder_that_does_not_open_falls_back_when_streamseg_chose_it(tmp_pa
         for i in range(4):
             frame = Frame(pixels=np.full((64, 96, 3), 40 * i, np.uint8), index=i, pts=i, time_base=Fraction(1, 30),
                           time=i / 30)
-            sink.write(FrameResult(frame, Segmentation("panoptic", [], [], [], [], [], size=(64, 96))))
+            sink.write(FrameResult(frame, Segmentation("panoptic", [], [], [], [], [], size=(144, 256))))
     assert "h264_nvenc did not open" in caplog.text and sink.codec == "libx264"
     assert len(read_video(out)[2]) == 4
     unused = VideoSink(tmp_path / "no.mp4", time_base=Fraction(1, 30), codec="h264_nvenc")
     with pytest.raises(streamseg.exceptions.SinkError, match="cannot open"), unused:
-        unused.write(FrameResult(frame, Segmentation("panoptic", [], [], [], [], [], size=(64, 96))))
+        unused.write(FrameResult(frame, Segmentation("panoptic", [], [], [], [], [], size=(144, 256))))
 
 
 def test_segmented_outputs_keep_the_newest_files(tmp_path: Path) -> None:
@@ -415,3 +415,19 @@ def test_frames_go_to_the_encoder_without_a_copy_and_encode_the_same(tmp_path: P
         with av.open(str(tmp_path / "shared.mp4")) as container:
             decoded = [f.to_ndarray() for f in container.decode(video=0)]
         assert all(np.array_equal(decoded[i], drawn(i)) for i in range(24))
+
+
+@pytest.mark.parametrize(("threads", "settings"), [(0, b"sliced_threads=0"), (1, b"threads=1 ")])
+def test_x264_threads_work_on_whole_frames(tmp_path: Path, threads: int, settings: bytes) -> None:
+    """x264 writes its settings into the stream. Left to choose its threads (a GPU machine), it encodes
+    several frames at once rather than slicing each one while the caller waits, which capped a GPU run."""
+    from streamseg.types import Frame, FrameResult, Segmentation
+
+    out = tmp_path / "o.mp4"
+    with VideoSink(out, time_base=Fraction(1, 30), threads=threads) as sink:
+        for i in range(8):
+            frame = Frame(pixels=np.full((144, 256, 3), i * 20, np.uint8), index=i, pts=i, time_base=Fraction(1, 30),
+                          time=i / 30)
+            sink.write(FrameResult(frame, Segmentation("panoptic", [], [], [], [], [], size=(144, 256))))
+    assert settings in out.read_bytes()
+    assert len(read_video(out)[0]) == 8
