@@ -218,6 +218,7 @@ def measure_streamseg(args: argparse.Namespace) -> dict:
         model__dtype=args.dtype, model__compile=args.compile, model__channels_last=args.channels_last,
         model__cuda_graphs=args.cuda_graphs, output__preset=args.preset,
         batching__batch_size=args.batch_size, color_conversion=args.color_conversion, decoder=args.decoder,
+        gpu_frames=args.gpu_frames,
         postprocess__threshold=args.threshold,
         output__video=str(out_dir / "streamseg.mp4"), output__masks=str(out_dir / "streamseg.jsonl"),
     )
@@ -325,6 +326,7 @@ def _child(mode: str, args: argparse.Namespace) -> dict:
            "--threshold", str(args.threshold), "--naive-frames", str(args.naive_frames),
            "--color-conversion", args.color_conversion, "--decoder", args.decoder, "--preset", args.preset]
     cmd += ["--compile"] if args.compile else []
+    cmd += ["--gpu-frames"] if args.gpu_frames else []
     cmd += ["--channels-last"] if args.channels_last else []
     cmd += [] if args.cuda_graphs else ["--no-cuda-graphs"]
     cmd += ["--profile"] if args.profile else []
@@ -359,6 +361,7 @@ def main() -> None:
                         help="where streamseg turns YUV into RGB and back (auto: on a GPU when there is one)")
     parser.add_argument("--decoder", default="auto", choices=("auto", "cpu"),
                         help="streamseg's decoder (auto: NVDEC when the model runs on CUDA and it opens)")
+    parser.add_argument("--gpu-frames", action="store_true", help="NVDEC's frames stay on the GPU (streamseg)")
     parser.add_argument("--preset", default="veryfast", help="streamseg's libx264 preset (where there is no NVENC)")
     parser.add_argument("--skip-naive", action="store_true")
     parser.add_argument("--rounds", type=int, default=3, help="alternate the runs this many times (median)")
@@ -407,7 +410,7 @@ def main() -> None:
     print(f"\nmodel={args.model} input={args.input_size or 'own'} size={args.size} task={args.task} "
           f"threshold={args.threshold} batch={args.batch_size} device={args.device} dtype={args.dtype} "
           f"compile={args.compile} channels_last={args.channels_last} colors={args.color_conversion} "
-          f"decoder={args.decoder} cuda_graphs={args.cuda_graphs} preset={args.preset} "
+          f"decoder={args.decoder} gpu_frames={args.gpu_frames} cuda_graphs={args.cuda_graphs} preset={args.preset} "
           f"rounds={args.rounds} "
           f"torch={torch.__version__} transformers={transformers.__version__}")
     print(f"{'run':<10} {'fps':>8}  {'(each round)':<24} {'peak RSS MB':>12} {'peak dev MB':>12}")

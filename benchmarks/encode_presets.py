@@ -68,9 +68,9 @@ def main() -> None:
     if args.slices:
         runs["veryfast", "SLICE"] = []
     for i in range(args.rounds):
-        for preset, thread_type in runs:
-            runs[preset, thread_type].append(encode(frames, preset, args.crf, repeat=4, thread_type=thread_type))
-            print(f"round {i + 1} {preset} {thread_type}: {runs[preset, thread_type][-1]['fps']:.1f} fps", flush=True)
+        for (preset, thread_type), results in runs.items():
+            results.append(encode(frames, preset, args.crf, repeat=4, thread_type=thread_type))
+            print(f"round {i + 1} {preset} {thread_type}: {results[-1]['fps']:.1f} fps", flush=True)
     print(f"\nlibx264 {args.size} crf={args.crf}, {len(frames) * 4} frames a run, {os.cpu_count()} cores, "
           f"PyAV {av.__version__}")
     print(f"{'preset':<10} {'threads':<8} {'fps':>8} {'CPU ms/frame':>13} {'wait ms/frame':>14} {'KiB/frame':>10}")

@@ -4,8 +4,8 @@
 #   here:   bash benchmarks/fetch_gpu_wheels.sh
 #   device: run(command="bash benchmarks/gpu_check.sh", carry=["benchmarks/wheels"], timeout_s=540)
 # Each step has its own time limit, so one that hangs cannot take the others' time. Prints a short table
-# last; logs and JSON land in $OUT (at most 8 files come back: env, tests, bench and one JSON for each
-# of five benches).
+# last; logs and JSON land in $OUT (at most 7 files come back: env, tests, bench and one JSON for each
+# of four benches).
 set -uo pipefail
 OUT=${OUT:-/tmp/streamseg-gpu}
 mkdir -p "$OUT"
@@ -58,14 +58,14 @@ bench() {  # name, seconds allowed, then bench.py arguments; returns bench.py's 
 }
 SWIN="--model swin-tiny --size 1280x720 --task panoptic --frames 480"
 if bench main 180 $SWIN --batch-size 8 --rounds 2 --naive-frames 30; then
-  # Where the host's encoder binds (an H100 has no NVENC): libx264 at a third of the CPU a frame;
-  # NVDEC against 16 CPU cores; a larger batch.
+  # NVDEC's frames kept on the GPU (no host copy, no upload); where the host's encoder binds (an H100
+  # has no NVENC): libx264 at a third of the CPU a frame; NVDEC against 16 CPU cores.
+  bench gpu-frames 90 $SWIN --batch-size 8 --skip-naive --rounds 1 --gpu-frames
   bench ultrafast 90 $SWIN --batch-size 8 --skip-naive --rounds 1 --preset ultrafast
   bench cpu-decoder 90 $SWIN --batch-size 8 --skip-naive --rounds 1 --decoder cpu
-  bench batch-16 90 $SWIN --batch-size 16 --skip-naive --rounds 1
 else
   # Something on the hardware path failed: the same run on the plain path says whether it is that.
   bench fallback 90 $SWIN --batch-size 8 --skip-naive --rounds 1 --decoder cpu --color-conversion host --no-cuda-graphs
+  bench no-graphs 90 $SWIN --batch-size 8 --skip-naive --rounds 1 --no-cuda-graphs
 fi
-bench no-graphs 90 $SWIN --batch-size 8 --skip-naive --rounds 1 --no-cuda-graphs  # what CUDA graphs buy
 grep -h "CUDA graphs unavailable" "$BENCH" | sort | uniq -c | head -3

@@ -69,6 +69,9 @@ def _parser() -> argparse.ArgumentParser:
                                      "libx264, h264_nvenc, libvpx-vp9, ... (default auto)")
     seg.add_argument("--decoder", help="decoding of files and streams: auto (NVDEC when the model runs on an "
                                        "NVIDIA GPU and it opens, else the CPU), cpu, cuda or cuda:N (default auto)")
+    seg.add_argument("--gpu-frames", action="store_true", default=None,
+                     help="files decoded by NVDEC keep their frames on the GPU, with no copy through the host "
+                          "(experimental)")
     seg.add_argument("--color-conversion", choices=("auto", "device", "host"),
                      help="where decoded YUV becomes RGB: auto (on the GPU when the model runs on one, else on the "
                           "host), device or host (default auto)")
@@ -136,6 +139,7 @@ def build_config(args: argparse.Namespace) -> Config:
         output__keep_segments=args.keep_segments,
         duration=args.duration,
         decoder=args.decoder,
+        gpu_frames=args.gpu_frames,
         color_conversion=args.color_conversion,
         live__transport=args.rtsp_transport,
         live__stall_timeout_s=args.stall_timeout,

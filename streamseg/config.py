@@ -194,6 +194,9 @@ class Config:
     live: LiveConfig = field(default_factory=LiveConfig)
     duration: float | None = None
     decoder: str = "auto"  # files and streams; auto: NVDEC when the model runs on CUDA and it opens; cpu; cuda:N
+    # Files decoded by NVDEC keep their frames on the GPU, without a copy through the host (experimental:
+    # not yet measured on a GPU, hence off by default).
+    gpu_frames: bool = False
     # Where decoded YUV becomes RGB: auto (on the model's device when it is a GPU, else by FFmpeg on the
     # host), device, or host.
     color_conversion: str = "auto"
@@ -203,6 +206,8 @@ class Config:
                f"unknown decoder {self.decoder!r} (expected auto, cpu, cuda or cuda:N)")
         _check(self.color_conversion in ("auto", "device", "host"), "color_conversion",
                f"unknown place {self.color_conversion!r} (expected auto, device or host)")
+        _check(not self.gpu_frames or (self.decoder != "cpu" and self.color_conversion != "host"), "gpu_frames",
+               "needs NVDEC's frames and the colour conversion on the GPU (not decoder: cpu or color_conversion: host)")
         if self.duration is not None:
             _check(self.duration > 0, "duration", f"must be > 0 seconds, got {self.duration}")
 

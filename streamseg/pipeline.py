@@ -295,7 +295,7 @@ class Pipeline:
     def _frames(self, name: str, src: str) -> Callable[[], Iterator]:
         if not self.live[name]:
             return lambda: read_frames(src, name=name, threads=self._codec_threads, hwaccel=self._decoder,
-                                       yuv=self._yuv)
+                                       yuv=self._yuv, gpu_frames=self.config.gpu_frames)
         live = self.config.live
         if is_webcam(src):
             connect = read_webcam(src, stall_s=live.stall_timeout_s)

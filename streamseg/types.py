@@ -45,7 +45,7 @@ class Frame:
     Attributes:
         pixels: (H, W, 3) uint8 RGB; or, when ``pixel_format`` is "yuv420p" or "nv12", the decoder's
             (H * 3 / 2, W) uint8 YUV 4:2:0, which a GPU turns into RGB itself (half the bytes to upload,
-            no conversion on the host).
+            no conversion on the host); NV12 may be a tensor already on the GPU (NVDEC's frames, kept there).
         index: position in its source, from 0.
         pts: presentation timestamp in ``time_base`` units, as the source gave it (None if it gave none).
         time_base: unit of ``pts`` in seconds.
@@ -58,7 +58,7 @@ class Frame:
         matrix: for YUV pixels, "bt601" or "bt709" (limited range).
     """
 
-    pixels: np.ndarray
+    pixels: np.ndarray | torch.Tensor
     index: int
     pts: int | None
     time_base: Fraction
@@ -72,11 +72,13 @@ class Frame:
 
     def __post_init__(self) -> None:
         p = self.pixels
+        if isinstance(p, torch.Tensor) and self.pixel_format != "nv12":
+            raise ValueError(f"only NV12 pixels may be a tensor, got {self.pixel_format}")
         if self.pixel_format == "rgb24":
             if p.ndim != 3 or p.shape[2] != 3 or p.dtype != np.uint8:
                 raise ValueError(f"RGB pixels must be (H, W, 3) uint8, got {p.shape} {p.dtype}")
         elif self.pixel_format in YUV_FORMATS:
-            if p.ndim != 2 or p.shape[0] % 3 or p.shape[1] % 2 or p.dtype != np.uint8:
+            if p.ndim != 2 or p.shape[0] % 3 or p.shape[1] % 2 or p.dtype not in (np.uint8, torch.uint8):
                 raise ValueError(f"YUV 4:2:0 pixels must be (H * 3 / 2, W) uint8 with H and W even, got "
                                  f"{p.shape} {p.dtype}")
             if self.matrix not in YUV_MATRICES:
@@ -89,7 +91,8 @@ class Frame:
         """(H, W, 3) uint8 RGB; for YUV pixels, converted by FFmpeg on first use, as a decoder's frame would be."""
         if self.pixel_format == "rgb24":
             return self.pixels
-        return _yuv_to_rgb(self.pixels, self.pixel_format, self.matrix)
+        pixels = self.pixels.cpu().numpy() if isinstance(self.pixels, torch.Tensor) else self.pixels
+        return _yuv_to_rgb(pixels, self.pixel_format, self.matrix)
 
     @property
     def height(self) -> int:

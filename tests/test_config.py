@@ -97,6 +97,13 @@ def test_decoder_is_checked() -> None:
         load_config(None, decoder="vaapi")
 
 
+@pytest.mark.parametrize("other", [{"decoder": "cpu"}, {"color_conversion": "host"}])
+def test_gpu_frames_need_nvdec_and_the_conversion_on_the_gpu(other: dict) -> None:
+    assert load_config(None, gpu_frames=True, decoder="cuda").gpu_frames
+    with pytest.raises(ConfigError, match=r"^gpu_frames: needs NVDEC's frames"):
+        load_config(None, gpu_frames=True, **other)
+
+
 def test_model_folder_is_found_beside_the_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A config that ships with its model (configs/sample.yaml) works from any directory; a folder of
     the working directory, and a hub id, are taken as they are."""

@@ -197,3 +197,38 @@ def test_pipeline_with_cuda_graphs_agrees_without(tmp_path: Path) -> None:
     assert len(runs[True]) == len(runs[False]) == 300
     agree = np.mean([(a == b).float().mean().item() for a, b in zip(runs[True], runs[False])])
     assert agree >= 0.995
+
+
+def test_nvdec_frames_kept_on_the_gpu_are_the_ones_it_copies_out(tmp_path: Path) -> None:
+    """``gpu_frames``: each NV12 frame read through DLPack on the GPU is, byte for byte, what NVDEC hands
+    the host (a frame read before NVDEC's copy finished, or after its buffer went back to FFmpeg's
+    pool, would differ). A rotated video's frames are copied out and turned upright in RGB, as without."""
+    from streamseg.sources import read_frames
+
+    from .conftest import write_clip
+
+    on_gpu = list(read_frames(SAMPLE_CLIP, hwaccel="cuda", yuv=True, gpu_frames=True))
+    on_host = list(read_frames(SAMPLE_CLIP, hwaccel="cuda", yuv=True))
+    assert len(on_gpu) == len(on_host) == 300
+    assert all(isinstance(f.pixels, torch.Tensor) and f.pixels.is_cuda and f.pixel_format == "nv12" for f in on_gpu)
+    assert all(np.array_equal(a.pixels.cpu().numpy(), b.pixels) for a, b in zip(on_gpu, on_host))
+    assert [f.matrix for f in on_gpu] == [f.matrix for f in on_host]
+    phone = write_clip(tmp_path / "phone.mp4", width=96, height=64, frames=6, display_rotation=90)
+    turned = list(read_frames(phone, hwaccel="cuda", yuv=True, gpu_frames=True))
+    expected = list(read_frames(phone, hwaccel="cuda", yuv=True))
+    assert all(f.pixel_format == "rgb24" and f.image.shape == (96, 64, 3) for f in turned)
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(turned, expected))
+
+
+@pytest.mark.skipif(not SAMPLE_MODEL.exists(), reason="sample model not built")
+def test_pipeline_with_gpu_frames_agrees_without(tmp_path: Path) -> None:
+    runs = {}
+    for keep in (True, False):
+        results = streamseg.segment(SAMPLE_CLIP, model=str(SAMPLE_MODEL), task="panoptic", device="cuda",
+                                    batch_size=8, gpu_frames=keep, output=tmp_path / f"{keep}.mp4")
+        runs[keep] = [(r.segmentation.label_map(), r.frame.image) for r in results]
+    assert len(runs[True]) == len(runs[False]) == 300
+    agree = np.mean([(a[0] == b[0]).float().mean().item() for a, b in zip(runs[True], runs[False])])
+    assert agree >= 0.999
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(runs[True], runs[False]))  # the frames themselves
+    assert len(read_video(tmp_path / "True.mp4")[2]) == 300

@@ -431,3 +431,38 @@ def test_x264_threads_work_on_whole_frames(tmp_path: Path, threads: int, setting
             sink.write(FrameResult(frame, Segmentation("panoptic", [], [], [], [], [], size=(144, 256))))
     assert settings in out.read_bytes()
     assert len(read_video(out)[0]) == 8
+
+
+def test_nv12_planes_read_through_dlpack_are_the_frame() -> None:
+    """NVDEC's frames kept on the GPU are read plane by plane through DLPack (PyAV exports host frames
+    the same way, so the assembly and its row padding are checked here): the (H * 3 / 2, W) tensor
+    is PyAV's own NV12 array, and the host copy made of it keeps the tags the RGB conversion reads."""
+    import torch
+
+    from streamseg.sources.pixels import _on_host, frame_pixels, nv12_tensor
+
+    rng = np.random.default_rng(0)
+    nv12 = rng.integers(16, 235, (180 * 3 // 2, 200), dtype=np.uint8)
+    frame = av.VideoFrame.from_ndarray(nv12, format="nv12").reformat(format="yuv420p").reformat(format="nv12")
+    frame.colorspace, frame.color_range = 1, 1  # BT.709, limited
+    assert frame.planes[0].line_size > 200  # rows padded, as a decoder's are
+    tensor = nv12_tensor(frame)
+    assert tensor.dtype == torch.uint8 and tensor.is_contiguous()
+    assert np.array_equal(tensor.numpy(), frame.to_ndarray())
+    host = _on_host(frame)
+    assert (int(host.colorspace), int(host.color_range)) == (1, 1)
+    assert np.array_equal(frame_pixels(host, yuv=False)[0], frame_pixels(frame, yuv=False)[0])
+
+
+def test_a_frame_may_hold_nv12_as_a_tensor() -> None:
+    import torch
+
+    from streamseg.types import Frame
+
+    nv12 = np.random.default_rng(1).integers(16, 235, (90, 64), dtype=np.uint8)
+    common = dict(index=0, pts=0, time_base=Fraction(1, 30), time=0.0, pixel_format="nv12", matrix="bt709")
+    on_host, as_tensor = Frame(pixels=nv12, **common), Frame(pixels=torch.from_numpy(nv12), **common)
+    assert (as_tensor.height, as_tensor.width) == (60, 64)
+    assert np.array_equal(as_tensor.image, on_host.image)
+    with pytest.raises(ValueError, match="only NV12"):
+        Frame(pixels=torch.zeros(60, 64, 3, dtype=torch.uint8), index=0, pts=0, time_base=Fraction(1, 30), time=0.0)

@@ -233,13 +233,14 @@ class ModelRunner:
             yield
 
     def _upload(self, frames: Sequence[Frame]) -> list[torch.Tensor]:
-        """Each frame as (H, W, 3) uint8 RGB on the device; YUV frames go up as they are and become RGB there."""
-        tensors = [torch.from_numpy(f.pixels) for f in frames]
+        """Each frame as (H, W, 3) uint8 RGB on the device; YUV frames go up as they are and become RGB there.
+        Frames already on the GPU (NVDEC's, made on the default stream that computes here) are not copied."""
+        tensors = [f.pixels if isinstance(f.pixels, torch.Tensor) else torch.from_numpy(f.pixels) for f in frames]
         device = self.loaded.device
         if self._upload_stream is None:
             return _to_rgb(frames, [t.to(device) for t in tensors])  # the CPU: the same tensors
         with torch.cuda.stream(self._upload_stream):
-            uploaded = [t.pin_memory().to(device, non_blocking=True) for t in tensors]
+            uploaded = [t.to(device) if t.is_cuda else t.pin_memory().to(device, non_blocking=True) for t in tensors]
         compute = torch.cuda.current_stream(device)
         compute.wait_stream(self._upload_stream)
         for t in uploaded:

@@ -145,6 +145,7 @@ def _first_rotation(container: av.container.InputContainer, stream: av.VideoStre
 
 def read_frames(
     path: str | Path, *, name: str | None = None, threads: int = 0, hwaccel: str | None = None, yuv: bool = False,
+    gpu_frames: bool = False,
 ) -> Iterator[Frame]:
     """Decode every frame of a file's main video stream, in presentation order, as RGB (or, with ``yuv``,
     as the decoder's YUV 4:2:0 where a GPU can convert it: see :func:`~.pixels.frame_pixels`).
@@ -152,14 +153,19 @@ def read_frames(
     A file cut short yields the frames that decode and logs a warning instead of failing.
     ``threads``: decoder threads (0: FFmpeg's choice; 1 when the model computes on the same CPU cores).
     ``hwaccel``: "cuda" or "cuda:N" decodes with NVDEC where the device, the driver and the codec allow,
-    and on the CPU otherwise.
+    and on the CPU otherwise. ``gpu_frames`` (with ``yuv``): NVDEC's frames of 8-bit 4:2:0 video stay on
+    the GPU, as NV12 tensors, with no copy through the host.
 
     Raises:
         SourceError: the file cannot be opened, or fails before its first frame.
     """
     path = str(path)
     name = name if name is not None else path
-    container = _open(path, hardware_decoder(hwaccel))
+    on_gpu = gpu_frames and yuv
+    container = _open(path, hardware_decoder(hwaccel, on_gpu=on_gpu))
+    if on_gpu and main_video_stream(container).codec_context.pix_fmt != "yuv420p":  # 10-bit, 4:2:2, full range
+        container.close()
+        container = _open(path, hardware_decoder(hwaccel))
     try:
         stream = main_video_stream(container)
         stream.thread_type = "AUTO"

@@ -18,9 +18,11 @@ __all__ = ["hardware_decoder"]
 log = logging.getLogger(__name__)
 
 
-def hardware_decoder(device: str | None) -> Any:
+def hardware_decoder(device: str | None, on_gpu: bool = False) -> Any:
     """PyAV's settings for NVDEC decoding on ``device`` ("cuda" or "cuda:N"), or None when no hardware
-    decoding is asked for or none is possible here. Codecs NVDEC lacks decode on the CPU by themselves."""
+    decoding is asked for or none is possible here. Codecs NVDEC lacks decode on the CPU by themselves.
+    ``on_gpu``: decoded frames stay on the GPU (read through DLPack) instead of being copied to the host;
+    PyAV then opens CUDA's primary context, the one torch computes in."""
     if device is None or not device.startswith("cuda"):
         return None
     try:
@@ -33,7 +35,7 @@ def hardware_decoder(device: str | None) -> Any:
     if reason is not None:
         _unavailable(device, reason)
         return None
-    return HWAccel("cuda", device=index, allow_software_fallback=True)
+    return HWAccel("cuda", device=index, allow_software_fallback=True, is_hw_owned=on_gpu)
 
 
 @functools.cache
