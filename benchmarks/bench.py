@@ -105,6 +105,12 @@ class Busy:
     Threads are sampled from /proc every 0.25 s (they may end before the window does); Python
     threads go by their names, FFmpeg's and torch's by their kernel names, summed per name. The GPU's
     utilization is nvidia-smi's "a kernel ran" share, sampled every 100 ms. Linux only; elsewhere empty.
+
+    The interpreter lock: a probe thread sleeps 5 ms at a time and measures how much longer than that
+    each wake-up takes, which is, but for the timer's slack (~0.1 ms), the wait for the lock that any
+    thread coming back from native code (a decoder, an encoder, a CUDA call) pays. Python hands the
+    lock over every 5 ms (``sys.getswitchinterval``) when threads compete for it: waits near that
+    mean the lock, not a core or the device, holds the pipeline back.
     """
 
     def __init__(self, device: str) -> None:
@@ -115,6 +121,8 @@ class Busy:
         self._last: dict[int, tuple[float, int]] = {}
         self._names: dict[int, str] = {}
         self._thread = threading.Thread(target=self._sample, name="bench-busy", daemon=True)
+        self._probe = threading.Thread(target=self._probe_lock, name="bench-gil", daemon=True)
+        self._waits: list[float] = []
         self._smi = None
         if device.startswith("cuda"):
             try:
@@ -126,6 +134,13 @@ class Busy:
 
     def start(self) -> None:
         self._thread.start()
+        self._probe.start()
+
+    def _probe_lock(self) -> None:
+        while not self._stop.is_set():
+            start = time.perf_counter()
+            time.sleep(0.005)
+            self._waits.append(time.perf_counter() - start - 0.005)
 
     def _sample(self) -> None:
         import threading
@@ -148,15 +163,20 @@ class Busy:
     def stop(self) -> dict:
         self._stop.set()
         self._thread.join()
+        self._probe.join()
         tick = os.sysconf("SC_CLK_TCK")
         busy: dict[str, float] = {}
         for tid, (t0, c0) in self._first.items():
             t1, c1 = self._last[tid]
-            if t1 > t0 and tid != self._thread.native_id:
+            if t1 > t0 and tid not in (self._thread.native_id, self._probe.native_id):
                 name = self._names[tid]
                 busy[name] = busy.get(name, 0.0) + 100 * (c1 - c0) / tick / (t1 - t0)
         out: dict = {"threads_busy_pct": {k: round(v) for k, v in sorted(busy.items(), key=lambda kv: -kv[1])
                                           if v >= 1}}
+        if self._waits:
+            waits = sorted(self._waits)
+            out["gil_wait_ms"] = {"mean": round(1000 * statistics.mean(waits), 2),
+                                  "p90": round(1000 * waits[int(0.9 * (len(waits) - 1))], 2)}
         if self._smi is not None:
             self._smi.terminate()
             values = [float(v) for v in self._smi.communicate()[0].split() if v.replace(".", "").isdigit()]
@@ -433,6 +453,11 @@ def main() -> None:
         gpu = f"  GPU {run['gpu_util_pct']}%" if "gpu_util_pct" in run else ""
         threads = "  ".join(f"{k.removeprefix('streamseg-')}={v}" for k, v in run.get("threads_busy_pct", {}).items())
         print(f"  {name:<10}{gpu}  {threads}")
+    print("interpreter lock: ms a thread waits for it on waking (mean, p90; ~0.1 is the timer alone, 5 the most):")
+    for name in ("ceiling", "streamseg"):
+        wait = sorted(rounds, key=lambda r: r[name]["fps"])[len(rounds) // 2][name].get("gil_wait_ms")
+        if wait:
+            print(f"  {name:<10}{wait['mean']:.2f}  {wait['p90']:.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "rounds": rounds}, indent=2))
 

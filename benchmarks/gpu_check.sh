@@ -52,8 +52,8 @@ bench() {  # name, seconds allowed, then bench.py arguments; returns bench.py's 
   local rc=$?
   cat /tmp/bench-$name.txt >> "$BENCH"
   [ $rc -eq 0 ] || echo "$name: stopped (exit $rc); the rounds it finished:"
-  grep -E "^round |^run |^ceiling |^streamseg|^naive |^  decode|^busy|^  ceiling|^  streamseg|failed" \
-    /tmp/bench-$name.txt | tail -17
+  grep -E "^round |^run |^ceiling |^streamseg|^naive |^  decode|^busy|^interpreter|^  ceiling|^  streamseg|failed" \
+    /tmp/bench-$name.txt | tail -19
   return $rc
 }
 SWIN="--model swin-tiny --size 1280x720 --task panoptic --frames 480"
