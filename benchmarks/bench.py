@@ -232,6 +232,8 @@ def measure_ceiling(args: argparse.Namespace) -> dict:
 def measure_streamseg(args: argparse.Namespace) -> dict:
     from streamseg import Pipeline, load_config
 
+    if args.switch_interval:  # how often Python hands the interpreter lock over (its default: 5 ms)
+        sys.setswitchinterval(args.switch_interval / 1000)
     out_dir = Path(args.workdir)
     cfg = load_config(
         None, sources=(args.clip,), model__name=args.model_dir, model__task=args.task, model__device=args.device,
@@ -347,6 +349,7 @@ def _child(mode: str, args: argparse.Namespace) -> dict:
            "--color-conversion", args.color_conversion, "--decoder", args.decoder, "--preset", args.preset]
     cmd += ["--compile"] if args.compile else []
     cmd += ["--gpu-frames"] if args.gpu_frames else []
+    cmd += ["--switch-interval", str(args.switch_interval)] if args.switch_interval else []
     cmd += ["--channels-last"] if args.channels_last else []
     cmd += [] if args.cuda_graphs else ["--no-cuda-graphs"]
     cmd += ["--profile"] if args.profile else []
@@ -382,6 +385,8 @@ def main() -> None:
     parser.add_argument("--decoder", default="auto", choices=("auto", "cpu"),
                         help="streamseg's decoder (auto: NVDEC when the model runs on CUDA and it opens)")
     parser.add_argument("--gpu-frames", action="store_true", help="NVDEC's frames stay on the GPU (streamseg)")
+    parser.add_argument("--switch-interval", type=float, metavar="MS",
+                        help="streamseg's process hands the interpreter lock over this often (Python: 5 ms)")
     parser.add_argument("--preset", default="veryfast", help="streamseg's libx264 preset (where there is no NVENC)")
     parser.add_argument("--skip-naive", action="store_true")
     parser.add_argument("--rounds", type=int, default=3, help="alternate the runs this many times (median)")
@@ -431,6 +436,7 @@ def main() -> None:
           f"threshold={args.threshold} batch={args.batch_size} device={args.device} dtype={args.dtype} "
           f"compile={args.compile} channels_last={args.channels_last} colors={args.color_conversion} "
           f"decoder={args.decoder} gpu_frames={args.gpu_frames} cuda_graphs={args.cuda_graphs} preset={args.preset} "
+          f"switch_interval={args.switch_interval or 'default'} "
           f"rounds={args.rounds} "
           f"torch={torch.__version__} transformers={transformers.__version__}")
     print(f"{'run':<10} {'fps':>8}  {'(each round)':<24} {'peak RSS MB':>12} {'peak dev MB':>12}")

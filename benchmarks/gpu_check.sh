@@ -59,10 +59,10 @@ bench() {  # name, seconds allowed, then bench.py arguments; returns bench.py's 
 SWIN="--model swin-tiny --size 1280x720 --task panoptic --frames 480"
 if bench main 180 $SWIN --batch-size 8 --rounds 2 --naive-frames 30; then
   # NVDEC's frames kept on the GPU (no host copy, no upload); where the host's encoder binds (an H100
-  # has no NVENC): libx264 at a third of the CPU a frame; NVDEC against 16 CPU cores.
+  # has no NVENC): libx264 at a third of the CPU a frame; the interpreter lock handed over 5x as often.
   bench gpu-frames 90 $SWIN --batch-size 8 --skip-naive --rounds 1 --gpu-frames
   bench ultrafast 90 $SWIN --batch-size 8 --skip-naive --rounds 1 --preset ultrafast
-  bench cpu-decoder 90 $SWIN --batch-size 8 --skip-naive --rounds 1 --decoder cpu
+  bench switch-1ms 90 $SWIN --batch-size 8 --skip-naive --rounds 1 --switch-interval 1
 else
   # Something on the hardware path failed: the same run on the plain path says whether it is that.
   bench fallback 90 $SWIN --batch-size 8 --skip-naive --rounds 1 --decoder cpu --color-conversion host --no-cuda-graphs
