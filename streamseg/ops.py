@@ -1,10 +1,10 @@
-"""Small tensor helpers shared by post-processing and drawing."""
+"""Small tensor helpers shared by post-processing, drawing and the copies to and from the device."""
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["lookup", "upload_each"]
+__all__ = ["download", "lookup", "upload_each"]
 
 
 def lookup(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -27,3 +27,17 @@ def upload_each(tensors: list[torch.Tensor], device: torch.device) -> list[torch
     else:
         joined = joined.to(device)
     return list(joined.split([len(t) for t in tensors]))
+
+
+def download(t: torch.Tensor, *, wait: bool = True) -> torch.Tensor:
+    """``t`` in host memory, with the same strides (a column-major map stays column-major).
+
+    From a GPU with ``wait=False``, the copy goes into pinned memory, queued on the current stream
+    without waiting: the device's DMA engine writes it, where a copy to ordinary memory goes through
+    the driver's staging buffer and a CPU memcpy on the calling thread. Synchronize the stream before
+    reading it.
+    """
+    if wait or t.device.type != "cuda":
+        return t.cpu()
+    host = torch.empty_strided(t.size(), t.stride(), dtype=t.dtype, pin_memory=True)
+    return host.copy_(t, non_blocking=True)

@@ -11,7 +11,7 @@ import av
 import numpy as np
 import torch
 
-from .ops import lookup
+from .ops import download, lookup
 
 __all__ = ["TASKS", "Frame", "Segmentation", "FrameResult"]
 
@@ -193,18 +193,19 @@ class Segmentation:
         table = torch.tensor([-1, *self.label_ids], dtype=torch.int64, device=index.device)
         return lookup(table, index)
 
-    def cpu(self) -> Segmentation:
+    def cpu(self, *, wait: bool = True) -> Segmentation:
         """The same segmentation in host memory (for a map, the map alone is copied).
 
         Maps and masks arrive column-major (same shape and values): transposing is free on the device,
         and the RLE export reads them by columns, which on the host cost 3.6 ms a 1080p map.
+        ``wait=False``: the copies are only queued on the current stream (see :func:`~.ops.download`).
         """
         if self.device.type == "cpu":
             return self
         return dataclasses.replace(
             self,
-            segment_map=None if self.segment_map is None else column_major(self.segment_map).cpu(),
-            mask_stack=None if self.mask_stack is None else column_major(self.mask_stack).cpu(),
+            segment_map=None if self.segment_map is None else download(column_major(self.segment_map), wait=wait),
+            mask_stack=None if self.mask_stack is None else download(column_major(self.mask_stack), wait=wait),
         )
 
 

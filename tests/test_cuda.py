@@ -232,3 +232,16 @@ def test_pipeline_with_gpu_frames_agrees_without(tmp_path: Path) -> None:
     assert agree >= 0.999
     assert all(np.array_equal(a[1], b[1]) for a, b in zip(runs[True], runs[False]))  # the frames themselves
     assert len(read_video(tmp_path / "True.mp4")[2]) == 300
+
+
+def test_copies_queued_into_pinned_memory_are_the_blocking_ones() -> None:
+    from streamseg.ops import download
+    from streamseg.types import column_major
+
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        maps = column_major(torch.randint(0, 9, (4, 720, 1280), dtype=torch.int32, device="cuda"))
+        queued = download(maps * 3, wait=False)  # computed on this stream, copied without waiting
+    stream.synchronize()
+    assert queued.is_pinned() and queued.stride() == maps.stride()
+    assert torch.equal(queued, (maps * 3).cpu())

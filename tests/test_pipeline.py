@@ -266,3 +266,16 @@ def test_outputs_are_written_side_by_side_and_results_follow(tmp_path: Path, tin
     assert seen == a.written == b.written == list(range(12))
     assert a.closed and b.closed
     assert not _streamseg_threads()
+
+
+def test_download_keeps_the_layout_and_values() -> None:
+    """On the CPU a download is the tensor itself; a column-major map keeps its strides either way."""
+    import torch
+
+    from streamseg.ops import download
+    from streamseg.types import column_major
+
+    segment_map = column_major(torch.arange(12, dtype=torch.int32).view(3, 4))
+    for wait in (True, False):
+        host = download(segment_map, wait=wait)
+        assert host.stride() == segment_map.stride() == (1, 3) and torch.equal(host, segment_map)

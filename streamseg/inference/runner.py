@@ -16,6 +16,7 @@ import torch
 from ..annotators.masks import MaskAnnotator
 from ..config import PostprocessConfig
 from ..exceptions import ModelError
+from ..ops import download
 from ..types import Frame, FrameResult
 from .color import rgb_to_yuv420, yuv420_to_rgb
 from .graphs import GraphedForward, capture_supported, forward_logits
@@ -213,9 +214,9 @@ class ModelRunner:
             if drawn:
                 annotated = list(_to_host(drawn))
             if self.masks_to_host:
-                segs = [s.cpu() for s in segs]
+                segs = [s.cpu(wait=False) for s in segs]
             if self._post_stream is not None:
-                self._post_stream.synchronize()  # what leaves here is complete, whichever stream reads it
+                self._post_stream.synchronize()  # the copies are done: what leaves here is complete
             timer.lap("download")
         per_frame = {k: v / len(frames) for k, v in timer.times.items()}
         return [FrameResult(f, s, a, dict(per_frame), fmt) for f, s, a, fmt in zip(frames, segs, annotated, formats)]
@@ -277,9 +278,10 @@ def _in_groups(tensors: list[torch.Tensor], keys: list, convert: Callable) -> li
 
 
 def _to_host(images: list[torch.Tensor]) -> list[np.ndarray]:
-    """Copy drawn frames to host memory, batched per size so a batch costs one transfer."""
+    """Copy drawn frames to host memory, batched per size so a batch costs one transfer; from a GPU only
+    queued (the caller synchronizes before handing them on)."""
     if images[0].device.type == "cpu":
         return [t.numpy() for t in images]
     if all(t.shape == images[0].shape for t in images):
-        return list(torch.stack(images).cpu().numpy())
-    return [t.cpu().numpy() for t in images]
+        return list(download(torch.stack(images), wait=False).numpy())
+    return [download(t, wait=False).numpy() for t in images]
