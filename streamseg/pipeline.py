@@ -45,7 +45,7 @@ from .inference.threads import ThreadTuner, set_torch_threads
 from .sinks.jsonl import JsonlSink
 from .sinks.preview import WindowPreviewSink
 from .sinks.segments import SegmentedSink
-from .sinks.video import VideoSink, check_encoder, check_writable, pick_encoder
+from .sinks.video import VideoSink, check_encoder, check_writable, encoder_threads, pick_encoder
 from .sinks.web import WebPreviewSink
 from .sources.file import VideoInfo, probe, read_frames
 from .sources.live import (
@@ -331,7 +331,8 @@ class Pipeline:
         codec = pick_encoder(out.codec, accelerated)
         # Chosen by streamseg, a hardware encoder that opens once may still run out of sessions later.
         fallback = "libx264" if out.codec == "auto" else None
-        encoder = {"codec": codec, "crf": out.crf, "preset": out.preset, "threads": self._codec_threads,
+        threads = encoder_threads(self._codec_threads, len(self.names) if out.video else 0)
+        encoder = {"codec": codec, "crf": out.crf, "preset": out.preset, "threads": threads,
                    "fallback": fallback}
         several = len(self.names) > 1
 

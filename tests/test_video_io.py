@@ -466,3 +466,11 @@ def test_a_frame_may_hold_nv12_as_a_tensor() -> None:
     assert np.array_equal(as_tensor.image, on_host.image)
     with pytest.raises(ValueError, match="only NV12"):
         Frame(pixels=torch.zeros(60, 64, 3, dtype=torch.uint8), index=0, pts=0, time_base=Fraction(1, 30), time=0.0)
+
+
+def test_several_encoders_share_the_cores() -> None:
+    from streamseg.sinks.video import encoder_threads
+
+    assert encoder_threads(1, outputs=8, cores=16) == 1  # beside a model on the CPU: one each, always
+    assert encoder_threads(0, outputs=1, cores=16) == 0  # one output: the encoder's own choice
+    assert [encoder_threads(0, outputs=n, cores=16) for n in (2, 4, 16)] == [8, 4, 2]

@@ -14,7 +14,7 @@ import numpy as np
 from ..exceptions import ConfigError, SinkError
 from ..types import FrameResult
 
-__all__ = ["VideoSink", "check_encoder", "check_writable", "pick_encoder", "encoder_opens"]
+__all__ = ["VideoSink", "check_encoder", "check_writable", "encoder_opens", "encoder_threads", "pick_encoder"]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,16 @@ def pick_encoder(codec: str, accelerated: bool) -> str:
     if accelerated and encoder_opens("h264_nvenc"):
         return "h264_nvenc"
     return "libx264"
+
+
+def encoder_threads(threads: int, outputs: int, cores: int | None = None) -> int:
+    """Threads for each of ``outputs`` video encoders running at once: ``threads`` when it is set (one,
+    beside a model computing on the CPU); else the encoder's own choice for a single output, and a
+    share of the cores for several. x264 encodes a frame per thread and picks 1.5 threads a core: sixteen
+    cameras on sixteen cores would hold some 400 frames in their encoders, for no more speed."""
+    if threads or outputs <= 1:
+        return threads
+    return max(2, (cores or os.cpu_count() or 2) // outputs)
 
 
 def _encoder_input(image: np.ndarray) -> av.VideoFrame:
