@@ -245,3 +245,20 @@ def test_copies_queued_into_pinned_memory_are_the_blocking_ones() -> None:
     stream.synchronize()
     assert queued.is_pinned() and queued.stride() == maps.stride()
     assert torch.equal(queued, (maps * 3).cpu())
+
+
+def test_the_forward_pass_runs_off_the_default_stream() -> None:
+    """FFmpeg decodes on CUDA's default stream and waits for it on every frame it copies to the host:
+    the model must not queue its work there."""
+    from streamseg.config import PostprocessConfig
+    from streamseg.inference.loading import load_model
+    from streamseg.inference.runner import ModelRunner
+    from streamseg.sources import read_frames
+
+    loaded = load_model(str(SAMPLE_MODEL), device="cuda")
+    streams = []
+    loaded.model.register_forward_hook(lambda *_: streams.append(torch.cuda.current_stream()))
+    runner = ModelRunner(loaded, "semantic", PostprocessConfig(), cuda_graphs=False)
+    results = runner([f for _, f in zip(range(2), read_frames(SAMPLE_CLIP, hwaccel="cuda", yuv=True))])
+    assert len(results) == 2 and streams
+    assert all(s != torch.cuda.default_stream() for s in streams)

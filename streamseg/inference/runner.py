@@ -133,9 +133,12 @@ class ModelRunner:
                 log.info("CUDA graphs need transformers 5 or later; the forward pass launches its kernels one by one")
         # On CUDA, uploads and post-processing have their own streams: batch n + 1 is copied while batch n
         # computes, and post-processing's few host syncs wait for its own batch, not the next forward pass.
+        # The forward pass has its own too, off CUDA's default stream: FFmpeg decodes on that one, and its
+        # copy of each frame to the host waits for everything queued there, a forward pass included.
         cuda = loaded.device.type == "cuda"
         self._upload_stream = torch.cuda.Stream(loaded.device) if cuda else None
         self._post_stream = torch.cuda.Stream(loaded.device) if cuda else None
+        self._compute_stream = torch.cuda.Stream(loaded.device) if cuda else None
 
     def __call__(self, frames: Sequence[Frame]) -> list[FrameResult]:
         """Segment a batch of frames (any mix of sizes)."""
@@ -143,7 +146,7 @@ class ModelRunner:
 
     def forward(self, frames: Sequence[Frame]) -> Forwarded:
         """First half: upload, preprocess, forward. On a GPU this only queues work and returns at once."""
-        with _model_errors(len(frames)), torch.inference_mode():
+        with _model_errors(len(frames)), torch.inference_mode(), self._compute_stream_for_batch():
             timer = _Timer(self.loaded.device, self.profile)
             images = self._upload(frames)
             timer.lap("upload")
@@ -222,6 +225,17 @@ class ModelRunner:
         return [FrameResult(f, s, a, dict(per_frame), fmt) for f, s, a, fmt in zip(frames, segs, annotated, formats)]
 
     @contextlib.contextmanager
+    def _compute_stream_for_batch(self) -> Iterator[None]:
+        """Run the enclosed work on the compute stream, after what CUDA's default stream holds so far:
+        frames NVDEC left on the GPU (copied out of its frames there), the model's weights."""
+        if self._compute_stream is None:
+            yield
+            return
+        self._compute_stream.wait_stream(torch.cuda.default_stream(self.loaded.device))
+        with torch.cuda.stream(self._compute_stream):
+            yield
+
+    @contextlib.contextmanager
     def _post_stream_for(self, batch: Forwarded) -> Iterator[None]:
         """Run the enclosed work on the post-processing stream, after the batch's forward pass."""
         if self._post_stream is None or batch.ready is None:
@@ -235,7 +249,7 @@ class ModelRunner:
 
     def _upload(self, frames: Sequence[Frame]) -> list[torch.Tensor]:
         """Each frame as (H, W, 3) uint8 RGB on the device; YUV frames go up as they are and become RGB there.
-        Frames already on the GPU (NVDEC's, made on the default stream that computes here) are not copied."""
+        Frames already on the GPU (NVDEC's, made on the default stream, which computing waits for) stay."""
         tensors = [f.pixels if isinstance(f.pixels, torch.Tensor) else torch.from_numpy(f.pixels) for f in frames]
         device = self.loaded.device
         if self._upload_stream is None:
