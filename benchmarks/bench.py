@@ -389,6 +389,7 @@ def main() -> None:
                         help="streamseg's process hands the interpreter lock over this often (Python: 5 ms)")
     parser.add_argument("--preset", default="veryfast", help="streamseg's libx264 preset (where there is no NVENC)")
     parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument("--skip-ceiling", action="store_true", help="streamseg alone (a variant of a run that has one)")
     parser.add_argument("--rounds", type=int, default=3, help="alternate the runs this many times (median)")
     parser.add_argument("--naive-frames", type=int, default=60, help="frames timed in the naive loop")
     parser.add_argument("--json", help="also write the results here")
@@ -421,7 +422,7 @@ def main() -> None:
                               lambda path: make_clip(path, width, height, frames)))
         # Rounds alternate the runs, so that a machine whose speed drifts (a shared CPU does) weighs on
         # each ratio's two sides alike; each ratio is taken within a round, then the median is reported.
-        runs = ["ceiling", "streamseg"] + ([] if args.skip_naive else ["naive"])
+        runs = ([] if args.skip_ceiling else ["ceiling"]) + ["streamseg"] + ([] if args.skip_naive else ["naive"])
         rounds = []
         for i in range(args.rounds):
             rounds.append({})
@@ -446,7 +447,7 @@ def main() -> None:
         rss = max(r[name]["peak_rss_mb"] for r in rounds)
         print(f"{name:<10} {statistics.median(fps):8.2f}  {each:<24} {rss:12.0f} "
               f"{max(r[name].get('peak_device_mb', 0) for r in rounds):12.0f}")
-    for other in runs[0::2]:
+    for other in (r for r in runs if r != "streamseg"):
         ratios = [r["streamseg"]["fps"] / r[other]["fps"] for r in rounds]
         each = " ".join(f"{x:.2f}" for x in ratios)
         print(f"streamseg / {other:<7} = {statistics.median(ratios):.2f}  (each round: {each})")
@@ -454,13 +455,13 @@ def main() -> None:
     middle = sorted(rounds, key=lambda r: r["streamseg"]["fps"])[len(rounds) // 2]["streamseg"]
     print("  " + "  ".join(f"{k}={v:.1f}" for k, v in middle["stages_ms"].items()))
     print("busy threads (% of one core, median round; a thread near 100 holds the others back):")
-    for name in ("ceiling", "streamseg"):
+    for name in (r for r in runs if r != "naive"):
         run = sorted(rounds, key=lambda r: r[name]["fps"])[len(rounds) // 2][name]
         gpu = f"  GPU {run['gpu_util_pct']}%" if "gpu_util_pct" in run else ""
         threads = "  ".join(f"{k.removeprefix('streamseg-')}={v}" for k, v in run.get("threads_busy_pct", {}).items())
         print(f"  {name:<10}{gpu}  {threads}")
     print("interpreter lock: ms a thread waits for it on waking (mean, p90; ~0.1 is the timer alone, 5 the most):")
-    for name in ("ceiling", "streamseg"):
+    for name in (r for r in runs if r != "naive"):
         wait = sorted(rounds, key=lambda r: r[name]["fps"])[len(rounds) // 2][name].get("gil_wait_ms")
         if wait:
             print(f"  {name:<10}{wait['mean']:.2f}  {wait['p90']:.2f}")
