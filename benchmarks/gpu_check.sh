@@ -62,6 +62,10 @@ if bench main 180 $SWIN --batch-size 8 --rounds 2 --naive-frames 30; then
   # (no host copy, no upload); the CPU's decoder (NVDEC was slower on the last check, which the compute
   # stream may have fixed); the interpreter lock handed over 5x as often; libx264 at a third of the CPU.
   ONE="--batch-size 8 --skip-naive --skip-ceiling --rounds 1"
+  # Whether NVDEC's copies to the host wait for the default stream's work, lock held (why the model
+  # now computes on a stream of its own).
+  timeout 60 python3 benchmarks/nvdec_stall.py --clip /tmp/bench-cache/clip-1280x720-488.mp4 2>&1 \
+    | tee -a "$OUT/env.txt" | tail -4
   bench gpu-frames 75 $SWIN $ONE --gpu-frames
   bench cpu-decoder 75 $SWIN $ONE --decoder cpu
   bench switch-1ms 75 $SWIN $ONE --switch-interval 1
