@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["download", "lookup", "upload_each"]
+__all__ = ["batch_chunks", "download", "lookup", "upload_each"]
 
 
 def lookup(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -41,3 +41,11 @@ def download(t: torch.Tensor, *, wait: bool = True) -> torch.Tensor:
         return t.cpu()
     host = torch.empty_strided(t.size(), t.stride(), dtype=t.dtype, pin_memory=True)
     return host.copy_(t, non_blocking=True)
+
+
+def batch_chunks(members: list[int], device: torch.device) -> list[list[int]]:
+    """How to split frames of one size for per-frame work done as tensor ops: all at once on a GPU,
+    where each op is a launch whatever its size, so a batch costs the launches of one frame; one by one
+    on the CPU, where a frame's temporaries stay in cache and a batch's are fresh pages (measured: a
+    batch of eight 720p maps' areas and boxes took 44 ms at once against 22 ms frame by frame)."""
+    return [members] if device.type != "cpu" else [[m] for m in members]

@@ -54,6 +54,37 @@ def test_areas_boxes_and_segment_map_agree_with_the_masks(outputs, task: str) ->
             assert seg.masks is seg.masks  # made once
 
 
+@pytest.mark.parametrize("at_once", [False, True], ids=["frame by frame (CPU)", "together (GPU)"])
+def test_areas_and_boxes_of_a_mixed_batch_match_numpy(monkeypatch, at_once: bool) -> None:
+    """Frames of two sizes, with no segment, with a segment that has no pixel, and with overlapping
+    masks, in one batch; measured frame by frame as on a CPU, and together as on a GPU."""
+    from streamseg.inference import postprocess as module
+    from streamseg.inference.postprocess import _boxes_and_areas
+
+    if at_once:
+        monkeypatch.setattr(module, "batch_chunks", lambda members, device: [members])
+
+    g = torch.Generator().manual_seed(1)
+    maps = [torch.randint(0, 4, (30, 50), generator=g, dtype=torch.int32),  # 3 segments
+            torch.zeros((30, 50), dtype=torch.int32),  # no segment
+            torch.randint(0, 2, (20, 70), generator=g, dtype=torch.int32),  # 1 segment, another size
+            torch.randint(0, 3, (30, 50), generator=g, dtype=torch.int32) * 2]  # segments 2 and 4; 1 and 3 empty
+    stack = torch.rand(2, 20, 70, generator=g) > 0.7
+    counts = [3, 0, 1, 4, 2]
+    areas, boxes = _boxes_and_areas(counts, [*maps, None], [None] * 4 + [stack])
+    masks = [[(m == k + 1).numpy() for k in range(n)] for m, n in zip(maps, counts)] + [list(stack.numpy())]
+    for frame_masks, frame_areas, frame_boxes in zip(masks, areas, boxes):
+        assert len(frame_areas) == len(frame_boxes) == len(frame_masks)
+        for mask, area, box in zip(frame_masks, frame_areas, frame_boxes):
+            assert area == mask.sum()
+            if area == 0:
+                assert box == (0, 0, 0, 0)
+                continue
+            ys, xs = np.nonzero(mask)
+            assert box == (xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1)
+    assert areas[3][0] == 0 and areas[3][1] > 0
+
+
 def _reference_overlay(scene: np.ndarray, masks: np.ndarray, colours: list, opacity: float) -> np.ndarray:
     """The documented rule, written plainly: later segments over earlier ones, blended by ``opacity``,
     outlines (a pixel whose right or lower neighbour belongs elsewhere) in the upper segment's full colour."""

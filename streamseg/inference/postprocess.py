@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..ops import lookup, upload_each
+from ..ops import batch_chunks, lookup, upload_each
 from ..types import Segmentation
 
 __all__ = ["postprocess", "semantic", "instance", "panoptic"]
@@ -48,44 +48,62 @@ def _stats_from_masks(masks: torch.Tensor) -> torch.Tensor:
     return _stats(masks.any(2), masks.any(1), _count(masks))
 
 
-def _stats_from_map(segment_map: torch.Tensor, n: int) -> torch.Tensor:
-    """The same for a map of non-overlapping segments (k + 1 where segment k is): per-row and per-column
-    histograms instead of N full-size masks."""
-    height, width = segment_map.shape
-    index = segment_map.to(torch.int32)  # int32 keys: bincount reads half the bytes (1.6x faster on a CPU)
-    bins = n + 1
-    offsets = torch.arange(max(height, width), dtype=torch.int32, device=index.device) * bins
-    rows = torch.bincount((index + offsets[:height].view(-1, 1)).flatten(),
-                          minlength=height * bins).view(height, bins)[:, 1:]
-    cols = torch.bincount((index + offsets[:width].view(1, -1)).flatten(),
-                          minlength=width * bins).view(width, bins)[:, 1:]
-    return _stats(rows.T > 0, cols.T > 0, rows.sum(0))
+def _stats_from_maps(segment_maps: torch.Tensor, counts: Sequence[int]) -> torch.Tensor:
+    """The same for (B, H, W) maps of non-overlapping segments (k + 1 where segment k is), all frames at
+    once: (B, N, 5) rows, N the largest count, rows past a frame's count all zero. Per-row and per-column
+    histograms of the maps instead of N full-size masks, one of each for the whole batch."""
+    frames, height, width = segment_maps.shape
+    index = segment_maps.to(torch.int32)  # int32 keys: bincount reads half the bytes (1.6x faster on a CPU)
+    bins = max(counts) + 1
+    device = index.device
+    # Row r of frame f counts its values in bins [(f * H + r) * bins, ... + bins); likewise for columns.
+    row_base = torch.arange(frames * height, dtype=torch.int32, device=device).view(frames, height, 1) * bins
+    col_base = torch.arange(frames * width, dtype=torch.int32, device=device).view(frames, 1, width) * bins
+    rows = torch.bincount((index + row_base).flatten(), minlength=frames * height * bins)
+    cols = torch.bincount((index + col_base).flatten(), minlength=frames * width * bins)
+    rows = rows.view(frames, height, bins)[..., 1:].transpose(1, 2)  # (B, N, H)
+    cols = cols.view(frames, width, bins)[..., 1:].transpose(1, 2)  # (B, N, W)
+    return _stats(rows > 0, cols > 0, rows.sum(-1))
 
 
 def _stats(rows: torch.Tensor, cols: torch.Tensor, area: torch.Tensor) -> torch.Tensor:
-    """Rows of area and box corners from (N, H) and (N, W) occupancy."""
-    h, w = rows.shape[1], cols.shape[1]
-    y0 = _argmax(rows.to(torch.uint8), 1)
-    y1 = h - 1 - _argmax(rows.flip(1).to(torch.uint8), 1)
-    x0 = _argmax(cols.to(torch.uint8), 1)
-    x1 = w - 1 - _argmax(cols.flip(1).to(torch.uint8), 1)
-    return torch.stack([area.long(), x0, y0, x1 - x0 + 1, y1 - y0 + 1], dim=1)
+    """Rows of area and box corners from (..., N, H) and (..., N, W) occupancy."""
+    h, w = rows.shape[-1], cols.shape[-1]
+    y0 = _argmax(rows.to(torch.uint8), -1)
+    y1 = h - 1 - _argmax(rows.flip(-1).to(torch.uint8), -1)
+    x0 = _argmax(cols.to(torch.uint8), -1)
+    x1 = w - 1 - _argmax(cols.flip(-1).to(torch.uint8), -1)
+    return torch.stack([area.long(), x0, y0, x1 - x0 + 1, y1 - y0 + 1], dim=-1)
 
 
 def _boxes_and_areas(
     counts: list[int], maps: list[torch.Tensor | None], stacks: list[torch.Tensor | None],
 ) -> tuple[list[list[int]], list[list[tuple[int, int, int, int]]]]:
-    """Area and (x, y, w, h) box of every segment of every frame, with one device-to-host copy."""
-    stats = []
-    for n, segment_map, stack in zip(counts, maps, stacks):
-        if n == 0:
-            continue
-        stats.append(_stats_from_map(segment_map, n) if segment_map is not None else _stats_from_masks(stack))
-    flat = torch.cat(stats).cpu().tolist() if stats else []
-    areas, boxes, k = [], [], 0
-    for n in counts:
-        rows_ = flat[k : k + n]
-        k += n
+    """Area and (x, y, w, h) box of every segment of every frame, with one device-to-host copy. On a GPU
+    maps of one size are measured together: a batch costs the same few ops as one frame."""
+    groups: dict[tuple, list[int]] = {}  # frames with a map, by size
+    parts, where = [], {}  # stats tensors to copy; frame -> (part, row within it)
+    for b, (n, segment_map, stack) in enumerate(zip(counts, maps, stacks)):
+        if n and segment_map is not None:
+            groups.setdefault(tuple(segment_map.shape), []).append(b)
+        elif n:
+            where[b] = (len(parts), 0)
+            parts.append(_stats_from_masks(stack))
+    for members in groups.values():
+        for chunk in batch_chunks(members, maps[members[0]].device):
+            stacked = maps[chunk[0]][None] if len(chunk) == 1 else torch.stack([maps[b] for b in chunk])
+            stats = _stats_from_maps(stacked, [counts[b] for b in chunk])
+            for j, b in enumerate(chunk):
+                where[b] = (len(parts), j * stats.shape[1])
+            parts.append(stats.flatten(0, 1))
+    offsets = [0]
+    for part in parts:
+        offsets.append(offsets[-1] + len(part))
+    flat = torch.cat(parts).cpu().tolist() if parts else []
+    areas, boxes = [], []
+    for b, n in enumerate(counts):
+        start = offsets[where[b][0]] + where[b][1] if n else 0
+        rows_ = flat[start : start + n]
         areas.append([r[0] for r in rows_])
         boxes.append([(r[1], r[2], r[3], r[4]) if r[0] > 0 else (0, 0, 0, 0) for r in rows_])
     return areas, boxes
@@ -230,16 +248,20 @@ def panoptic(
     num_labels = class_logits.shape[-1] - 1
     pred_scores, pred_labels = class_logits.float().softmax(-1).max(-1)
     keep = (pred_labels != num_labels) & (pred_scores > threshold)
-    keep_h, scores_h, labels_h = (t.cpu() for t in (keep, pred_scores, pred_labels))
+    # One copy to the host, read as lists: the per-query loop below then costs no tensor ops.
+    scores_h, labels_h, keep_h = torch.stack([pred_scores, pred_labels.float(), keep.float()]).cpu().tolist()
+    kept_h = [[q for q, k in enumerate(row) if k] for row in keep_h]
+    # torch compares float32 scores with the threshold cast to float32: so does the check below.
+    mask_threshold_32 = float(np.float32(mask_threshold))
 
-    kept_h = [row.nonzero().flatten() for row in keep_h]
     winners: list[torch.Tensor | None] = []
     area_stats = []
-    for b, (size, kept_d) in enumerate(zip(target_sizes, upload_each(kept_h, mask_logits.device))):
+    kept_index = upload_each([torch.tensor(k, dtype=torch.int64) for k in kept_h], mask_logits.device)
+    for b, (size, kept_d) in enumerate(zip(target_sizes, kept_index)):
         kept = kept_h[b]
         # A segment needs pixels where score * probability >= mask_threshold, and probabilities are at
         # most 1: when no kept query scores that high, transformers finds no segment, so skip the work.
-        if len(kept) == 0 or not bool((scores_h[b, kept] >= mask_threshold).any()):
+        if not kept or max(scores_h[b][q] for q in kept) < mask_threshold_32:
             winners.append(None)
             continue
         probs = _masks_384(mask_logits[b, kept_d][None]).sigmoid()  # only kept queries: each resizes alone
@@ -262,14 +284,14 @@ def panoptic(
         if winners[b] is None:
             continue
         (area, original) = next(stats_iter)
-        kept = kept_h[b].tolist()
+        kept = kept_h[b]
         lut = [0] * len(kept)
         seg_ids: list[int] = []
         seg_labels: list[int] = []
         seg_scores: list[float | None] = []
         current, stuff_memory = 0, {}
         for k, q in enumerate(kept):
-            label = int(labels_h[b, q])
+            label = int(labels_h[b][q])
             if not (area[k] > 0 and original[k] > 0 and area[k] / original[k] > overlap_threshold):
                 continue
             # transformers' compute_segments counter, reproduced as is (a fused id can be reused later).
@@ -281,7 +303,7 @@ def panoptic(
             if current not in seg_ids:
                 seg_ids.append(current)
                 seg_labels.append(label)
-                seg_scores.append(round(float(scores_h[b, q]), 6))
+                seg_scores.append(round(scores_h[b][q], 6))
             if label in fuse:
                 stuff_memory[label] = current
         # Kept query -> its segment's index + 1, 0 for none.
