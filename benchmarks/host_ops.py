@@ -28,6 +28,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from streamseg.annotators import masks as masks_module
 from streamseg.annotators.masks import MaskAnnotator
 from streamseg.config import PostprocessConfig
 from streamseg.inference import postprocess as postprocess_module
@@ -36,7 +37,7 @@ from streamseg.inference.runner import ModelRunner
 from streamseg.synthetic import Scene
 from streamseg.types import Frame
 
-CHUNKED = (postprocess_module,)  # modules that choose with batch_chunks how much to do at once
+CHUNKED = (postprocess_module, masks_module)  # modules that choose with batch_chunks how much to do at once
 VIEWS = {"view", "_unsafe_view", "as_strided", "slice", "select", "unsqueeze", "squeeze", "expand", "t",
          "transpose", "permute", "alias", "split", "split_with_sizes", "unbind", "detach", "_reshape_alias",
          "reshape", "flatten", "diagonal", "narrow", "lift_fresh", "_to_copy_cpu"}
@@ -68,11 +69,11 @@ def stage_ops(runner: ModelRunner, frames: list[Frame]) -> tuple[dict[str, int],
     counts: dict[str, int] = {}
     every: collections.Counter[str] = collections.Counter()
     stages = {"postprocess": "streamseg.inference.runner.postprocess",
-              "render": "streamseg.annotators.masks.MaskAnnotator.annotate"}
+              "render": "streamseg.annotators.masks.MaskAnnotator.annotate_batch"}
     # Count the whole finish, then each stage alone by wrapping it.
     import streamseg.inference.runner as runner_module
 
-    original_post, original_annotate = runner_module.postprocess, MaskAnnotator.annotate
+    original_post, original_annotate = runner_module.postprocess, MaskAnnotator.annotate_batch
     per_stage: dict[str, collections.Counter] = {name: collections.Counter() for name in stages}
 
     def counted(name, fn):
@@ -88,12 +89,12 @@ def stage_ops(runner: ModelRunner, frames: list[Frame]) -> tuple[dict[str, int],
     for m in CHUNKED:
         m.batch_chunks = gpu_chunks
     runner_module.postprocess = counted("postprocess", original_post)
-    MaskAnnotator.annotate = counted("render", original_annotate)
+    MaskAnnotator.annotate_batch = counted("render", original_annotate)
     try:
         with OpCounter() as counter:
             results = runner.finish(forwarded)
     finally:
-        runner_module.postprocess, MaskAnnotator.annotate = original_post, original_annotate
+        runner_module.postprocess, MaskAnnotator.annotate_batch = original_post, original_annotate
         for m, chunks in originals.items():
             m.batch_chunks = chunks
     every.update(counter.ops)

@@ -122,6 +122,65 @@ def test_overlay_follows_the_rule_from_a_map_or_from_masks(outputs, task: str, o
         assert (drawn != scene.numpy()).any()
 
 
+def _crowded_frames() -> tuple[list[torch.Tensor], list[Segmentation]]:
+    """Frames whose segments' boxes start close together, so their labels overlap, in one size; one
+    frame with no segment among them."""
+    from streamseg.inference.postprocess import _boxes_and_areas
+
+    g = torch.Generator().manual_seed(2)
+    scenes, segs = [], []
+    for n in (6, 0, 3):
+        segment_map = torch.zeros((90, 160), dtype=torch.int32)
+        for k in range(n):  # nested rectangles from near the same corner, later ones on top
+            segment_map[2 * k : 80 - 5 * k, 3 * k : 150 - 12 * k] = k + 1
+        areas, boxes = _boxes_and_areas([n], [segment_map], [None])
+        labels = [(7 * k) % 20 for k in range(n)]
+        segs.append(Segmentation("panoptic", list(range(1, n + 1)), labels, [0.9] * n, areas[0], boxes[0],
+                                 size=(90, 160), id2label={i: f"class {i}" for i in range(20)},
+                                 segment_map=segment_map))
+        scenes.append(torch.randint(0, 256, (90, 160, 3), dtype=torch.uint8, generator=g))
+    return scenes, segs
+
+
+def _reference_labels(drawn: np.ndarray, seg: Segmentation, annotator: MaskAnnotator) -> np.ndarray:
+    """Labels written plainly, one by one over the drawn frame: each name's glyph at its box's top-left
+    (kept inside the frame), a dark box behind white text, later labels over earlier ones."""
+    out = drawn.copy()
+    height, width = out.shape[:2]
+    scale = max(1, round(height / 400))
+    for name, box, area in zip(seg.labels, seg.boxes, seg.areas):
+        if area == 0:
+            continue
+        glyph = annotator._canvas(name, scale)
+        gh, gw = glyph.shape
+        x, y = min(max(box[0], 0), max(width - gw, 0)), min(max(box[1], 0), max(height - gh, 0))
+        h, w = min(gh, height - y), min(gw, width - x)
+        alpha = glyph[:h, :w, None]
+        region = out[y : y + h, x : x + w].astype(np.float32)
+        out[y : y + h, x : x + w] = np.round(region * 0.35 * (1 - alpha) + 255.0 * alpha).astype(np.uint8)
+    return out
+
+
+@pytest.mark.parametrize("at_once", [False, True], ids=["frame by frame (CPU)", "together (GPU)"])
+def test_a_batch_is_drawn_as_each_frame_alone(outputs, monkeypatch, at_once: bool) -> None:
+    """Frames drawn together (as on a GPU) or one by one (as on the CPU) get the bytes of the plain
+    rule: the overlay of each frame alone, then its labels one by one, overlapping labels included."""
+    from streamseg.annotators import masks as module
+
+    if at_once:
+        monkeypatch.setattr(module, "batch_chunks", lambda members, device: [members])
+    frames, segs = _segments(outputs, "panoptic")
+    crowded_scenes, crowded_segs = _crowded_frames()
+    scenes, segs = [*frames, *crowded_scenes], [*segs, *crowded_segs]
+    annotator = MaskAnnotator(color_by="instance")
+    drawn = annotator.annotate_batch(scenes, segs)
+    bare = MaskAnnotator(color_by="instance", labels=False)
+    for scene, seg, image in zip(scenes, segs, drawn):
+        expected = _reference_labels(bare.annotate(scene, seg).numpy(), seg, annotator)
+        np.testing.assert_array_equal(image.numpy(), expected)
+    assert not torch.equal(drawn[-3], crowded_scenes[0]) and torch.equal(drawn[-2], crowded_scenes[1])
+
+
 def test_a_segmentation_checks_its_parts() -> None:
     one = torch.zeros((4, 6), dtype=torch.int32)
     one[1:3, 2:5] = 1

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import colorsys
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
 import torch
 
-from ..ops import lookup
+from ..ops import batch_chunks, lookup, upload_each
 from ..types import Segmentation
 
 __all__ = ["MaskAnnotator", "class_color"]
@@ -25,7 +26,7 @@ def class_color(label_id: int) -> tuple[int, int, int]:
 class MaskAnnotator:
     """Draws a :class:`Segmentation` over its frame.
 
-    The constructor holds style only; :meth:`annotate` is pure and never syncs with the host.
+    The constructor holds style only; drawing is pure and never syncs with the host.
 
     Args:
         opacity: weight of the mask colour over the frame.
@@ -40,71 +41,160 @@ class MaskAnnotator:
         self.outlines = outlines
         self.labels = labels
         self.color_by = color_by
-        self._glyphs: dict[tuple[str, int, str], torch.Tensor] = {}
+        self._canvases: dict[tuple[str, int], np.ndarray] = {}
+        self._glyphs: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def annotate(self, scene: torch.Tensor, segmentation: Segmentation) -> torch.Tensor:
         """Return a copy of ``scene`` ((H, W, 3) uint8 RGB) with the segments drawn on it."""
-        n = len(segmentation)
-        if n == 0:
-            return scene.clone()
-        device = scene.device
-        height = scene.shape[0]
-        top = segmentation.index_map().to(device, torch.int32)
-        colours = [class_color(lab) for lab in segmentation.label_ids]
-        if self.color_by == "instance":
-            colours = [_shade(c, i) for i, c in enumerate(colours)]
-        # Each pixel is round(scene * keep + paint), keep and paint chosen by an index: 0 for bare
-        # pixels, k + 1 inside segment k, n + 1 + k on segment k's outline (drawn at full colour).
-        rgb = torch.tensor([(0, 0, 0), *colours], dtype=torch.float32, device=device)
-        keep = torch.full((n + 1, 1), 1 - self.opacity, dtype=torch.float32, device=device)
-        keep[0] = 1.0
-        paint = rgb * self.opacity
+        return self.annotate_batch([scene], [segmentation])[0]
+
+    def annotate_batch(self, scenes: Sequence[torch.Tensor], segmentations: Sequence[Segmentation]) -> list[torch.Tensor]:
+        """:meth:`annotate` for each frame of a batch. On a GPU frames of one size are drawn together,
+        so a batch costs the launches of one frame (see :func:`~streamseg.ops.batch_chunks`)."""
+        out = list(scenes)
+        groups: dict[tuple, list[int]] = {}
+        for i, scene in enumerate(scenes):
+            groups.setdefault((tuple(scene.shape), scene.device), []).append(i)
+        for (_, device), members in groups.items():
+            for chunk in batch_chunks(members, device):
+                drawn = self._draw([scenes[i] for i in chunk], [segmentations[i] for i in chunk])
+                for i, image in zip(chunk, drawn):
+                    out[i] = image
+        return out
+
+    def _draw(self, scenes: list[torch.Tensor], segmentations: list[Segmentation]) -> list[torch.Tensor]:
+        """Frames of one size, drawn as one (B, H, W, 3) stack."""
+        if not any(len(seg) for seg in segmentations):
+            return [scene.clone() for scene in scenes]
+        device = scenes[0].device
+        height, width = scenes[0].shape[:2]
+        stack = _stacked(scenes)
+        top = _stacked([seg.index_map().to(device, torch.int32) if len(seg)
+                        else torch.zeros((height, width), dtype=torch.int32, device=device) for seg in segmentations])
+        keep, paint, first_row, outline_row = self._tables(segmentations, device)
+        # Each pixel is round(scene * keep + paint), keep and paint chosen by an index into the batch's
+        # table: frame f's rows start at first_row[f]; then 0 for bare pixels, k + 1 inside segment k,
+        # n + 1 + k on segment k's outline (drawn at full colour).
         index = top
         if self.outlines:
             edge = torch.zeros(top.shape, dtype=torch.bool, device=device)
-            edge[:, :-1] |= top[:, :-1] != top[:, 1:]
-            edge[:-1, :] |= top[:-1, :] != top[1:, :]
+            edge[..., :, :-1] |= top[..., :, :-1] != top[..., :, 1:]
+            edge[..., :-1, :] |= top[..., :-1, :] != top[..., 1:, :]
             thickness = max(1, round(height / 360))
             if thickness > 1:
                 edge = _dilate(edge, thickness - 1)
             owner = torch.maximum(top, _shift_max(top))
-            index = torch.where(edge & (owner > 0), owner + n + 1, top)
-            keep = torch.cat([keep, torch.zeros_like(keep)])
-            paint = torch.cat([paint, rgb])
-        out = _blend(scene, index, keep, paint)
+            index = torch.where(edge & (owner > 0), owner + outline_row, top)
+        if len(scenes) > 1:
+            index = index + first_row
+        out = _blend(stack, index, keep, paint)
         if self.labels:
-            self._draw_labels(out, segmentation)
-        return out
+            self._draw_labels(out, segmentations)
+        return list(out)
 
-    def _draw_labels(self, out: torch.Tensor, segmentation: Segmentation) -> None:
-        height, width = out.shape[:2]
+    def _tables(self, segmentations: list[Segmentation], device: torch.device) -> tuple:
+        """The batch's keep (T, 1) and paint (T, 3) rows, built on the host and copied in one transfer;
+        and, as (B, 1, 1) tensors (or ints for one frame), where each frame's rows and outline rows start."""
+        keeps, paints, first_rows, outline_rows = [], [], [], []
+        for seg in segmentations:
+            n = len(seg)
+            colours = [class_color(lab) for lab in seg.label_ids]
+            if self.color_by == "instance":
+                colours = [_shade(c, i) for i, c in enumerate(colours)]
+            rgb = np.array([(0, 0, 0), *colours], dtype=np.float32)
+            keep = np.full(n + 1, 1 - self.opacity, dtype=np.float32)
+            keep[0] = 1.0
+            paint = rgb * np.float32(self.opacity)
+            if self.outlines:
+                keep, paint = np.concatenate([keep, np.zeros_like(keep)]), np.concatenate([paint, rgb])
+            first_rows.append(sum(len(k) for k in keeps))
+            outline_rows.append(n + 1)
+            keeps.append(keep)
+            paints.append(paint)
+        rows = sum(len(k) for k in keeps)
+        floats = torch.from_numpy(np.concatenate([*keeps, np.concatenate(paints).ravel()]))
+        keep_d, paint_d = upload_each([floats], device)[0].split([rows, 3 * rows])
+        if len(segmentations) == 1:
+            return keep_d.view(-1, 1), paint_d.view(-1, 3), 0, outline_rows[0]
+        ints = upload_each([torch.tensor(first_rows + outline_rows, dtype=torch.int32)], device)[0]
+        first_d, outline_d = ints.view(2, -1, 1, 1)
+        return keep_d.view(-1, 1), paint_d.view(-1, 3), first_d, outline_d
+
+    def _draw_labels(self, out: torch.Tensor, segmentations: list[Segmentation]) -> None:
+        """Class names on dark boxes at the top-left of each segment's box, later labels over earlier ones.
+
+        Labels are drawn in layers: a label goes one layer above every earlier label of its frame that it
+        overlaps, so no two labels of a layer share a pixel and each layer is one gather and one scatter
+        for the whole batch, with the same bytes as drawing the labels one by one.
+        """
+        height, width = out.shape[1:3]
         scale = max(1, round(height / 400))
-        for name, box, area in zip(segmentation.labels, segmentation.boxes, segmentation.areas):
-            if area == 0:
-                continue
-            glyph = self._glyph(name, scale, out.device)
-            gh, gw = glyph.shape
-            x = min(max(box[0], 0), max(width - gw, 0))
-            y = min(max(box[1], 0), max(height - gh, 0))
-            h, w = min(gh, height - y), min(gw, width - x)
-            if h <= 0 or w <= 0:
-                continue
-            alpha = glyph[:h, :w].unsqueeze(-1)
-            region = out[y : y + h, x : x + w].float()
+        layers: list[list[tuple[tuple, int]]] = []  # per layer: (glyph key, flat index of its top-left pixel)
+        for f, seg in enumerate(segmentations):
+            placed: list[tuple[int, int, int, int, int]] = []  # x, y, w, h, layer
+            for name, box, area in zip(seg.labels, seg.boxes, seg.areas):
+                if area == 0:
+                    continue
+                gh, gw = self._canvas(name, scale).shape
+                x = min(max(box[0], 0), max(width - gw, 0))
+                y = min(max(box[1], 0), max(height - gh, 0))
+                h, w = min(gh, height - y), min(gw, width - x)
+                if h <= 0 or w <= 0:
+                    continue
+                layer = 1 + max((lay for px, py, pw, ph, lay in placed
+                                 if px < x + w and x < px + pw and py < y + h and y < py + ph), default=-1)
+                placed.append((x, y, w, h, layer))
+                if layer == len(layers):
+                    layers.append([])
+                layers[layer].append(((name, scale, h, w), (f * height + y) * width + x))
+        flat = out.view(-1, 3)
+        for layer in layers:
+            position, alpha = self._layer_pixels(layer, width, out.device)
+            region = flat.index_select(0, position).float()
             # Dark box behind white text, so names read on any colour.
             region = region * 0.35 * (1 - alpha) + 255.0 * alpha
-            out[y : y + h, x : x + w] = region.round().to(torch.uint8)
+            flat.index_copy_(0, position, region.round().to(torch.uint8))
 
-    def _glyph(self, text: str, scale: int, device: torch.device) -> torch.Tensor:
-        key = (text, scale, str(device))
-        if key not in self._glyphs:
+    def _layer_pixels(self, layer: list[tuple[tuple, int]], width: int, device: torch.device) -> tuple:
+        """Flat pixel indices of a layer's labels, and each pixel's glyph alpha as (P, 1)."""
+        glyphs = [self._glyph(key, width, device) for key, _ in layer]
+        if len(layer) == 1:
+            return glyphs[0][0] + layer[0][1], glyphs[0][1]
+        offsets = [g[0] for g in glyphs]
+        sizes = [len(o) for o in offsets]
+        starts_d, sizes_d = upload_each([torch.tensor([start for _, start in layer]), torch.tensor(sizes)], device)
+        starts = torch.repeat_interleave(starts_d, sizes_d, output_size=sum(sizes))
+        return torch.cat(offsets) + starts, torch.cat([g[1] for g in glyphs])
+
+    def _glyph(self, key: tuple, width: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """A name's glyph cropped to (h, w), on ``device``: flat pixel offsets from its top-left pixel in
+        a frame ``width`` wide (int64), and alpha as (P, 1) float32."""
+        name, scale, h, w = key
+        full = (*key, width, str(device))
+        if full not in self._glyphs:
+            canvas = self._canvas(name, scale)[:h, :w]
+            rows, cols = np.mgrid[:h, :w]
+            offsets = torch.from_numpy((rows * width + cols).ravel().astype(np.int64)).to(device)
+            alpha = torch.from_numpy(np.ascontiguousarray(canvas).reshape(-1, 1)).to(device)
+            self._glyphs[full] = (offsets, alpha)
+        return self._glyphs[full]
+
+    def _canvas(self, text: str, scale: int) -> np.ndarray:
+        """The name as white-on-black float32 alpha, padded, drawn once by OpenCV."""
+        key = (text, scale)
+        if key not in self._canvases:
             font, thickness = cv2.FONT_HERSHEY_SIMPLEX, scale
             (tw, th), base = cv2.getTextSize(text, font, 0.45 * scale, thickness)
             pad = 2 * scale
             canvas = np.zeros((th + base + 2 * pad, tw + 2 * pad), dtype=np.uint8)
             cv2.putText(canvas, text, (pad, pad + th), font, 0.45 * scale, 255, thickness, cv2.LINE_AA)
-            self._glyphs[key] = torch.from_numpy(canvas.astype(np.float32) / 255.0).to(device)
-        return self._glyphs[key]
+            self._canvases[key] = canvas.astype(np.float32) / 255.0
+        return self._canvases[key]
+
+
+def _stacked(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """One (B, ...) tensor; a view for a single one."""
+    return tensors[0][None] if len(tensors) == 1 else torch.stack(tensors)
 
 
 def _blend(scene: torch.Tensor, index: torch.Tensor, keep: torch.Tensor, paint: torch.Tensor) -> torch.Tensor:
@@ -120,23 +210,23 @@ def _blend(scene: torch.Tensor, index: torch.Tensor, keep: torch.Tensor, paint: 
 
 
 def _dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
-    """A (2 * radius + 1)-square dilation of an (H, W) bool mask, as two passes of shifted ORs."""
+    """A (2 * radius + 1)-square dilation of (..., H, W) bool masks, as two passes of shifted ORs."""
     out = mask.clone()
     for s in range(1, radius + 1):
-        out[:, s:] |= mask[:, :-s]
-        out[:, :-s] |= mask[:, s:]
+        out[..., :, s:] |= mask[..., :, :-s]
+        out[..., :, :-s] |= mask[..., :, s:]
     rows = out.clone()
     for s in range(1, radius + 1):
-        out[s:, :] |= rows[:-s, :]
-        out[:-s, :] |= rows[s:, :]
+        out[..., s:, :] |= rows[..., :-s, :]
+        out[..., :-s, :] |= rows[..., s:, :]
     return out
 
 
 def _shift_max(top: torch.Tensor) -> torch.Tensor:
     """Each pixel's largest right or lower neighbour, so an outline between two segments takes the upper one."""
     out = top.clone()
-    out[:, :-1] = torch.maximum(out[:, :-1], top[:, 1:])
-    out[:-1, :] = torch.maximum(out[:-1, :], top[1:, :])
+    out[..., :, :-1] = torch.maximum(out[..., :, :-1], top[..., :, 1:])
+    out[..., :-1, :] = torch.maximum(out[..., :-1, :], top[..., 1:, :])
     return out
 
 

@@ -208,7 +208,7 @@ class ModelRunner:
             timer.lap("postprocess")
             drawn = []
             if self.annotator:
-                drawn = [self.annotator.annotate(img, seg) for img, seg in zip(batch.images, segs)]
+                drawn = self.annotator.annotate_batch(batch.images, segs)
             timer.lap("render")
             formats = ["rgb24"] * len(frames)
             if drawn and self.yuv_out:
