@@ -69,10 +69,10 @@ def test_areas_and_boxes_of_a_mixed_batch_match_numpy(monkeypatch, at_once: bool
             torch.zeros((30, 50), dtype=torch.int32),  # no segment
             torch.randint(0, 2, (20, 70), generator=g, dtype=torch.int32),  # 1 segment, another size
             torch.randint(0, 3, (30, 50), generator=g, dtype=torch.int32) * 2]  # segments 2 and 4; 1 and 3 empty
-    stack = torch.rand(2, 20, 70, generator=g) > 0.7
-    counts = [3, 0, 1, 4, 2]
-    areas, boxes = _boxes_and_areas(counts, [*maps, None], [None] * 4 + [stack])
-    masks = [[(m == k + 1).numpy() for k in range(n)] for m, n in zip(maps, counts)] + [list(stack.numpy())]
+    stacks = [torch.rand(2, 20, 70, generator=g) > 0.7, torch.rand(3, 20, 70, generator=g) > 0.9]
+    counts = [3, 0, 1, 4, 2, 3]
+    areas, boxes = _boxes_and_areas(counts, [*maps, None, None], [None] * 4 + stacks)
+    masks = [[(m == k + 1).numpy() for k in range(n)] for m, n in zip(maps, counts)] + [list(s.numpy()) for s in stacks]
     for frame_masks, frame_areas, frame_boxes in zip(masks, areas, boxes):
         assert len(frame_areas) == len(frame_boxes) == len(frame_masks)
         for mask, area, box in zip(frame_masks, frame_areas, frame_boxes):
@@ -179,6 +179,19 @@ def test_a_batch_is_drawn_as_each_frame_alone(outputs, monkeypatch, at_once: boo
         expected = _reference_labels(bare.annotate(scene, seg).numpy(), seg, annotator)
         np.testing.assert_array_equal(image.numpy(), expected)
     assert not torch.equal(drawn[-3], crowded_scenes[0]) and torch.equal(drawn[-2], crowded_scenes[1])
+
+
+def test_the_last_mask_wins_the_index_map_at_once_as_one_by_one() -> None:
+    """A GPU finds each pixel's last mask in one op; it must agree with filling masks in order."""
+    from streamseg.types import last_mask_index
+
+    masks = torch.rand(7, 33, 41, generator=torch.Generator().manual_seed(4)) > 0.6
+    masks[3] = False  # an empty mask
+    seg = Segmentation("instance", list(range(7)), [1] * 7, [0.9] * 7, [0] * 7, [(0, 0, 0, 0)] * 7,
+                       size=(33, 41), mask_stack=masks)
+    one_by_one = seg.index_map()  # the CPU's way
+    assert torch.equal(last_mask_index(masks), one_by_one)
+    assert set(one_by_one.unique().tolist()) == {0, 1, 2, 3, 5, 6, 7}
 
 
 def test_a_segmentation_checks_its_parts() -> None:

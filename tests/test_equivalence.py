@@ -163,6 +163,27 @@ def test_panoptic_matches_when_mask_threshold_is_near_the_best_score(setup, marg
 
 @pytest.mark.skipif(not SAMPLE_MODEL.exists(), reason="sample model not built")
 @pytest.mark.parametrize("task", ["semantic", "instance", "panoptic"])
+def test_a_batch_done_at_once_equals_frame_by_frame(monkeypatch, task: str) -> None:
+    """A GPU does a batch's per-frame work for all frames of one size at once (ops.batch_chunks), the
+    CPU frame by frame: the same segments, scores, areas, boxes and masks, in frames of mixed sizes."""
+    from streamseg.inference import postprocess as module
+
+    processor, model, spec, frames = _setup(SAMPLE_MODEL, SAMPLE_CLIP, count=5)
+    with torch.no_grad():
+        out = model(pixel_values=preprocess([torch.from_numpy(f) for f in frames], spec, torch.float32))
+    sizes = [(360, 640), (91, 161), (360, 640), (91, 161), (360, 640)]
+    run = {"semantic": semantic, "instance": instance, "panoptic": panoptic}[task]
+    one_by_one = run(out.class_queries_logits, out.masks_queries_logits, sizes)
+    monkeypatch.setattr(module, "batch_chunks", lambda members, device: [members])
+    at_once = run(out.class_queries_logits, out.masks_queries_logits, sizes)
+    assert sum(len(s) for s in at_once) > 5
+    for a, b in zip(one_by_one, at_once):
+        assert (a.ids, a.label_ids, a.scores, a.areas, a.boxes) == (b.ids, b.label_ids, b.scores, b.areas, b.boxes)
+        assert torch.equal(a.masks, b.masks)
+
+
+@pytest.mark.skipif(not SAMPLE_MODEL.exists(), reason="sample model not built")
+@pytest.mark.parametrize("task", ["semantic", "instance", "panoptic"])
 def test_trained_sample_model_matches_at_default_thresholds(task: str) -> None:
     """The shipped model gives confident, realistic outputs: compare at transformers' defaults."""
     processor, model, spec, frames = _setup(SAMPLE_MODEL, SAMPLE_CLIP, count=2)

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..ops import batch_chunks, lookup, upload_each
+from ..ops import batch_chunks, lookup, stacked, upload_each
 from ..types import Segmentation
 
 __all__ = ["MaskAnnotator", "class_color"]
@@ -48,7 +48,9 @@ class MaskAnnotator:
         """Return a copy of ``scene`` ((H, W, 3) uint8 RGB) with the segments drawn on it."""
         return self.annotate_batch([scene], [segmentation])[0]
 
-    def annotate_batch(self, scenes: Sequence[torch.Tensor], segmentations: Sequence[Segmentation]) -> list[torch.Tensor]:
+    def annotate_batch(
+        self, scenes: Sequence[torch.Tensor], segmentations: Sequence[Segmentation],
+    ) -> list[torch.Tensor]:
         """:meth:`annotate` for each frame of a batch. On a GPU frames of one size are drawn together,
         so a batch costs the launches of one frame (see :func:`~streamseg.ops.batch_chunks`)."""
         out = list(scenes)
@@ -68,8 +70,8 @@ class MaskAnnotator:
             return [scene.clone() for scene in scenes]
         device = scenes[0].device
         height, width = scenes[0].shape[:2]
-        stack = _stacked(scenes)
-        top = _stacked([seg.index_map().to(device, torch.int32) if len(seg)
+        stack = stacked(scenes)
+        top = stacked([seg.index_map().to(device, torch.int32) if len(seg)
                         else torch.zeros((height, width), dtype=torch.int32, device=device) for seg in segmentations])
         keep, paint, first_row, outline_row = self._tables(segmentations, device)
         # Each pixel is round(scene * keep + paint), keep and paint chosen by an index into the batch's
@@ -190,11 +192,6 @@ class MaskAnnotator:
             cv2.putText(canvas, text, (pad, pad + th), font, 0.45 * scale, 255, thickness, cv2.LINE_AA)
             self._canvases[key] = canvas.astype(np.float32) / 255.0
         return self._canvases[key]
-
-
-def _stacked(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """One (B, ...) tensor; a view for a single one."""
-    return tensors[0][None] if len(tensors) == 1 else torch.stack(tensors)
 
 
 def _blend(scene: torch.Tensor, index: torch.Tensor, keep: torch.Tensor, paint: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..ops import batch_chunks, lookup, upload_each
+from ..ops import batch_chunks, lookup, stacked, upload_each
 from ..types import Segmentation
 
 __all__ = ["postprocess", "semantic", "instance", "panoptic"]
@@ -80,30 +80,31 @@ def _boxes_and_areas(
     counts: list[int], maps: list[torch.Tensor | None], stacks: list[torch.Tensor | None],
 ) -> tuple[list[list[int]], list[list[tuple[int, int, int, int]]]]:
     """Area and (x, y, w, h) box of every segment of every frame, with one device-to-host copy. On a GPU
-    maps of one size are measured together: a batch costs the same few ops as one frame."""
-    groups: dict[tuple, list[int]] = {}  # frames with a map, by size
-    parts, where = [], {}  # stats tensors to copy; frame -> (part, row within it)
+    the frames of one size are measured together: a batch costs the same few ops as one frame."""
+    groups: dict[tuple, list[int]] = {}  # frames with segments, by size and by map or masks
     for b, (n, segment_map, stack) in enumerate(zip(counts, maps, stacks)):
-        if n and segment_map is not None:
-            groups.setdefault(tuple(segment_map.shape), []).append(b)
-        elif n:
-            where[b] = (len(parts), 0)
-            parts.append(_stats_from_masks(stack))
-    for members in groups.values():
-        for chunk in batch_chunks(members, maps[members[0]].device):
-            stacked = maps[chunk[0]][None] if len(chunk) == 1 else torch.stack([maps[b] for b in chunk])
-            stats = _stats_from_maps(stacked, [counts[b] for b in chunk])
-            for j, b in enumerate(chunk):
-                where[b] = (len(parts), j * stats.shape[1])
-            parts.append(stats.flatten(0, 1))
-    offsets = [0]
-    for part in parts:
-        offsets.append(offsets[-1] + len(part))
+        if n:
+            held = segment_map if segment_map is not None else stack
+            groups.setdefault((tuple(held.shape[-2:]), segment_map is not None), []).append(b)
+    parts, first_row = [], {}  # stats tensors to copy; frame -> its first row in their concatenation
+    row = 0
+    for (_, from_map), members in groups.items():
+        for chunk in batch_chunks(members, (maps[members[0]] if from_map else stacks[members[0]]).device):
+            if from_map:  # (B, N, 5), N the chunk's largest count
+                stats = _stats_from_maps(stacked([maps[b] for b in chunk]), [counts[b] for b in chunk])
+                rows_each = [stats.shape[1]] * len(chunk)
+                stats = stats.flatten(0, 1)
+            else:  # each mask on its own: the chunk's masks together
+                stats = _stats_from_masks(torch.cat([stacks[b] for b in chunk]) if len(chunk) > 1 else stacks[chunk[0]])
+                rows_each = [counts[b] for b in chunk]
+            for b, rows in zip(chunk, rows_each):
+                first_row[b] = row
+                row += rows
+            parts.append(stats)
     flat = torch.cat(parts).cpu().tolist() if parts else []
     areas, boxes = [], []
     for b, n in enumerate(counts):
-        start = offsets[where[b][0]] + where[b][1] if n else 0
-        rows_ = flat[start : start + n]
+        rows_ = flat[first_row[b] : first_row[b] + n] if n else []
         areas.append([r[0] for r in rows_])
         boxes.append([(r[1], r[2], r[3], r[4]) if r[0] > 0 else (0, 0, 0, 0) for r in rows_])
     return areas, boxes
@@ -177,43 +178,67 @@ def instance(
     top_scores, top_index = scores.topk(queries, dim=1, sorted=False)
     # A pair's final score is its class score times a mean mask probability (< 1), so pairs already under
     # the threshold cannot be kept: only the others' masks are resized (each mask resizes independently).
-    candidate = top_scores >= threshold
-    cand_h, index_h = candidate.cpu(), top_index.cpu()
-
+    candidate_h, index_h = torch.stack([(top_scores >= threshold).long(), top_index]).cpu().tolist()
+    pairs_h = [[p for p, c in enumerate(row) if c] for row in candidate_h]  # per frame: its candidate pairs
     device = mask_logits.device
-    pairs_h = [cand_h[b].nonzero().flatten() for b in range(len(target_sizes))]
-    pair_index_h = [index_h[b, pairs] for b, pairs in enumerate(pairs_h)]
-    pairs_d = upload_each(pairs_h, device)
-    queries_d = upload_each([torch.div(i, num_classes, rounding_mode="floor") for i in pair_index_h], device)
-    per_frame, checks = [], []
-    for b, size in enumerate(target_sizes):
-        picked = _masks_384(mask_logits[b, queries_d[b]][None])[0]
+
+    # Each pair's mask is resized, scored and checked on its own: the pairs of a chunk of frames of one
+    # size go together (one frame at a time on the CPU, see batch_chunks).
+    chunks = [c for members in _by_size(target_sizes).values() for c in batch_chunks(members, device)]
+    chunks = [c for c in chunks if any(pairs_h[b] for b in c)]
+    binaries, checks = [], []
+    for chunk in chunks:
+        frame = [b for b in chunk for _ in pairs_h[b]]
+        pair = [p for b in chunk for p in pairs_h[b]]
+        query = [index_h[b][p] // num_classes for b in chunk for p in pairs_h[b]]
+        frame_d, pair_d, query_d = upload_each([torch.tensor(frame + pair + query, dtype=torch.int64)],
+                                               device)[0].split(len(frame))
+        picked = _masks_384(mask_logits[frame_d, query_d][None])[0]
         binary = picked > 0
         mask_scores = (picked.sigmoid() * binary).flatten(1).sum(1) / (binary.flatten(1).sum(1) + 1e-6)
-        final = top_scores[b, pairs_d[b]] * mask_scores
-        _, _, rows_used, cols_used = _nearest_lookup(tuple(size), device)
+        final = top_scores[frame_d, pair_d] * mask_scores
+        _, _, rows_used, cols_used = _nearest_lookup(tuple(target_sizes[chunk[0]]), device)
         # Nearest upsampling is a gather of source rows and columns: the mask is empty after it exactly
         # when the gathered rows and columns hold no pixel.
         nonempty = binary[:, rows_used][:, :, cols_used].flatten(1).any(1)
-        per_frame.append((binary, (pair_index_h[b] % num_classes).tolist()))
+        binaries.append(binary)
         checks.append(torch.stack([final, nonempty.float()], dim=1))
-    checks_h = torch.cat(checks).cpu().split([c.shape[0] for c in checks]) if checks else []
+    checks_h = torch.cat(checks).cpu().tolist() if checks else []
 
-    kept_h = []
-    for b in range(len(target_sizes)):
-        final_h, nonempty_h = checks_h[b][:, 0], checks_h[b][:, 1] > 0
-        kept = (nonempty_h & (final_h >= threshold)).nonzero().flatten()
-        kept_h.append(kept[final_h[kept].argsort(descending=True, stable=True)])
-    out_masks, ids, labels, out_scores = [], [], [], []
-    for b, (size, kept_d) in enumerate(zip(target_sizes, upload_each(kept_h, device))):
-        binary, pair_labels = per_frame[b]
-        final_h, kept = checks_h[b][:, 0], kept_h[b]
-        rows, cols, _, _ = _nearest_lookup(tuple(size), device)
-        out_masks.append(binary[kept_d][:, rows][:, :, cols])
-        ids.append(list(range(len(kept))))
-        labels.append([pair_labels[k] for k in kept.tolist()])
-        out_scores.append([round(s, 6) for s in final_h[kept].tolist()])
+    # Per frame, the pairs kept, best first (a stable sort: ties keep their order), as rows of its
+    # chunk's masks. torch compares float32 scores with the threshold cast to float32: so does this.
+    threshold_32 = float(np.float32(threshold))
+    kept_rows: list[list[int]] = [[] for _ in target_sizes]
+    labels: list[list[int]] = [[] for _ in target_sizes]
+    out_scores: list[list[float | None]] = [[] for _ in target_sizes]
+    row = 0
+    for chunk in chunks:
+        start = row
+        for b in chunk:
+            mine = range(row, row + len(pairs_h[b]))
+            row = mine.stop
+            kept = sorted((r for r in mine if checks_h[r][1] > 0 and checks_h[r][0] >= threshold_32),
+                          key=lambda r: -checks_h[r][0])
+            kept_rows[b] = [r - start for r in kept]
+            labels[b] = [index_h[b][pairs_h[b][r - mine.start]] % num_classes for r in kept]
+            out_scores[b] = [round(checks_h[r][0], 6) for r in kept]
+    out_masks = [torch.zeros((0, *size), dtype=torch.bool, device=device) for size in target_sizes]
+    for chunk, binary in zip(chunks, binaries):
+        rows, cols, _, _ = _nearest_lookup(tuple(target_sizes[chunk[0]]), device)
+        kept_d = upload_each([torch.tensor([r for b in chunk for r in kept_rows[b]], dtype=torch.int64)], device)[0]
+        masks = binary[kept_d][:, rows][:, :, cols]
+        for b, frame_masks in zip(chunk, masks.split([len(kept_rows[b]) for b in chunk])):
+            out_masks[b] = frame_masks
+    ids = [list(range(len(kept))) for kept in kept_rows]
     return _finish("instance", target_sizes, ids, labels, out_scores, id2label or {}, stacks=out_masks)
+
+
+def _by_size(sizes: Sequence[tuple[int, int]]) -> dict[tuple[int, int], list[int]]:
+    """Frame indices grouped by size, in order."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for b, size in enumerate(sizes):
+        groups.setdefault(tuple(size), []).append(b)
+    return groups
 
 
 @functools.lru_cache(maxsize=64)
