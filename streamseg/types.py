@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -13,7 +14,7 @@ import torch
 
 from .ops import download, lookup
 
-__all__ = ["TASKS", "Frame", "Segmentation", "FrameResult"]
+__all__ = ["TASKS", "Frame", "Segmentation", "FrameResult", "to_host"]
 
 TASKS = ("semantic", "instance", "panoptic")
 YUV_FORMATS = ("yuv420p", "nv12")  # 4:2:0, planar U and V or interleaved UV, as PyAV gives them
@@ -206,9 +207,33 @@ class Segmentation:
             return self
         return dataclasses.replace(
             self,
-            segment_map=None if self.segment_map is None else download(column_major(self.segment_map), wait=wait),
-            mask_stack=None if self.mask_stack is None else download(column_major(self.mask_stack), wait=wait),
+            segment_map=None if self.segment_map is None else _download_column_major(self.segment_map, wait),
+            mask_stack=None if self.mask_stack is None else _download_column_major(self.mask_stack, wait),
         )
+
+
+def to_host(segmentations: Sequence[Segmentation], *, wait: bool = True) -> list[Segmentation]:
+    """``Segmentation.cpu`` for a batch: the maps (or mask stacks) of one size are copied together, one
+    copy and one pinned buffer for them all instead of one a frame; each frame's part is a view of it."""
+    out = list(segmentations)
+    groups: dict[tuple, list[int]] = {}
+    for i, seg in enumerate(segmentations):
+        if seg.device.type != "cpu":
+            held = "map" if seg.segment_map is not None else "stack"
+            groups.setdefault((held, seg.size), []).append(i)
+    for (held, _), members in groups.items():
+        parts = [getattr(segmentations[i], "segment_map" if held == "map" else "mask_stack") for i in members]
+        if held == "map":
+            host = list(_download_column_major(torch.stack(parts), wait))
+        else:
+            host = _download_column_major(torch.cat(parts), wait).split([len(p) for p in parts])
+        for i, part in zip(members, host):
+            out[i] = dataclasses.replace(segmentations[i], **{"segment_map" if held == "map" else "mask_stack": part})
+    return out
+
+
+def _download_column_major(t: torch.Tensor, wait: bool) -> torch.Tensor:
+    return download(column_major(t), wait=wait)
 
 
 def last_mask_index(masks: torch.Tensor) -> torch.Tensor:

@@ -24,6 +24,14 @@ def _logits(seed: int = 0):
     return cls, masks
 
 
+def _tiling_masks() -> torch.Tensor:
+    """Mask logits that tile the frame, one query a tile, so panoptic keeps segments (random masks
+    overlap too much for it)."""
+    owner = torch.randint(0, 20, (3, 1, 6, 8), generator=torch.Generator().manual_seed(3)).float()
+    owner = torch.nn.functional.interpolate(owner, size=(48, 64), mode="nearest")
+    return torch.where(owner == torch.arange(20).view(1, 20, 1, 1), 8.0, -8.0)
+
+
 def _pairs(seg) -> list[tuple[int, bytes]]:
     return sorted((lab, m.cpu().numpy().tobytes()) for lab, m in zip(seg.label_ids, seg.masks))
 
@@ -105,11 +113,7 @@ def test_streams_decode_on_nvdec(caplog) -> None:
 def test_drawing_on_cuda_matches_cpu() -> None:
     from streamseg.annotators import MaskAnnotator
 
-    cls, _ = _logits(1)
-    # Masks that tile the frame, so panoptic keeps segments (random ones overlap too much for it).
-    owner = torch.randint(0, 20, (3, 1, 6, 8), generator=torch.Generator().manual_seed(3)).float()
-    owner = torch.nn.functional.interpolate(owner, size=(48, 64), mode="nearest")
-    masks = torch.where(owner == torch.arange(20).view(1, 20, 1, 1), 8.0, -8.0)
+    cls, masks = _logits(1)[0], _tiling_masks()
     sizes = [(181, 243)] * 3
     scenes = torch.randint(0, 256, (3, 181, 243, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
     annotator = MaskAnnotator(opacity=0.4)
@@ -254,6 +258,24 @@ def test_copies_queued_into_pinned_memory_are_the_blocking_ones() -> None:
     stream.synchronize()
     assert queued.is_pinned() and queued.stride() == maps.stride()
     assert torch.equal(queued, (maps * 3).cpu())
+
+
+@pytest.mark.parametrize("task", ["panoptic", "instance"])
+def test_a_batch_copied_to_the_host_together_is_each_frame_copied_alone(task: str) -> None:
+    from streamseg.types import to_host
+
+    cls, masks = _logits(1)[0], _tiling_masks()
+    sizes = [(181, 243), (90, 120), (181, 243)]
+    segs = (panoptic if task == "panoptic" else instance)(cls.cuda(), masks.cuda(), sizes, threshold=0.1)
+    assert all(len(seg) for seg in segs)
+    together = to_host(segs, wait=False)
+    torch.cuda.synchronize()
+    for seg, host in zip(segs, together):
+        alone = seg.cpu()
+        for a, b in ((alone.segment_map, host.segment_map), (alone.mask_stack, host.mask_stack)):
+            assert (a is None) == (b is None)
+            if a is not None:
+                assert b.device.type == "cpu" and b.stride() == a.stride() and torch.equal(a, b)
 
 
 def test_the_forward_pass_runs_off_the_default_stream() -> None:

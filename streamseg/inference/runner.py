@@ -17,7 +17,7 @@ from ..annotators.masks import MaskAnnotator
 from ..config import PostprocessConfig
 from ..exceptions import ModelError
 from ..ops import download
-from ..types import Frame, FrameResult
+from ..types import Frame, FrameResult, to_host
 from .color import rgb_to_yuv420, yuv420_to_rgb
 from .graphs import GraphedForward, capture_supported, forward_logits
 from .loading import LoadedModel
@@ -217,7 +217,7 @@ class ModelRunner:
             if drawn:
                 annotated = list(_to_host(drawn))
             if self.masks_to_host:
-                segs = [s.cpu(wait=False) for s in segs]
+                segs = to_host(segs, wait=False)
             if self._post_stream is not None:
                 self._post_stream.synchronize()  # the copies are done: what leaves here is complete
             timer.lap("download")
