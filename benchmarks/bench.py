@@ -6,6 +6,10 @@ machine, so peak memory is its own and the ratios compare like with like:
     python benchmarks/bench.py --model tiny --size 640x360 --task panoptic --batch-size 4 --frames 120
     python benchmarks/bench.py --model swin-tiny --size 1280x720 --task panoptic --batch-size 8 --device cuda
 
+With ``--baseline DIR`` (a checkout of an earlier commit, e.g. ``git worktree add /tmp/base COMMIT``),
+streamseg as it was there runs in every round too, beside this tree's, and the ratio between the two
+says what the commits since then changed, measured side by side.
+
 (1) ceiling: forward passes on already-preprocessed tensors on the device, nothing else.
 (2) streamseg: file in -> annotated H.264 file + JSONL masks out, through the real pipeline.
 (3) naive: OpenCV read -> transformers' image processor -> model -> transformers' post-processing ->
@@ -240,8 +244,8 @@ def measure_streamseg(args: argparse.Namespace) -> dict:
         model__dtype=args.dtype, model__compile=args.compile, model__channels_last=args.channels_last,
         model__cuda_graphs=args.cuda_graphs, output__preset=args.preset,
         batching__batch_size=args.batch_size, color_conversion=args.color_conversion, decoder=args.decoder,
-        gpu_frames=args.gpu_frames,
         postprocess__threshold=args.threshold,
+        **({"gpu_frames": True} if args.gpu_frames else {}),  # a baseline may predate the option
         output__video=str(out_dir / "streamseg.mp4"), output__masks=str(out_dir / "streamseg.jsonl"),
     )
     totals = dict.fromkeys(STAGES, 0.0)
@@ -260,7 +264,10 @@ def measure_streamseg(args: argparse.Namespace) -> dict:
                     totals[stage] = totals.get(stage, 0.0) + seconds
         end = time.perf_counter()
     timed = count - args.batch_size
+    import streamseg
+
     return {"fps": timed / (end - first_done), "frames": count, "seconds": end - first_done,
+            "package": str(Path(streamseg.__file__).parent),
             "stages_ms": {k: 1000 * v / timed for k, v in totals.items()}, **busy.stop(), **_peaks(device)}
 
 
@@ -342,7 +349,10 @@ def _once(path: Path, make) -> Path:
 
 
 def _child(mode: str, args: argparse.Namespace) -> dict:
-    cmd = [sys.executable, __file__, "--child", mode, "--model-dir", args.model_dir, "--clip", args.clip,
+    source = []
+    if mode == "baseline":  # streamseg's run, with the package imported from the baseline's tree
+        mode, source = "streamseg", ["--source", str(Path(args.baseline).resolve())]
+    cmd = [sys.executable, __file__, "--child", mode, *source, "--model-dir", args.model_dir, "--clip", args.clip,
            "--workdir", args.workdir, "--task", args.task, "--batch-size", str(args.batch_size),
            "--frames", str(args.frames), "--device", args.device, "--dtype", args.dtype,
            "--threshold", str(args.threshold), "--naive-frames", str(args.naive_frames),
@@ -390,17 +400,22 @@ def main() -> None:
     parser.add_argument("--preset", default="veryfast", help="streamseg's libx264 preset (where there is no NVENC)")
     parser.add_argument("--skip-naive", action="store_true")
     parser.add_argument("--skip-ceiling", action="store_true", help="streamseg alone (a variant of a run that has one)")
+    parser.add_argument("--baseline", metavar="DIR",
+                        help="also run streamseg from this source tree (an earlier commit's checkout) each round")
     parser.add_argument("--rounds", type=int, default=3, help="alternate the runs this many times (median)")
     parser.add_argument("--naive-frames", type=int, default=60, help="frames timed in the naive loop")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--cache", help="keep the built model and clip in this folder and reuse them")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--source", help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     parser.add_argument("--clip", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.child:
+        if args.source:
+            sys.path.insert(0, args.source)  # nothing has imported streamseg yet
         result = {"ceiling": measure_ceiling, "streamseg": measure_streamseg, "naive": measure_naive}[args.child](args)
         print(json.dumps(result))
         return
@@ -422,7 +437,8 @@ def main() -> None:
                               lambda path: make_clip(path, width, height, frames)))
         # Rounds alternate the runs, so that a machine whose speed drifts (a shared CPU does) weighs on
         # each ratio's two sides alike; each ratio is taken within a round, then the median is reported.
-        runs = ([] if args.skip_ceiling else ["ceiling"]) + ["streamseg"] + ([] if args.skip_naive else ["naive"])
+        runs = (([] if args.skip_ceiling else ["ceiling"]) + ["streamseg"] + (["baseline"] if args.baseline else [])
+                + ([] if args.skip_naive else ["naive"]))
         rounds = []
         for i in range(args.rounds):
             rounds.append({})
