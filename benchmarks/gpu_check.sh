@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Everything that needs the GPU, in one call of about nine minutes on the lent machine (a single-round
-# bench of the ceiling and streamseg took ~65 s there; streamseg alone takes less):
-#   here:   bash benchmarks/fetch_gpu_wheels.sh
-#   device: run(command="bash benchmarks/gpu_check.sh", carry=["benchmarks/wheels"], timeout_s=600)
-# Each step has its own time limit, so one that hangs cannot take the others' time. Prints a short table
-# last; logs and JSON land in $OUT (at most 8 files come back: env, tests, bench and one JSON for each
-# of five benches).
+# Everything that needs the GPU, in one call of under ten minutes on the lent machine:
+#   here:   bash benchmarks/prepare_gpu_check.sh
+#   device: run(command="bash benchmarks/gpu_check.sh", carry=["benchmarks/wheels", "benchmarks/baseline"],
+#               timeout_s=600)
+# Steps run most telling first, each under its own time limit and all within BUDGET seconds, so one that
+# hangs cannot take the others' time and what was measured comes back. The benches run the package as of
+# benchmarks/baseline beside this tree's (bench.py --baseline), when that folder is there. Files in $OUT
+# (at most 8 come back): env.txt, tests.txt, bench.txt, and json.tar with each bench's JSON.
 set -uo pipefail
 OUT=${OUT:-/tmp/streamseg-gpu}
 mkdir -p "$OUT"
@@ -33,7 +34,7 @@ print("h264_nvenc opens:", encoder_opens("h264_nvenc"), "| hevc_nvenc opens:", e
 EOF
   # libx264 on this CPU, as the video output runs it (frame threads) and as PyAV's default would (slices).
   timeout 60 python3 benchmarks/encode_presets.py --size 1280x720 --rounds 1 --slices --presets veryfast,ultrafast \
-    | tail -4
+    | tail -5
 } 2>&1 | tee "$OUT/env.txt"
 
 PER_TEST=$(python3 -c "import pytest_timeout" 2>/dev/null && echo "--timeout 90")  # the plugin is there
@@ -43,36 +44,50 @@ echo "tests: $(tail -1 "$OUT/tests.txt")"
 grep -h "CUDA graphs unavailable" "$OUT/tests.txt" | head -3
 
 BENCH="$OUT/bench.txt"
+BUDGET=${BUDGET:-560}  # seconds for the whole script, leaving the call's limit time to send $OUT back
+mkdir -p /tmp/gpu-json
+BASELINE=""
+[ -d benchmarks/baseline/streamseg ] && BASELINE="--baseline benchmarks/baseline"
 bench() {  # name, seconds allowed, then bench.py arguments; returns bench.py's exit status
   local name=$1; shift
   local limit=$1; shift
+  local left=$((BUDGET - SECONDS))
+  if [ "$left" -lt 30 ]; then echo "$name: skipped, the budget is spent"; return 1; fi
+  [ "$limit" -gt "$left" ] && limit=$left
   echo "=== $name: $*" >> "$BENCH"
-  timeout "$limit" python3 benchmarks/bench.py --device cuda --cache /tmp/bench-cache --json "$OUT/$name.json" "$@" \
+  timeout "$limit" python3 benchmarks/bench.py --device cuda --cache /tmp/bench-cache --json "/tmp/gpu-json/$name.json" "$@" \
     > /tmp/bench-$name.txt 2>&1
   local rc=$?
   cat /tmp/bench-$name.txt >> "$BENCH"
+  tar -cf "$OUT/json.tar" -C /tmp/gpu-json .
   [ $rc -eq 0 ] || echo "$name: stopped (exit $rc); the rounds it finished:"
-  grep -E "^round |^run |^ceiling |^streamseg|^naive |^  decode|^busy|^interpreter|^  ceiling|^  streamseg|failed" \
-    /tmp/bench-$name.txt | tail -19
+  grep -E "^round |^run |^ceiling |^streamseg|^baseline|^naive |^  decode|^busy|^interpreter|^  ceiling|^  streamseg|^  baseline|failed" \
+    /tmp/bench-$name.txt | tail -24
   return $rc
 }
 SWIN="--model swin-tiny --size 1280x720 --task panoptic --frames 480"
-if bench main 180 $SWIN --batch-size 8 --rounds 2 --naive-frames 30; then
-  # Variants of streamseg's run alone (the ceiling is the main run's): NVDEC's frames kept on the GPU
-  # (no host copy, no upload); the CPU's decoder (NVDEC was slower on the last check, which the compute
-  # stream may have fixed); the interpreter lock handed over 5x as often; libx264 at a third of the CPU.
-  ONE="--batch-size 8 --skip-naive --skip-ceiling --rounds 1"
+# The issue's measurement, with the baseline's streamseg in each round: what sessions since changed.
+if bench main 240 $SWIN --batch-size 8 --rounds 2 --naive-frames 30 $BASELINE; then
+  # The same with real segments to post-process, draw and export (random weights find none): the
+  # trained sample model, whose forward pass is tiny, so its host work (launches, the lock) binds.
+  bench segments 90 --model sample --size 1280x720 --task panoptic --frames 480 --batch-size 8 --skip-naive \
+    --rounds 1 $BASELINE
   # Whether NVDEC's copies to the host wait for the default stream's work, lock held (why the model
   # now computes on a stream of its own).
   timeout 60 python3 benchmarks/nvdec_stall.py --clip /tmp/bench-cache/clip-1280x720-488.mp4 2>&1 \
     | tee -a "$OUT/env.txt" | tail -4
-  bench gpu-frames 75 $SWIN $ONE --gpu-frames
-  bench cpu-decoder 75 $SWIN $ONE --decoder cpu
-  bench switch-1ms 75 $SWIN $ONE --switch-interval 1
-  bench ultrafast 75 $SWIN $ONE --preset ultrafast
+  # Variants of streamseg's run alone (the ceiling is the main run's): NVDEC's frames kept on the GPU
+  # (no host copy, no upload); the CPU's decoder; the interpreter lock handed over 5x as often; libx264
+  # at a third of the CPU.
+  ONE="--batch-size 8 --skip-naive --skip-ceiling --rounds 1"
+  bench gpu-frames 60 $SWIN $ONE --gpu-frames
+  bench cpu-decoder 60 $SWIN $ONE --decoder cpu
+  bench switch-1ms 60 $SWIN $ONE --switch-interval 1
+  bench ultrafast 60 $SWIN $ONE --preset ultrafast
 else
   # Something on the hardware path failed: the same run on the plain path says whether it is that.
   bench fallback 90 $SWIN --batch-size 8 --skip-naive --rounds 1 --decoder cpu --color-conversion host --no-cuda-graphs
   bench no-graphs 90 $SWIN --batch-size 8 --skip-naive --rounds 1 --no-cuda-graphs
 fi
 grep -h "CUDA graphs unavailable" "$BENCH" | sort | uniq -c | head -3
+echo "gpu_check: ${SECONDS}s"
