@@ -9,8 +9,9 @@ a CPU. Run by hand:
 
 Runs the trained sample model (so frames have real segments) over synthetic frames, then counts the
 ops of post-processing, drawing, the YUV conversion and the copies to the host for one batch as the
-runner runs them on a GPU (drawn frames made YUV; per-frame work done for the whole batch at once, see
-``streamseg.ops.batch_chunks``), and times the same stages on 1/8-size frames (the CPU's way).
+runner runs them on a GPU (drawn frames made YUV; per-frame work done for frames of one size at once,
+``streamseg.ops.frames_at_once``). Ops on host tensors count too: they cost the host as well. Not
+counted: what a GPU does apart from a CPU beyond that (copies of the maps back, one-op mask fills).
 """
 
 from __future__ import annotations
@@ -28,16 +29,14 @@ from torch.utils._python_dispatch import TorchDispatchMode
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from streamseg.annotators import masks as masks_module
+from streamseg import ops
 from streamseg.annotators.masks import MaskAnnotator
 from streamseg.config import PostprocessConfig
-from streamseg.inference import postprocess as postprocess_module
 from streamseg.inference.loading import load_model
 from streamseg.inference.runner import ModelRunner
 from streamseg.synthetic import Scene
 from streamseg.types import Frame
 
-CHUNKED = (postprocess_module, masks_module)  # modules that choose with batch_chunks how much to do at once
 VIEWS = {"view", "_unsafe_view", "as_strided", "slice", "select", "unsqueeze", "squeeze", "expand", "t",
          "transpose", "permute", "alias", "split", "split_with_sizes", "unbind", "detach", "_reshape_alias",
          "reshape", "flatten", "diagonal", "narrow", "lift_fresh", "_to_copy_cpu"}
@@ -64,46 +63,36 @@ def make_frames(count: int, width: int, height: int) -> list[Frame]:
 
 
 def stage_ops(runner: ModelRunner, frames: list[Frame]) -> tuple[dict[str, int], collections.Counter, int]:
-    """Ops per stage of ``runner.finish`` for one batch, the commonest ops, and the segments drawn."""
-    forwarded = runner.forward(frames)
-    counts: dict[str, int] = {}
-    every: collections.Counter[str] = collections.Counter()
-    stages = {"postprocess": "streamseg.inference.runner.postprocess",
-              "render": "streamseg.annotators.masks.MaskAnnotator.annotate_batch"}
-    # Count the whole finish, then each stage alone by wrapping it.
+    """Ops per stage of ``runner.finish`` for one batch as a GPU runs it, all its ops by name, and the
+    segments found."""
     import streamseg.inference.runner as runner_module
 
-    original_post, original_annotate = runner_module.postprocess, MaskAnnotator.annotate_batch
-    per_stage: dict[str, collections.Counter] = {name: collections.Counter() for name in stages}
+    forwarded = runner.forward(frames)
+    per_stage: dict[str, collections.Counter] = {"postprocess": collections.Counter(), "render": collections.Counter()}
 
-    def counted(name, fn):
+    def counted(stage, fn):
         def wrapper(*args, **kwargs):
             before = collections.Counter(counter.ops)
             out = fn(*args, **kwargs)
-            per_stage[name].update(counter.ops - before)
+            per_stage[stage].update(counter.ops - before)
             return out
         return wrapper
 
-    gpu_chunks = lambda members, device: [members]
-    originals = {m: m.batch_chunks for m in CHUNKED}
-    for m in CHUNKED:
-        m.batch_chunks = gpu_chunks
-    runner_module.postprocess = counted("postprocess", original_post)
-    MaskAnnotator.annotate_batch = counted("render", original_annotate)
+    # Each stage's ops are told apart by wrapping its function; the GPU's choice is made on CPU tensors.
+    saved = runner_module.postprocess, MaskAnnotator.annotate_batch, ops.frames_at_once
+    runner_module.postprocess = counted("postprocess", saved[0])
+    MaskAnnotator.annotate_batch = counted("render", saved[1])
+    ops.frames_at_once = lambda device: True
     try:
         with OpCounter() as counter:
             results = runner.finish(forwarded)
     finally:
-        runner_module.postprocess, MaskAnnotator.annotate_batch = original_post, original_annotate
-        for m, chunks in originals.items():
-            m.batch_chunks = chunks
-    every.update(counter.ops)
+        runner_module.postprocess, MaskAnnotator.annotate_batch, ops.frames_at_once = saved
+    counts = {stage: sum(stage_counter.values()) for stage, stage_counter in per_stage.items()}
     total = sum(counter.ops.values())
-    for name, ops in per_stage.items():
-        counts[name] = sum(ops.values())
     counts["yuv and copies"] = total - sum(counts.values())
     counts["total"] = total
-    return counts, every, sum(len(r.segmentation) for r in results)
+    return counts, counter.ops, sum(len(r.segmentation) for r in results)
 
 
 def main() -> None:

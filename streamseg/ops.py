@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
-__all__ = ["batch_chunks", "download", "lookup", "stacked", "upload_each"]
+__all__ = ["batch_chunks", "download", "frames_at_once", "lookup", "stacked", "upload_each"]
 
 
 def lookup(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -43,12 +45,34 @@ def download(t: torch.Tensor, *, wait: bool = True) -> torch.Tensor:
     return host.copy_(t, non_blocking=True)
 
 
-def batch_chunks(members: list[int], device: torch.device) -> list[list[int]]:
-    """How to split frames of one size for per-frame work done as tensor ops: all at once on a GPU,
-    where each op is a launch whatever its size, so a batch costs the launches of one frame; one by one
-    on the CPU, where a frame's temporaries stay in cache and a batch's are fresh pages (measured: a
-    batch of eight 720p maps' areas and boxes took 44 ms at once against 22 ms frame by frame)."""
-    return [members] if device.type != "cpu" else [[m] for m in members]
+def frames_at_once(device: torch.device) -> bool:
+    """Whether per-frame work done as tensor ops takes a batch's frames at once on ``device``: yes on a
+    GPU, where each op is a launch whatever its size, so a batch costs the launches of one frame; no on
+    the CPU, where a frame's temporaries stay in cache and a batch's are fresh pages (measured: a batch
+    of eight 720p maps' areas and boxes took 44 ms at once against 22 ms frame by frame)."""
+    return device.type != "cpu"
+
+
+def batch_chunks(
+    members: list[int], device: torch.device, costs: Sequence[int] | None = None, most: int | None = None,
+) -> list[list[int]]:
+    """How to split frames (of one size) for per-frame work: one by one, or, where
+    :func:`frames_at_once`, all together; given each member's cost (pixels, masks) and the ``most`` a
+    chunk may hold, in runs of members up to it (one over it alone), so that the memory a chunk's
+    temporaries take stays bounded."""
+    if not frames_at_once(device):
+        return [[m] for m in members]
+    if most is None or costs is None:
+        return [list(members)]
+    chunks: list[list[int]] = [[]]
+    total = 0
+    for member, cost in zip(members, costs):
+        if chunks[-1] and total + cost > most:
+            chunks.append([])
+            total = 0
+        chunks[-1].append(member)
+        total += cost
+    return chunks
 
 
 def stacked(tensors: list[torch.Tensor]) -> torch.Tensor:

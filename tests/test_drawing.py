@@ -58,11 +58,11 @@ def test_areas_boxes_and_segment_map_agree_with_the_masks(outputs, task: str) ->
 def test_areas_and_boxes_of_a_mixed_batch_match_numpy(monkeypatch, at_once: bool) -> None:
     """Frames of two sizes, with no segment, with a segment that has no pixel, and with overlapping
     masks, in one batch; measured frame by frame as on a CPU, and together as on a GPU."""
-    from streamseg.inference import postprocess as module
+    from streamseg import ops
     from streamseg.inference.postprocess import _boxes_and_areas
 
     if at_once:
-        monkeypatch.setattr(module, "batch_chunks", lambda members, device: [members])
+        monkeypatch.setattr(ops, "frames_at_once", lambda device: True)
 
     g = torch.Generator().manual_seed(1)
     maps = [torch.randint(0, 4, (30, 50), generator=g, dtype=torch.int32),  # 3 segments
@@ -161,14 +161,18 @@ def _reference_labels(drawn: np.ndarray, seg: Segmentation, annotator: MaskAnnot
     return out
 
 
-@pytest.mark.parametrize("at_once", [False, True], ids=["frame by frame (CPU)", "together (GPU)"])
-def test_a_batch_is_drawn_as_each_frame_alone(outputs, monkeypatch, at_once: bool) -> None:
+@pytest.mark.parametrize("at_once", [False, True, "bounded"],
+                         ids=["frame by frame (CPU)", "together (GPU)", "together, two at most"])
+def test_a_batch_is_drawn_as_each_frame_alone(outputs, monkeypatch, at_once: bool | str) -> None:
     """Frames drawn together (as on a GPU) or one by one (as on the CPU) get the bytes of the plain
     rule: the overlay of each frame alone, then its labels one by one, overlapping labels included."""
-    from streamseg.annotators import masks as module
+    from streamseg import ops
+    from streamseg.annotators import masks
 
     if at_once:
-        monkeypatch.setattr(module, "batch_chunks", lambda members, device: [members])
+        monkeypatch.setattr(ops, "frames_at_once", lambda device: True)
+    if at_once == "bounded":
+        monkeypatch.setattr(masks, "MOST_PIXELS", 2 * 90 * 160)  # the crowded frames go two, then one
     frames, segs = _segments(outputs, "panoptic")
     crowded_scenes, crowded_segs = _crowded_frames()
     scenes, segs = [*frames, *crowded_scenes], [*segs, *crowded_segs]
@@ -179,6 +183,16 @@ def test_a_batch_is_drawn_as_each_frame_alone(outputs, monkeypatch, at_once: boo
         expected = _reference_labels(bare.annotate(scene, seg).numpy(), seg, annotator)
         np.testing.assert_array_equal(image.numpy(), expected)
     assert not torch.equal(drawn[-3], crowded_scenes[0]) and torch.equal(drawn[-2], crowded_scenes[1])
+
+
+def test_frames_go_together_on_a_gpu_within_a_bound() -> None:
+    from streamseg.ops import batch_chunks
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")  # a device object needs no GPU
+    assert batch_chunks([3, 5, 7], cpu, [1, 1, 1], 10) == [[3], [5], [7]]
+    assert batch_chunks([3, 5, 7], gpu) == [[3, 5, 7]]
+    assert batch_chunks([3, 5, 7], gpu, [4, 4, 4], 10) == [[3, 5], [7]]
+    assert batch_chunks([1, 2, 3, 4], gpu, [0, 30, 2, 8], 10) == [[1], [2], [3, 4]]  # one over the bound alone
 
 
 def test_the_last_mask_wins_the_index_map_at_once_as_one_by_one() -> None:

@@ -162,19 +162,23 @@ def test_panoptic_matches_when_mask_threshold_is_near_the_best_score(setup, marg
 
 
 @pytest.mark.skipif(not SAMPLE_MODEL.exists(), reason="sample model not built")
-@pytest.mark.parametrize("task", ["semantic", "instance", "panoptic"])
+@pytest.mark.parametrize("task", ["semantic", "instance", "panoptic", "instance, a few pairs at once"])
 def test_a_batch_done_at_once_equals_frame_by_frame(monkeypatch, task: str) -> None:
     """A GPU does a batch's per-frame work for all frames of one size at once (ops.batch_chunks), the
     CPU frame by frame: the same segments, scores, areas, boxes and masks, in frames of mixed sizes."""
-    from streamseg.inference import postprocess as module
+    from streamseg import ops
 
     processor, model, spec, frames = _setup(SAMPLE_MODEL, SAMPLE_CLIP, count=5)
     with torch.no_grad():
         out = model(pixel_values=preprocess([torch.from_numpy(f) for f in frames], spec, torch.float32))
     sizes = [(360, 640), (91, 161), (360, 640), (91, 161), (360, 640)]
-    run = {"semantic": semantic, "instance": instance, "panoptic": panoptic}[task]
+    run = {"semantic": semantic, "instance": instance, "panoptic": panoptic}[task.split(",")[0]]
     one_by_one = run(out.class_queries_logits, out.masks_queries_logits, sizes)
-    monkeypatch.setattr(module, "batch_chunks", lambda members, device: [members])
+    monkeypatch.setattr(ops, "frames_at_once", lambda device: True)
+    if "few" in task:
+        from streamseg.inference import postprocess as module
+
+        monkeypatch.setattr(module, "MOST_PAIRS", 10)  # 5 candidates a frame: two frames, then one
     at_once = run(out.class_queries_logits, out.masks_queries_logits, sizes)
     assert sum(len(s) for s in at_once) > 5
     for a, b in zip(one_by_one, at_once):

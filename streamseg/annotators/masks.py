@@ -14,6 +14,10 @@ from ..types import Segmentation
 
 __all__ = ["MaskAnnotator", "class_color"]
 
+# Pixels drawn at once on a GPU, about 40 bytes of temporaries each (some 330 MB): eight 720p frames,
+# four of 1080p, one of 4K.
+MOST_PIXELS = 1 << 23
+
 
 def class_color(label_id: int) -> tuple[int, int, int]:
     """A fixed, well-spread RGB colour per class id, so a class looks the same in every frame and every run."""
@@ -57,8 +61,9 @@ class MaskAnnotator:
         groups: dict[tuple, list[int]] = {}
         for i, scene in enumerate(scenes):
             groups.setdefault((tuple(scene.shape), scene.device), []).append(i)
-        for (_, device), members in groups.items():
-            for chunk in batch_chunks(members, device):
+        for (shape, device), members in groups.items():
+            pixels = shape[0] * shape[1]
+            for chunk in batch_chunks(members, device, [pixels] * len(members), MOST_PIXELS):
                 drawn = self._draw([scenes[i] for i in chunk], [segmentations[i] for i in chunk])
                 for i, image in zip(chunk, drawn):
                     out[i] = image

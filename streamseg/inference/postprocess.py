@@ -23,6 +23,9 @@ from ..types import Segmentation
 __all__ = ["postprocess", "semantic", "instance", "panoptic"]
 
 HF_MASK_SIZE = (384, 384)  # transformers resizes mask logits to this before anything else
+# Instance candidates resized at once on a GPU, about 2 MB of temporaries each at 384x384: at most what
+# one frame of a 100-query model could take before frames went together.
+MOST_PAIRS = 128
 
 
 def _argmax(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -183,8 +186,9 @@ def instance(
     device = mask_logits.device
 
     # Each pair's mask is resized, scored and checked on its own: the pairs of a chunk of frames of one
-    # size go together (one frame at a time on the CPU, see batch_chunks).
-    chunks = [c for members in _by_size(target_sizes).values() for c in batch_chunks(members, device)]
+    # size go together (one frame at a time on the CPU, see batch_chunks), at most MOST_PAIRS of them.
+    chunks = [c for members in _by_size(target_sizes).values()
+              for c in batch_chunks(members, device, [len(pairs_h[b]) for b in members], MOST_PAIRS)]
     chunks = [c for c in chunks if any(pairs_h[b] for b in c)]
     binaries, checks = [], []
     for chunk in chunks:
