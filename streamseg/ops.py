@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["batch_chunks", "download", "frames_at_once", "lookup", "stacked", "upload_each"]
+__all__ = ["MOST_PIXELS", "batch_chunks", "download", "frames_at_once", "lookup", "stacked", "upload_each"]
 
 
 def lookup(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -43,6 +43,11 @@ def download(t: torch.Tensor, *, wait: bool = True) -> torch.Tensor:
         return t.cpu()
     host = torch.empty_strided(t.size(), t.stride(), dtype=t.dtype, pin_memory=True)
     return host.copy_(t, non_blocking=True)
+
+
+# Pixels taken at once on a GPU, in all the frames of a chunk: eight 720p frames, four of 1080p, one of
+# 4K. Drawing needs about 40 bytes of temporaries a pixel (some 330 MB), measuring maps 12.
+MOST_PIXELS = 1 << 23
 
 
 def frames_at_once(device: torch.device) -> bool:

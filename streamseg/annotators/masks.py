@@ -9,14 +9,10 @@ import cv2
 import numpy as np
 import torch
 
-from ..ops import batch_chunks, lookup, stacked, upload_each
+from ..ops import MOST_PIXELS, batch_chunks, lookup, stacked, upload_each
 from ..types import Segmentation
 
 __all__ = ["MaskAnnotator", "class_color"]
-
-# Pixels drawn at once on a GPU, about 40 bytes of temporaries each (some 330 MB): eight 720p frames,
-# four of 1080p, one of 4K.
-MOST_PIXELS = 1 << 23
 
 
 def class_color(label_id: int) -> tuple[int, int, int]:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..ops import batch_chunks, lookup, stacked, upload_each
+from ..ops import MOST_PIXELS, batch_chunks, lookup, stacked, upload_each
 from ..types import Segmentation
 
 __all__ = ["postprocess", "semantic", "instance", "panoptic"]
@@ -91,8 +91,9 @@ def _boxes_and_areas(
             groups.setdefault((tuple(held.shape[-2:]), segment_map is not None), []).append(b)
     parts, first_row = [], {}  # stats tensors to copy; frame -> its first row in their concatenation
     row = 0
-    for (_, from_map), members in groups.items():
-        for chunk in batch_chunks(members, (maps[members[0]] if from_map else stacks[members[0]]).device):
+    for ((height, width), from_map), members in groups.items():
+        device = (maps[members[0]] if from_map else stacks[members[0]]).device
+        for chunk in batch_chunks(members, device, [height * width] * len(members), MOST_PIXELS):
             if from_map:  # (B, N, 5), N the chunk's largest count
                 stats = _stats_from_maps(stacked([maps[b] for b in chunk]), [counts[b] for b in chunk])
                 rows_each = [stats.shape[1]] * len(chunk)
