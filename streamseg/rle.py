@@ -3,7 +3,7 @@
 Runs are counted in column-major order, starting with a run of zeros, and packed into the compressed
 string form of ``rleToString`` (deltas against the run two back, 5 bits per character). Encoding is
 vectorized: a frame's masks cost a few numpy passes over its pixels, not one Python step per run,
-and a map of non-overlapping segments is encoded in one pass for all of them.
+and all its masks are encoded together, so many segments cost the numpy calls of one.
 """
 
 from __future__ import annotations
@@ -30,15 +30,15 @@ def encode_masks(masks: np.ndarray) -> list[dict]:
     flat = np.ascontiguousarray(np.asarray(masks, dtype=bool).transpose(0, 2, 1)).ravel()
     change = np.flatnonzero(flat[1:] != flat[:-1]) + 1  # across all masks, one after the other
     change = change[change % total != 0]  # where one mask ends and the next begins is no change
-    bounds = np.searchsorted(change, np.arange(n + 1) * total)
-    out = []
-    for k in range(n):
-        edges = np.concatenate(([0], change[bounds[k] : bounds[k + 1]] - k * total, [total]))
-        runs = np.diff(edges)
-        if flat[k * total]:
-            runs = np.concatenate(([0], runs))
-        out.append({"size": size, "counts": _to_string(runs)})
-    return out
+    # Runs of set pixels: from a change to a set pixel, or a mask's first pixel if set, to the next change.
+    edges = np.union1d(change, np.arange(n) * total)
+    set_run = flat[edges]
+    starts = edges[set_run]
+    ends = np.append(edges[1:], n * total)[set_run]
+    mask = starts // total
+    per_mask = np.bincount(mask, minlength=n)
+    return [{"size": size, "counts": c}
+            for c in _encode_runs(starts - mask * total, ends - mask * total, per_mask, total)]
 
 
 def encode_map(segment_map: np.ndarray, n: int) -> list[dict]:
@@ -55,22 +55,60 @@ def encode_map(segment_map: np.ndarray, n: int) -> list[dict]:
     values = flat[starts]
     order = np.argsort(values, kind="stable")  # each value's runs together, in pixel order
     bounds = np.searchsorted(values[order], np.arange(1, n + 2))
-    out = []
-    for k in range(n):
-        runs_of_k = order[bounds[k] : bounds[k + 1]]
-        s, e = starts[runs_of_k], ends[runs_of_k]
-        if len(s) == 0:
-            out.append({"size": size, "counts": _to_string(np.array([total]))})
-            continue
-        runs = np.empty(2 * len(s) + 1, dtype=np.int64)
-        runs[0] = s[0]  # zeros before the first run (0 when the mask starts set)
-        runs[2:-1:2] = s[1:] - e[:-1]
-        runs[1::2] = e - s
-        runs[-1] = total - e[-1]
-        if runs[-1] == 0:  # a mask that ends set has no closing run of zeros
-            runs = runs[:-1]
-        out.append({"size": size, "counts": _to_string(runs)})
-    return out
+    order = order[bounds[0] : bounds[-1]]  # segments 1..n only
+    return [{"size": size, "counts": c} for c in _encode_runs(starts[order], ends[order], np.diff(bounds), total)]
+
+
+def _encode_runs(starts: np.ndarray, ends: np.ndarray, per_mask: np.ndarray, total: int) -> list[str]:
+    """COCO counts of masks of ``total`` pixels, all at once, from their runs of set pixels as [start,
+    end) in column-major order: the first ``per_mask[0]`` runs are mask 0's, in order, and so on.
+
+    A mask's counts alternate clear and set runs, from a clear one (0 when it starts set), and end
+    with the clear run after its last set one, unless it ends set (no set run: the whole mask clear)."""
+    n = len(per_mask)
+    first = np.concatenate(([0], np.cumsum(per_mask)[:-1]))  # each mask's first run
+    has_runs = per_mask > 0
+    previous_end = np.empty_like(ends)
+    previous_end[1:] = ends[:-1]
+    previous_end[first[has_runs]] = 0
+    counts = np.empty(2 * len(starts), dtype=np.int64)
+    counts[0::2] = starts - previous_end  # the clear run before each set run
+    counts[1::2] = ends - starts
+    last_end = np.zeros(n, dtype=np.int64)
+    last_end[has_runs] = ends[(first + per_mask - 1)[has_runs]]
+    closing = total - last_end
+    closes = closing > 0
+    counts = np.insert(counts, 2 * (first + per_mask)[closes], closing[closes])
+    return _to_strings(counts, 2 * per_mask + closes)
+
+
+def _to_strings(runs: np.ndarray, lengths: np.ndarray) -> list[str]:
+    """pycocotools' ``rleToString`` for several masks' runs at once (``lengths`` runs each, in order):
+    each run as its difference from the run two back (from a mask's fourth run on), in little-endian
+    groups of 5 bits, the sign in the last group's top bit, 0x20 meaning "more groups follow", offset
+    by 48 to printable characters."""
+    if len(lengths) == 0:
+        return []
+    runs = np.asarray(runs, dtype=np.int64)
+    starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+    x = runs.copy()
+    x[3:] -= runs[1:-2]
+    # A mask's first three runs are kept as they are.
+    for k in range(3):
+        first = starts[(lengths > k) & (starts + k >= 3)] + k
+        x[first] = runs[first]
+    x = x.astype(np.int32)  # any count of a frame fits; half the bytes to go through
+    groups = np.ones(len(x), dtype=np.int32)  # how many 5-bit groups each value needs, sign included
+    for k in range(1, _CHUNKS):
+        limit = 1 << (5 * k - 1)
+        groups += (x < -limit) | (x >= limit)
+    j = np.arange(int(groups.max()), dtype=np.int32)  # as many groups as the longest value needs
+    chars = ((x[:, None] >> (5 * j)) & 0x1F).astype(np.uint8)
+    chars |= (j < groups[:, None] - 1).astype(np.uint8) << 5
+    chars += 48
+    text = chars[j < groups[:, None]].tobytes().decode("ascii")
+    cuts = np.cumsum(np.add.reduceat(groups, starts)).tolist()  # every mask has a run at least
+    return [text[a:b] for a, b in zip([0, *cuts[:-1]], cuts)]
 
 
 def decode(rle: dict) -> np.ndarray:
@@ -83,24 +121,6 @@ def decode(rle: dict) -> np.ndarray:
     if flat.size != height * width:
         raise ValueError(f"RLE covers {flat.size} pixels, size says {height}x{width}")
     return flat.reshape((width, height)).T
-
-
-def _to_string(runs: np.ndarray) -> str:
-    """pycocotools' ``rleToString``: each run as its difference from the run two back (from the fourth
-    run on), in little-endian groups of 5 bits, the sign in the last group's top bit, 0x20 meaning
-    "more groups follow", offset by 48 to printable characters."""
-    runs = np.asarray(runs, dtype=np.int64)
-    x = runs.copy()
-    x[3:] -= runs[1:-2]
-    groups = np.ones(len(x), dtype=np.int64)  # how many 5-bit groups each value needs, sign included
-    for k in range(1, _CHUNKS):
-        limit = 1 << (5 * k - 1)
-        groups += (x < -limit) | (x >= limit)
-    j = np.arange(_CHUNKS)
-    chars = (x[:, None] >> (5 * j)) & 0x1F
-    chars |= np.where(j < groups[:, None] - 1, 0x20, 0)
-    chars += 48
-    return chars[j < groups[:, None]].astype(np.uint8).tobytes().decode("ascii")
 
 
 def _from_string(counts: str) -> list[int]:

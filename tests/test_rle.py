@@ -72,6 +72,17 @@ def test_map_encodes_each_segment_as_its_mask(segment_map: np.ndarray, n: int) -
     assert rle.encode_map(by_columns, n) == from_map and rle.encode_masks(stack) == from_map
 
 
+def test_maps_of_many_segments_match_pycocotools() -> None:
+    """All of a frame's segments are encoded together: each must still be what pycocotools writes for
+    its mask alone (absent segments, one run, runs at either end of the frame, many segments)."""
+    coco = pytest.importorskip("pycocotools.mask")
+    for segment_map, n in list(_maps())[:80]:
+        masks = np.stack([segment_map == k + 1 for k in range(n)]) if n else np.zeros((0, *segment_map.shape), bool)
+        ref = [coco.encode(np.asfortranarray(m.astype(np.uint8)))["counts"].decode() for m in masks]
+        assert [e["counts"] for e in rle.encode_map(segment_map, n)] == ref
+        assert [e["counts"] for e in rle.encode_masks(masks)] == ref
+
+
 def test_many_overlapping_masks_match_pycocotools() -> None:
     coco = pytest.importorskip("pycocotools.mask")
     rng = np.random.default_rng(3)

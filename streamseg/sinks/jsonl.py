@@ -25,18 +25,19 @@ def result_record(result: FrameResult, *, wall_clock: bool = False) -> dict[str,
         encoded = rle.encode_map(seg.segment_map.cpu().numpy(), len(seg))
     else:
         encoded = rle.encode_masks(seg.masks.cpu().numpy())
-    segments = []
-    for k in range(len(seg)):
-        score = seg.scores[k]
-        segments.append({
-            "id": seg.ids[k],
-            "label_id": seg.label_ids[k],
-            "label": seg.labels[k],
+    segments = [
+        {
+            "id": i,
+            "label_id": label_id,
+            "label": label,
             "score": None if score is None or math.isnan(score) else score,
-            "area": seg.areas[k],
-            "bbox": list(seg.boxes[k]),
-            "rle": encoded[k],
-        })
+            "area": area,
+            "bbox": list(box),
+            "rle": counts,
+        }
+        for i, label_id, label, score, area, box, counts in zip(
+            seg.ids, seg.label_ids, seg.labels, seg.scores, seg.areas, seg.boxes, encoded)
+    ]
     frame = result.frame
     return {
         "frame": frame.index,
