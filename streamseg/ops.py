@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Iterable, Sequence
 
 import torch
 
-__all__ = ["MOST_PIXELS", "batch_chunks", "download", "frames_at_once", "lookup", "stacked", "upload_each"]
+__all__ = ["MOST_PIXELS", "batch_chunks", "download", "frames_at_once", "grouped", "lookup", "stacked", "upload_each"]
 
 
 def lookup(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -78,6 +78,17 @@ def batch_chunks(
         chunks[-1].append(member)
         total += cost
     return chunks
+
+
+def grouped(keys: Iterable[Hashable | None]) -> dict[Hashable, list[int]]:
+    """The positions of equal keys, each key's in order, keys in order of first appearance; positions
+    whose key is None are left out. How a batch's frames are told apart by size (or layout) so that
+    each group's work runs once."""
+    groups: dict[Hashable, list[int]] = {}
+    for i, key in enumerate(keys):
+        if key is not None:
+            groups.setdefault(key, []).append(i)
+    return groups
 
 
 def stacked(tensors: list[torch.Tensor]) -> torch.Tensor:

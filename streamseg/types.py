@@ -12,7 +12,7 @@ import av
 import numpy as np
 import torch
 
-from .ops import download, frames_at_once, lookup
+from .ops import download, frames_at_once, grouped, lookup
 
 __all__ = ["TASKS", "Frame", "Segmentation", "FrameResult", "to_host"]
 
@@ -216,11 +216,8 @@ def to_host(segmentations: Sequence[Segmentation], *, wait: bool = True) -> list
     """``Segmentation.cpu`` for a batch: the maps (or mask stacks) of one size are copied together, one
     copy and one pinned buffer for them all instead of one a frame; each frame's part is a view of it."""
     out = list(segmentations)
-    groups: dict[tuple, list[int]] = {}
-    for i, seg in enumerate(segmentations):
-        if seg.device.type != "cpu":
-            held = "map" if seg.segment_map is not None else "stack"
-            groups.setdefault((held, seg.size), []).append(i)
+    groups = grouped(None if seg.device.type == "cpu" else ("map" if seg.segment_map is not None else "stack", seg.size)
+                     for seg in segmentations)
     for (held, _), members in groups.items():
         parts = [getattr(segmentations[i], "segment_map" if held == "map" else "mask_stack") for i in members]
         if held == "map":

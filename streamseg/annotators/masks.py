@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..ops import MOST_PIXELS, batch_chunks, lookup, stacked, upload_each
+from ..ops import MOST_PIXELS, batch_chunks, grouped, lookup, stacked, upload_each
 from ..types import Segmentation
 
 __all__ = ["MaskAnnotator", "class_color"]
@@ -54,10 +54,7 @@ class MaskAnnotator:
         """:meth:`annotate` for each frame of a batch. On a GPU frames of one size are drawn together,
         so a batch costs the launches of one frame (see :func:`~streamseg.ops.batch_chunks`)."""
         out = list(scenes)
-        groups: dict[tuple, list[int]] = {}
-        for i, scene in enumerate(scenes):
-            groups.setdefault((tuple(scene.shape), scene.device), []).append(i)
-        for (shape, device), members in groups.items():
+        for (shape, device), members in grouped((tuple(scene.shape), scene.device) for scene in scenes).items():
             pixels = shape[0] * shape[1]
             for chunk in batch_chunks(members, device, [pixels] * len(members), MOST_PIXELS):
                 drawn = self._draw([scenes[i] for i in chunk], [segmentations[i] for i in chunk])

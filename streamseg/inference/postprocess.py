@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..ops import MOST_PIXELS, batch_chunks, lookup, stacked, upload_each
+from ..ops import MOST_PIXELS, batch_chunks, grouped, lookup, stacked, upload_each
 from ..types import Segmentation
 
 __all__ = ["postprocess", "semantic", "instance", "panoptic"]
@@ -84,11 +84,9 @@ def _boxes_and_areas(
 ) -> tuple[list[list[int]], list[list[tuple[int, int, int, int]]]]:
     """Area and (x, y, w, h) box of every segment of every frame, with one device-to-host copy. On a GPU
     the frames of one size are measured together: a batch costs the same few ops as one frame."""
-    groups: dict[tuple, list[int]] = {}  # frames with segments, by size and by map or masks
-    for b, (n, segment_map, stack) in enumerate(zip(counts, maps, stacks)):
-        if n:
-            held = segment_map if segment_map is not None else stack
-            groups.setdefault((tuple(held.shape[-2:]), segment_map is not None), []).append(b)
+    groups = grouped(  # frames with segments, by size and by map or masks
+        (tuple((m if m is not None else s).shape[-2:]), m is not None) if n else None
+        for n, m, s in zip(counts, maps, stacks))
     parts, first_row = [], {}  # stats tensors to copy; frame -> its first row in their concatenation
     row = 0
     for ((height, width), from_map), members in groups.items():
@@ -188,7 +186,7 @@ def instance(
 
     # Each pair's mask is resized, scored and checked on its own: the pairs of a chunk of frames of one
     # size go together (one frame at a time on the CPU, see batch_chunks), at most MOST_PAIRS of them.
-    chunks = [c for members in _by_size(target_sizes).values()
+    chunks = [c for members in grouped(tuple(size) for size in target_sizes).values()
               for c in batch_chunks(members, device, [len(pairs_h[b]) for b in members], MOST_PAIRS)]
     chunks = [c for c in chunks if any(pairs_h[b] for b in c)]
     binaries, checks = [], []
@@ -236,14 +234,6 @@ def instance(
             out_masks[b] = frame_masks
     ids = [list(range(len(kept))) for kept in kept_rows]
     return _finish("instance", target_sizes, ids, labels, out_scores, id2label or {}, stacks=out_masks)
-
-
-def _by_size(sizes: Sequence[tuple[int, int]]) -> dict[tuple[int, int], list[int]]:
-    """Frame indices grouped by size, in order."""
-    groups: dict[tuple[int, int], list[int]] = {}
-    for b, size in enumerate(sizes):
-        groups.setdefault(tuple(size), []).append(b)
-    return groups
 
 
 @functools.lru_cache(maxsize=64)

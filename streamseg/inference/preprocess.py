@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..exceptions import ModelError
+from ..ops import grouped
 
 __all__ = ["PreprocessSpec", "resized_size", "resize_uint8", "preprocess"]
 
@@ -124,9 +125,7 @@ def preprocess(images: list[torch.Tensor], spec: PreprocessSpec, dtype: torch.dt
 
     Frames of the same size are resized together. Returns (B, 3, H, W) in ``dtype`` on the images' device.
     """
-    groups: dict[tuple[int, int], list[int]] = {}
-    for i, image in enumerate(images):
-        groups.setdefault((image.shape[0], image.shape[1]), []).append(i)
+    groups = grouped((image.shape[0], image.shape[1]) for image in images)
     device = images[0].device
     mean = torch.tensor(spec.image_mean, device=device, dtype=torch.float32).view(1, 3, 1, 1)
     std = torch.tensor(spec.image_std, device=device, dtype=torch.float32).view(1, 3, 1, 1)

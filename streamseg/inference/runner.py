@@ -8,7 +8,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -16,7 +15,7 @@ import torch
 from ..annotators.masks import MaskAnnotator
 from ..config import PostprocessConfig
 from ..exceptions import ModelError
-from ..ops import download
+from ..ops import download, grouped
 from ..types import Frame, FrameResult, to_host
 from .color import rgb_to_yuv420, yuv420_to_rgb
 from .graphs import GraphedForward, capture_supported, forward_logits
@@ -280,11 +279,7 @@ def _in_groups(tensors: list[torch.Tensor], keys: list, convert: Callable) -> li
     """``convert(key, stacked)`` run once per distinct key on the tensors that share it; a None key
     leaves its tensor as it is."""
     out = list(tensors)
-    groups: dict[Any, list[int]] = {}
-    for i, key in enumerate(keys):
-        if key is not None:
-            groups.setdefault(key, []).append(i)
-    for key, members in groups.items():
+    for key, members in grouped(keys).items():
         converted = convert(key, torch.stack([tensors[i] for i in members]))
         for j, i in enumerate(members):
             out[i] = converted[j]
