@@ -18,6 +18,7 @@ import statistics
 import subprocess
 import sys
 import time
+from fractions import Fraction
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,7 +34,7 @@ def measure(segments: list[int], width: int, height: int, frames: int) -> dict[i
     from streamseg.types import Frame, FrameResult, Segmentation, column_major
 
     image = Scene(1).render(0, width, height)[0]
-    frame = Frame(pixels=image, index=0, pts=0, time_base=1, time=0.0)
+    frame = Frame(pixels=image, index=0, pts=0, time_base=Fraction(1, 30), time=0.0)
     rng = np.random.default_rng(0)
     out = {}
     for n in segments:

@@ -216,16 +216,16 @@ def to_host(segmentations: Sequence[Segmentation], *, wait: bool = True) -> list
     """``Segmentation.cpu`` for a batch: the maps (or mask stacks) of one size are copied together, one
     copy and one pinned buffer for them all instead of one a frame; each frame's part is a view of it."""
     out = list(segmentations)
-    groups = grouped(None if seg.device.type == "cpu" else ("map" if seg.segment_map is not None else "stack", seg.size)
-                     for seg in segmentations)
-    for (held, _), members in groups.items():
-        parts = [getattr(segmentations[i], "segment_map" if held == "map" else "mask_stack") for i in members]
-        if held == "map":
+    held = ["segment_map" if seg.segment_map is not None else "mask_stack" for seg in segmentations]
+    keys = [None if seg.device.type == "cpu" else (name, seg.size) for seg, name in zip(segmentations, held)]
+    for (part_name, _), members in grouped(keys).items():
+        parts = [getattr(segmentations[i], part_name) for i in members]
+        if part_name == "segment_map":  # (H, W) maps: one (B, H, W) copy
             host = list(_download_column_major(torch.stack(parts), wait))
-        else:
+        else:  # (N, H, W) stacks: their masks end to end
             host = _download_column_major(torch.cat(parts), wait).split([len(p) for p in parts])
         for i, part in zip(members, host):
-            out[i] = dataclasses.replace(segmentations[i], **{"segment_map" if held == "map" else "mask_stack": part})
+            out[i] = dataclasses.replace(segmentations[i], **{part_name: part})
     return out
 
 

@@ -15,7 +15,7 @@ import torch
 from ..annotators.masks import MaskAnnotator
 from ..config import PostprocessConfig
 from ..exceptions import ModelError
-from ..ops import download, grouped
+from ..ops import download, grouped, stacked
 from ..types import Frame, FrameResult, to_host
 from .color import rgb_to_yuv420, yuv420_to_rgb
 from .graphs import GraphedForward, capture_supported, forward_logits
@@ -280,17 +280,16 @@ def _in_groups(tensors: list[torch.Tensor], keys: list, convert: Callable) -> li
     leaves its tensor as it is."""
     out = list(tensors)
     for key, members in grouped(keys).items():
-        converted = convert(key, torch.stack([tensors[i] for i in members]))
+        converted = convert(key, stacked([tensors[i] for i in members]))
         for j, i in enumerate(members):
             out[i] = converted[j]
     return out
 
 
 def _to_host(images: list[torch.Tensor]) -> list[np.ndarray]:
-    """Copy drawn frames to host memory, batched per size so a batch costs one transfer; from a GPU only
-    queued (the caller synchronizes before handing them on)."""
+    """Copy drawn frames to host memory, one transfer per size; from a GPU only queued (the caller
+    synchronizes before handing them on)."""
     if images[0].device.type == "cpu":
         return [t.numpy() for t in images]
-    if all(t.shape == images[0].shape for t in images):
-        return list(download(torch.stack(images), wait=False).numpy())
-    return [download(t, wait=False).numpy() for t in images]
+    copies = _in_groups(images, [t.shape for t in images], lambda _, batch: download(batch, wait=False))
+    return [t.numpy() for t in copies]
