@@ -258,6 +258,9 @@ def _quiet_libraries() -> None:
     """Hide library chatter (retries, download bars) that would bury our one-line messages."""
     for name in ("transformers", "huggingface_hub", "libav"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # SVT-AV1 (--codec libsvtav1) prints a 20-line banner per encoder straight to stderr, outside
+    # FFmpeg's log; its errors only, read when an encoder opens.
+    os.environ.setdefault("SVT_LOG", "1")
     try:
         # Each library sets its own level when imported, over what was set above.
         from huggingface_hub.utils import logging as hub_logging

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
@@ -176,6 +177,24 @@ def test_an_encoder_that_cannot_work_is_refused_before_any_work(tmp_path: Path, 
     proc = run_cli("segment", str(clip), "-o", str(out), "--model", str(tiny_model), "--codec", codec)
     _one_line_error(proc, 2, "output.codec", repr(codec))
     assert not out.exists()
+
+
+@pytest.mark.parametrize("codec", ["libvpx-vp9", "libsvtav1"])
+def test_other_encoders_write_every_frame_quietly(tmp_path: Path, clip: Path, tiny_model: Path, codec: str) -> None:
+    """The encoders --codec names besides x264 write a whole file, and the run's output stays our lines
+    (SVT-AV1 prints a banner of its own per encoder unless told not to)."""
+    from streamseg.sinks.video import encoder_opens
+
+    if not encoder_opens(codec):
+        pytest.skip(f"{codec} is not in this FFmpeg")
+    out = tmp_path / "o.mkv"
+    proc = run_cli("segment", str(clip), "-o", str(out), "--model", str(tiny_model), "--codec", codec, "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert [ln for ln in proc.stderr.splitlines() if ln.strip()] == [ln for ln in proc.stderr.splitlines()
+                                                                    if ln.startswith("done: ")], proc.stderr
+    with av.open(str(out)) as container:
+        assert container.streams.video[0].codec_context.codec.canonical_name == {"libvpx-vp9": "vp9", "libsvtav1": "av1"}[codec]
+    assert len(read_video(out)[0]) == len(read_video(clip)[0])
 
 
 @pytest.mark.parametrize("where", ["no_folder", "is_dir", "bad_suffix"])
