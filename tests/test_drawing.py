@@ -122,6 +122,22 @@ def test_overlay_follows_the_rule_from_a_map_or_from_masks(outputs, task: str, o
         assert (drawn != scene.numpy()).any()
 
 
+@pytest.mark.parametrize("n", [255, 256, 300])
+def test_outlines_of_hundreds_of_segments_follow_the_rule(n: int) -> None:
+    """Borders are found on a one-byte copy of the map up to 255 segments, on the map itself beyond."""
+    side = 20
+    segment_map = (torch.arange(side * side, dtype=torch.int32) % (n + 1)).view(side, side)
+    segment_map = segment_map.repeat_interleave(3, 0).repeat_interleave(5, 1)  # 60x100, blocks of 3x5
+    segment_map[segment_map > n] = 0
+    labels = [k % 150 for k in range(n)]
+    seg = Segmentation("panoptic", list(range(1, n + 1)), labels, [0.9] * n, [1] * n, [(0, 0, 1, 1)] * n,
+                       size=(60, 100), segment_map=segment_map)
+    scene = torch.randint(0, 256, (60, 100, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(n))
+    drawn = MaskAnnotator(labels=False).annotate(scene, seg).numpy()
+    expected = _reference_overlay(scene.numpy(), seg.masks.numpy(), [class_color(i) for i in labels], 0.5)
+    assert np.abs(drawn.astype(int) - expected).max() <= 1  # float rounding only
+
+
 def _crowded_frames() -> tuple[list[torch.Tensor], list[Segmentation]]:
     """Frames whose segments' boxes start close together, so their labels overlap, in one size; one
     frame with no segment among them."""
