@@ -187,6 +187,30 @@ def test_a_batch_done_at_once_equals_frame_by_frame(monkeypatch, task: str) -> N
 
 
 @pytest.mark.skipif(not SAMPLE_MODEL.exists(), reason="sample model not built")
+@pytest.mark.parametrize("task", ["semantic", "panoptic"])
+@pytest.mark.parametrize("per_chunk", [1, 2, 3])
+def test_full_size_resizes_a_few_channels_at_a_time_with_the_same_result(monkeypatch, task: str,
+                                                                         per_chunk: int) -> None:
+    """Class scores (semantic) and kept queries' probabilities (panoptic) are resized to the frame's size a
+    chunk of channels at a time, within MOST_VALUES: the same segments, to the pixel, as all at once."""
+    from streamseg.inference import postprocess as module
+
+    _, model, spec, frames = _setup(SAMPLE_MODEL, SAMPLE_CLIP, count=2)
+    with torch.no_grad():
+        out = model(pixel_values=preprocess([torch.from_numpy(f) for f in frames], spec, torch.float32))
+    sizes = [(360, 640), (91, 161)]
+    run = {"semantic": semantic, "panoptic": panoptic}[task]
+    kwargs = {} if task == "semantic" else {"mask_threshold": 0.3}
+    at_once = run(out.class_queries_logits, out.masks_queries_logits, sizes, **kwargs)
+    monkeypatch.setattr(module, "MOST_VALUES", per_chunk * 360 * 640)  # the small frame takes more at once
+    chunked = run(out.class_queries_logits, out.masks_queries_logits, sizes, **kwargs)
+    assert sum(len(s) for s in at_once) >= 4
+    for a, b in zip(at_once, chunked):
+        assert (a.ids, a.label_ids, a.scores, a.areas, a.boxes) == (b.ids, b.label_ids, b.scores, b.areas, b.boxes)
+        assert torch.equal(a.segment_map, b.segment_map)
+
+
+@pytest.mark.skipif(not SAMPLE_MODEL.exists(), reason="sample model not built")
 @pytest.mark.parametrize("task", ["semantic", "instance", "panoptic"])
 def test_trained_sample_model_matches_at_default_thresholds(task: str) -> None:
     """The shipped model gives confident, realistic outputs: compare at transformers' defaults."""

@@ -26,12 +26,50 @@ HF_MASK_SIZE = (384, 384)  # transformers resizes mask logits to this before any
 # Instance candidates resized at once on a GPU, about 2 MB of temporaries each at 384x384: at most what
 # one frame of a 100-query model could take before frames went together.
 MOST_PAIRS = 128
+# Values a full-size resize makes at once (256 MB of float32): a 150-class model's semantic scores at 4K
+# are 1.2G values, 5 GB, and a panoptic frame's kept queries up to 100 maps of the frame's size.
+MOST_VALUES = 1 << 26
 
 
 def _argmax(x: torch.Tensor, dim: int) -> torch.Tensor:
     """``x.argmax(dim)``, through ``max``: the same first-maximum indices, many times faster on the CPU
     for a reduction across a short leading dimension."""
     return x.max(dim).indices
+
+
+def _resized_argmax(
+    values: torch.Tensor, size: tuple[int, int], *, weights: torch.Tensor | None = None,
+    at_least: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The first-maximum index over the channels of (C, h, w) ``values`` resized to ``size`` (bilinear, as
+    transformers resizes them) and multiplied by ``weights`` (C,); with ``at_least``, also each channel's
+    count of pixels at or above it.
+
+    Channels are resized a chunk at a time, within MOST_VALUES: each channel resizes on its own and the
+    first maximum wins across chunks as within one, so the result is the same as all at once.
+    """
+    if not len(values):
+        raise ValueError("no channel to take the maximum of")
+    chunks = -(-len(values) * size[0] * size[1] // MOST_VALUES)  # as few as the bound allows, of even sizes
+    per_chunk = -(-len(values) // chunks)
+    best = winner = None
+    counts = []
+    for start in range(0, len(values), per_chunk):
+        up = F.interpolate(values[None, start : start + per_chunk], size=size, mode="bilinear",
+                           align_corners=False)[0]
+        if weights is not None:
+            up *= weights[start : start + per_chunk].view(-1, 1, 1)
+        if at_least is not None:
+            counts.append(_count(up >= at_least))
+        chunk_best, chunk_winner = up.max(0)  # max: argmax's first maximum, faster on the CPU
+        if best is None:
+            best, winner = chunk_best, chunk_winner
+        else:
+            later = chunk_best > best  # strictly: a tie keeps the earlier channel
+            best = torch.maximum(best, chunk_best)
+            winner = torch.where(later, chunk_winner + start, winner)
+        del up
+    return winner, (torch.cat(counts) if at_least is not None else None)
 
 
 def _masks_384(mask_logits: torch.Tensor) -> torch.Tensor:
@@ -147,8 +185,7 @@ def semantic(
     num_classes = classes.shape[-1]
     maps: list[torch.Tensor] = [torch.empty(0)] * len(target_sizes)
     for i, size in enumerate(target_sizes):  # per frame, like transformers: (C, H, W) at full size is large
-        up = F.interpolate(scores[i : i + 1], size=tuple(size), mode="bilinear", align_corners=False)
-        maps[i] = _argmax(up[0], 0)
+        maps[i] = _resized_argmax(scores[i], tuple(size))[0]
     present = torch.stack([torch.bincount(m.flatten(), minlength=num_classes) > 0 for m in maps]).cpu()
     present_labels = [row.nonzero().flatten() for row in present]
     positions = []  # class -> its segment's index + 1
@@ -285,13 +322,11 @@ def panoptic(
             winners.append(None)
             continue
         probs = _masks_384(mask_logits[b, kept_d][None]).sigmoid()  # only kept queries: each resizes alone
-        up = F.interpolate(probs, size=tuple(size), mode="bilinear", align_corners=False)[0]
-        up *= pred_scores[b, kept_d].view(-1, 1, 1)
-        winner = _argmax(up, 0)
+        winner, original = _resized_argmax(probs[0], tuple(size), weights=pred_scores[b, kept_d],
+                                           at_least=mask_threshold)
         winners.append(winner)
         area = torch.bincount(winner.flatten(), minlength=len(kept))
-        original = _count(up >= mask_threshold)
-        area_stats.append(torch.stack([area, original]))
+        area_stats.append(torch.stack([area, original.to(area.dtype)]))
     areas_h = [s.tolist() for s in torch.cat(area_stats, dim=1).cpu().split(
         [s.shape[1] for s in area_stats], dim=1)] if area_stats else []
 
