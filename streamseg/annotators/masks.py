@@ -202,11 +202,11 @@ def _blend(scene: torch.Tensor, index: torch.Tensor, keep: torch.Tensor, paint: 
     values = torch.arange(256, dtype=torch.float32, device=scene.device)
     table = (values.view(1, 1, 256) * keep.view(-1, 1, 1) + paint.view(-1, 3, 1)).round_().clamp_(0, 255)
     table = table.to(torch.uint8).flatten()
-    channel = torch.tensor([0, 256, 512], dtype=torch.int32, device=scene.device)
-    # The scene made int32 first: adding uint8 into int32 in place takes a slow mixed-type path on a CPU.
-    position = scene.to(torch.int32)
-    position += (index.to(torch.int32) * 768).unsqueeze(-1) + channel
-    return lookup(table, position)
+    # Where each row's outcomes start, per channel: row t's channel c at (3t + c) * 256. Gathered per pixel
+    # as rows of three: on a CPU, twice as fast as broadcasting a per-pixel offset over the channels.
+    starts = (torch.arange(3 * len(keep), dtype=torch.int32, device=scene.device) * 256).view(-1, 3)
+    position = lookup(starts, index.to(torch.int32))
+    return lookup(table, position.add_(scene))
 
 
 def _dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
