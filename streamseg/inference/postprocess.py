@@ -69,7 +69,9 @@ def _resized_argmax(
             best = torch.maximum(best, chunk_best)
             winner = torch.where(later, chunk_winner + start, winner)
         del up
-    return winner, (torch.cat(counts) if at_least is not None else None)
+    if at_least is None:
+        return winner, None
+    return winner, counts[0] if len(counts) == 1 else torch.cat(counts)
 
 
 def _masks_384(mask_logits: torch.Tensor) -> torch.Tensor:
@@ -326,7 +328,7 @@ def panoptic(
                                            at_least=mask_threshold)
         winners.append(winner)
         area = torch.bincount(winner.flatten(), minlength=len(kept))
-        area_stats.append(torch.stack([area, original.to(area.dtype)]))
+        area_stats.append(torch.stack([area, original]))
     areas_h = [s.tolist() for s in torch.cat(area_stats, dim=1).cpu().split(
         [s.shape[1] for s in area_stats], dim=1)] if area_stats else []
 
