@@ -197,8 +197,8 @@ class MaskAnnotator:
 
 def _blend(scene: torch.Tensor, index: torch.Tensor, keep: torch.Tensor, paint: torch.Tensor) -> torch.Tensor:
     """``round(scene * keep[index] + paint[index])`` as uint8, through a table of every (index, channel,
-    value) outcome computed with the same float ops: the same bytes as the float formula, with one
-    gather per pixel instead of float arithmetic over the frame."""
+    value) outcome computed with the same float ops: the same bytes as the float formula, with gathers
+    instead of float arithmetic over the frame."""
     values = torch.arange(256, dtype=torch.float32, device=scene.device)
     table = (values.view(1, 1, 256) * keep.view(-1, 1, 1) + paint.view(-1, 3, 1)).round_().clamp_(0, 255)
     table = table.to(torch.uint8).flatten()
