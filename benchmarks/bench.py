@@ -32,6 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from baselines import source_trees
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -413,8 +415,7 @@ def main() -> None:
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    if args.baseline and not (Path(args.baseline) / "streamseg" / "__init__.py").is_file():
-        parser.error(f"--baseline {args.baseline}: no streamseg package there")
+    source_trees(parser, args.baseline)  # refuses a baseline with no package, before anything runs
     if args.child:
         if args.source:
             sys.path.insert(0, args.source)  # nothing has imported streamseg yet

@@ -19,9 +19,8 @@ import subprocess
 import sys
 import time
 from fractions import Fraction
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from baselines import source_trees
 
 
 def measure(segments: list[int], width: int, height: int, frames: int) -> dict[int, float]:
@@ -71,11 +70,7 @@ def main() -> None:
         sys.path.insert(0, args.child)
         print(json.dumps(measure(segments, width, height, args.frames)))
         return
-    trees = {"streamseg": ROOT}
-    if args.baseline:
-        if not (Path(args.baseline) / "streamseg" / "__init__.py").is_file():
-            parser.error(f"--baseline {args.baseline}: no streamseg package there")
-        trees["baseline"] = Path(args.baseline).resolve()
+    trees = source_trees(parser, args.baseline)
     rounds = []
     for _ in range(args.rounds):
         rounds.append({})

@@ -18,9 +18,8 @@ import argparse
 import json
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from baselines import source_trees
 
 
 def measure(task: str, width: int, height: int, classes: int, queries: int) -> dict[str, float]:
@@ -70,11 +69,7 @@ def main() -> None:
         sys.path.insert(0, tree)
         print(json.dumps(measure(task, int(width), int(height), args.classes, args.queries)))
         return
-    trees = {"streamseg": ROOT}
-    if args.baseline:
-        if not (Path(args.baseline) / "streamseg" / "__init__.py").is_file():
-            parser.error(f"--baseline {args.baseline}: no streamseg package there")
-        trees["baseline"] = Path(args.baseline).resolve()
+    trees = source_trees(parser, args.baseline)
     print(f"{args.classes} classes, {args.queries} queries; peak RSS growth MB / ms (median of {args.rounds} rounds)")
     for task in args.tasks.split(","):
         for size in args.sizes.split(","):
