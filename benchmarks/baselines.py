@@ -4,6 +4,9 @@ earlier commit's checkout (``git worktree add /tmp/base COMMIT``), each run in i
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -18,3 +21,10 @@ def source_trees(parser: argparse.ArgumentParser, baseline: str | None) -> dict[
             parser.error(f"--baseline {baseline}: no streamseg package there")
         trees["baseline"] = Path(baseline).resolve()
     return trees
+
+
+def child_result(script: str, *args: str) -> dict:
+    """Run ``script`` in a fresh Python process with ``args`` and return the JSON object its last line of
+    output prints (a measurement in a process of its own, whose tree alone it imported)."""
+    out = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])

@@ -15,12 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 from fractions import Fraction
 
-from baselines import source_trees
+from baselines import child_result, source_trees
 
 
 def measure(segments: list[int], width: int, height: int, frames: int) -> dict[int, float]:
@@ -75,10 +74,9 @@ def main() -> None:
     for _ in range(args.rounds):
         rounds.append({})
         for name, tree in trees.items():
-            cmd = [sys.executable, __file__, "--child", str(tree), "--size", args.size, "--segments",
-                   args.segments, "--frames", str(args.frames)]
-            line = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-            rounds[-1][name] = {int(k): v for k, v in json.loads(line).items()}
+            result = child_result(__file__, "--child", str(tree), "--size", args.size, "--segments", args.segments,
+                                  "--frames", str(args.frames))
+            rounds[-1][name] = {int(k): v for k, v in result.items()}
     print(f"mask export, CPU ms a frame of {args.size} (median of {args.rounds} rounds):")
     print(f"{'segments':>9}" + "".join(f"{name:>12}" for name in trees) + ("  streamseg / baseline" if args.baseline else ""))
     for n in segments:

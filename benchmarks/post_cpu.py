@@ -17,11 +17,10 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 from fractions import Fraction
 
-from baselines import ROOT, source_trees
+from baselines import ROOT, child_result, source_trees
 
 STAGES = ("postprocess", "render")
 
@@ -79,10 +78,8 @@ def main() -> None:
         for _ in range(args.rounds):
             rounds.append({})
             for name, tree in trees.items():
-                cmd = [sys.executable, __file__, "--child", str(tree), task, "--size", args.size,
-                       "--batch-size", str(args.batch_size), "--repeats", str(args.repeats)]
-                line = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-                rounds[-1][name] = json.loads(line)
+                rounds[-1][name] = child_result(__file__, "--child", str(tree), task, "--size", args.size,
+                                                "--batch-size", str(args.batch_size), "--repeats", str(args.repeats))
         cells = []
         for name in trees:
             each = {stage: statistics.median(r[name][stage] for r in rounds) for stage in STAGES}

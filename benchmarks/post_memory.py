@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 
-from baselines import source_trees
+from baselines import child_result, source_trees
 
 
 def measure(task: str, width: int, height: int, classes: int, queries: int) -> dict[str, float]:
@@ -77,11 +76,8 @@ def main() -> None:
             runs: dict[str, list[dict]] = {name: [] for name in trees}
             for _ in range(args.rounds):
                 for name, tree in trees.items():
-                    out = subprocess.run(
-                        [sys.executable, __file__, "--classes", str(args.classes), "--queries", str(args.queries),
-                         "--child", str(tree), task, str(width), str(height)],
-                        capture_output=True, text=True, check=True)
-                    runs[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
+                    runs[name].append(child_result(__file__, "--classes", str(args.classes), "--queries",
+                                                   str(args.queries), "--child", str(tree), task, str(width), str(height)))
             cells = []
             for name, results in runs.items():
                 peak = sorted(r["peak_mb"] for r in results)[len(results) // 2]
