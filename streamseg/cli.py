@@ -173,12 +173,18 @@ class Progress:
             text = f"[{bar:<24}] {self.count}/{self.total} {fps:5.1f} fps ETA {_clock(eta)}"
         else:
             text = f"{self.count} frames {fps:5.1f} fps"
-        self.stream.write("\r" + text + "\033[K")
-        self.stream.flush()
+        self._show("\r" + text + "\033[K")
 
     def finish(self) -> None:
         if self.enabled and self.count:
-            self.stream.write("\n")
+            self._show("\n")
+
+    def _show(self, text: str) -> None:
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except OSError:  # the terminal is gone (SIGHUP after a dropped ssh session): the run goes on
+            self.enabled = False
 
 
 def _clock(seconds: float) -> str:
@@ -217,7 +223,7 @@ def _segment(args: argparse.Namespace) -> int:
     written = [o for o in summary.outputs if "://" in o or glob.glob(glob.escape(o).replace("[*]", "*"))]
     print(f"{state}: {summary.frames} frames in {summary.seconds:.1f} s ({summary.fps:.1f} fps) -> "
           f"{', '.join(written) or 'no file'}", file=sys.stderr)
-    return EXIT_INTERRUPTED if summary.interrupted else 0
+    return 128 + summary.signal if summary.signal is not None else 0  # the shell's code for a signal
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -242,12 +248,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 def entry() -> NoReturn:
     """The ``streamseg`` command: :func:`main`, then exit with its code.
 
-    A run stopped by Ctrl-C has closed its outputs by then, and its process ends at once, without the
+    A run stopped by Ctrl-C (or SIGTERM, SIGHUP) has closed its outputs by then, and its process ends at once, without the
     interpreter's teardown: after an abort, that teardown can race library threads still winding
     down (seen once in a loaded test run: the C++ runtime aborting, exit -6 instead of 130).
     """
     code = main()
-    if code == EXIT_INTERRUPTED:
+    if code > 128:  # stopped by a signal
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

@@ -60,6 +60,9 @@ log = logging.getLogger(__name__)
 stats_log = logging.getLogger("streamseg.stats")
 
 JOIN_TIMEOUT_S = 10.0
+# Signals that end a run as Ctrl-C does, outputs finished: SIGTERM is how systemd and `docker stop`
+# end a service, SIGHUP what a closed terminal (a dropped ssh session) sends.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 class Sink(Protocol):
@@ -108,9 +111,13 @@ class RunSummary:
 
     frames: int = 0
     seconds: float = 0.0
-    interrupted: bool = False
+    signal: int | None = None  # the signal that stopped the run early (SIGINT for Ctrl-C), if one did
     outputs: list[str] = field(default_factory=list)
     sources: list[dict] = field(default_factory=list)
+
+    @property
+    def interrupted(self) -> bool:
+        return self.signal is not None
 
     @property
     def fps(self) -> float:
@@ -483,9 +490,9 @@ class Pipeline:
         finally:
             try:
                 out.sink.close()
-                out.done.put(_CLOSED)
             except BaseException as exc:  # noqa: BLE001 - carried to the caller
                 out.done.put(Failure.capture(exc, "sinks"))
+            out.done.put(_CLOSED)  # always the last answer, failed or not: the sinks thread waits for it
 
     def _sink_loop(self, inbox: queue.Queue, by_source: dict[str, list[_Output]], shared: list[_Output],
                    board: StatsBoard, drop: threading.Event) -> None:
@@ -628,7 +635,8 @@ class Pipeline:
         """Run the job to its end and return a summary.
 
         On the main thread, the first Ctrl-C stops gracefully (outputs are finished and play), the
-        second aborts and raises KeyboardInterrupt once the outputs are closed.
+        second aborts and raises KeyboardInterrupt once the outputs are closed. SIGTERM (systemd,
+        ``docker stop``) and SIGHUP (the terminal closed) count as Ctrl-C.
         """
         if self._state is State.NEW:
             self.start()
@@ -636,28 +644,29 @@ class Pipeline:
         started = time.monotonic()
         presses = 0
 
-        def on_sigint(signum: int, frame: Any) -> None:
+        def on_signal(signum: int, frame: Any) -> None:
             nonlocal presses
             presses += 1
             if presses == 1:
-                log.warning("stopping: finishing the outputs (press Ctrl-C again to abort)")
+                summary.signal = signum
+                log.warning("stopping: finishing the outputs (%s again to abort)",
+                            "press Ctrl-C" if signum == signal.SIGINT else f"send {signal.Signals(signum).name}")
                 self.stop()
             else:
                 self.abort()
 
-        previous = None
+        previous: dict[int, Any] = {}
         if handle_interrupt and threading.current_thread() is threading.main_thread():
-            previous = signal.signal(signal.SIGINT, on_sigint)
+            previous = {signum: signal.signal(signum, on_signal) for signum in STOP_SIGNALS}
         try:
             for result in self.results():
                 summary.frames += 1
                 if on_result is not None:
                     on_result(result)
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
             summary.seconds = time.monotonic() - started
-            summary.interrupted = presses > 0
             self.close()
         summary.outputs = self.outputs + ([self.web.url] if self.web is not None else [])
         summary.sources = self.final_stats

@@ -240,6 +240,16 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     assert proc.returncode != 0 and "Traceback" in proc.stderr
 
 
+def _communicate(proc: subprocess.Popen, timeout: float) -> tuple[str, str]:
+    """``proc.communicate``, killing the process if it does not end in time (so none is left running)."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail(f"still running after {timeout} s:\n{err[-3000:]}")
+
+
 def _start_long_run(tmp_path: Path, model: Path) -> tuple[subprocess.Popen, Path, Path]:
     src = write_clip(tmp_path / "long.mp4", width=160, height=96, frames=400, audio=True)
     out, masks = tmp_path / "o.mp4", tmp_path / "m.jsonl"
@@ -258,11 +268,13 @@ def _start_long_run(tmp_path: Path, model: Path) -> tuple[subprocess.Popen, Path
 
 
 @pytest.mark.slow
-def test_ctrl_c_leaves_a_playable_file(tmp_path: Path, tiny_model: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_ctrl_c_leaves_a_playable_file(tmp_path: Path, tiny_model: Path, signum: signal.Signals) -> None:
+    """Ctrl-C, and SIGTERM (systemd, docker stop) and SIGHUP (a closed terminal) alike, finish the outputs."""
     proc, out, masks = _start_long_run(tmp_path, tiny_model)
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130, stderr
+    proc.send_signal(signum)
+    _, stderr = _communicate(proc, 60)
+    assert proc.returncode == 128 + signum, stderr
     assert "Traceback" not in stderr and "stopped early" in stderr
     pts, _, frames = read_video(out)
     written = len(masks.read_text().splitlines())
@@ -280,7 +292,7 @@ def test_second_ctrl_c_aborts_and_still_closes_the_file(tmp_path: Path, tiny_mod
     proc.send_signal(signal.SIGINT)
     time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=60)
+    _, stderr = _communicate(proc, 60)
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr
     assert len(read_video(out)[2]) >= 8
@@ -292,3 +304,19 @@ def test_output_over_the_input_is_refused(tmp_path: Path, tiny_model: Path) -> N
     proc = run_cli("segment", str(src), "-o", str(tmp_path / "." / "in.mp4"), "--model", str(tiny_model))
     _one_line_error(proc, 2, "is also an input")
     assert src.read_bytes() == before
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+@pytest.mark.parametrize("outputs", ["video", "masks", "both"])
+def test_a_full_disk_is_one_line_not_a_hang_or_a_crash(tmp_path: Path, tiny_model: Path, outputs: str) -> None:
+    """Outputs on a full disk (/dev/full fails every write with ENOSPC): exit 5 with the reason, at once."""
+    src = write_clip(tmp_path / "in.mp4", width=160, height=96, frames=90, audio=True)
+    args = ["segment", str(src), "--model", str(tiny_model)]
+    if outputs in ("video", "both"):
+        (tmp_path / "out.mp4").symlink_to("/dev/full")
+        args += ["-o", str(tmp_path / "out.mp4")]
+    if outputs in ("masks", "both"):
+        (tmp_path / "masks.jsonl").symlink_to("/dev/full")
+        args += ["--save-masks", str(tmp_path / "masks.jsonl")]
+    proc = run_cli(*args, timeout=120)
+    _one_line_error(proc, 5, "No space left on device")

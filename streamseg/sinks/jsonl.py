@@ -85,6 +85,11 @@ class JsonlSink:
             raise SinkError(f"{self.path}: cannot write: {exc.strerror or exc}") from exc
 
     def close(self) -> None:
-        if self._file is not None:
+        if self._file is None:
+            return
+        try:
             self._file.close()
+        except OSError as exc:  # the last lines could not be written (a full disk)
+            raise SinkError(f"{self.path}: cannot write: {exc.strerror or exc}") from exc
+        finally:
             self._file = None

@@ -179,6 +179,7 @@ class VideoSink:
         self._end_time = 0.0
         self._size: tuple[int, int] | None = None
         self._scaled: set[tuple[int, int]] = set()  # other sizes met, each said once
+        self._failed = False  # a write failed (a full disk): the muxer must not be fed again
 
     def __enter__(self) -> VideoSink:
         return self
@@ -283,8 +284,8 @@ class VideoSink:
         try:
             for packet in self._video.encode(frame):
                 self._out.mux(packet)
-        except av.FFmpegError as exc:
-            raise SinkError(f"{self.path}: cannot write: {_reason(exc)}") from exc
+        except (av.FFmpegError, OSError) as exc:
+            raise self._write_failed(exc) from exc
         self.frames_written += 1
         self._end_time = float(pts * self.time_base) + float(1 / self.rate)
         self._copy_audio(until=self._end_time)
@@ -307,28 +308,43 @@ class VideoSink:
             packet.stream = self._audio_map[packet.stream_index]
             try:
                 self._out.mux(packet)
+            except OSError as exc:  # the file itself cannot be written: no use going on
+                raise self._write_failed(exc) from exc
             except av.FFmpegError as exc:
                 log.warning("%s: dropping audio (%s)", self.path, _reason(exc))
                 self._audio_packets = None
                 return
 
+    def _write_failed(self, exc: BaseException) -> SinkError:
+        """Note that the file can take no more (FFmpeg's muxer crashes when fed after a failed write)."""
+        self._failed = True
+        return SinkError(f"{self.path}: cannot write: {_reason(exc)}")
+
     def close(self) -> None:
-        """Flush the encoder and finish the file so that it plays; safe to call twice."""
+        """Flush the encoder and finish the file so that it plays; safe to call twice.
+
+        After a failed write only the file is closed: what is in it stays, and nothing more is tried.
+        """
         if self._out is None:
             return
         try:
-            if self._video is not None:
+            if self._video is not None and not self._failed:
                 for packet in self._video.encode(None):
                     self._out.mux(packet)
-            self._copy_audio(until=self._end_time)
-        except av.FFmpegError as exc:
+                self._copy_audio(until=self._end_time)
+        except (av.FFmpegError, OSError) as exc:
+            self._failed = True
             raise SinkError(f"{self.path}: cannot finish the file: {_reason(exc)}") from exc
         finally:
-            self._out.close()
-            self._out = None
+            out, self._out = self._out, None
             if self._audio_in is not None:
                 self._audio_in.close()
                 self._audio_in = None
+            try:
+                out.close()
+            except (av.FFmpegError, OSError) as exc:
+                if not self._failed:  # else the first error is the one to tell
+                    raise SinkError(f"{self.path}: cannot finish the file: {_reason(exc)}") from exc
 
 
 def _reason(exc: BaseException) -> str:
