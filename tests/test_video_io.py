@@ -72,6 +72,52 @@ def test_audio_is_copied_without_reencoding(tmp_path: Path, tiny_model: Path) ->
     assert out_audio == src_audio
 
 
+def _ts_across_the_clock_wrap(path: Path, frames: int = 60, before: int = 20) -> Path:
+    """An MPEG-TS whose 33-bit 90 kHz clock wraps ``before`` frames in, with a tone all along: FFmpeg reads
+    the frames before the wrap with negative timestamps, as it does a camera's recording that crossed it."""
+    start = 2**33 - before * 3000
+    with av.open(str(path), "w", format="mpegts") as out:
+        video = out.add_stream("libx264", rate=30)
+        video.width, video.height, video.pix_fmt = 96, 64, "yuv420p"
+        video.time_base = video.codec_context.time_base = Fraction(1, 90000)
+        audio = out.add_stream("aac", rate=48000, layout="mono")
+        rng = np.random.default_rng(0)
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (64, 96, 3), dtype=np.uint8), format="rgb24")
+            frame.pts, frame.time_base = start + i * 3000, Fraction(1, 90000)
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+        first = start * 48000 // 90000
+        tone = (0.3 * np.sin(np.arange(frames * 1600) * 2 * np.pi * 440 / 48000)).astype(np.float32)[None]
+        for k in range(0, tone.shape[1], 1024):
+            chunk = av.AudioFrame.from_ndarray(np.ascontiguousarray(tone[:, k:k + 1024]), format="fltp", layout="mono")
+            chunk.sample_rate, chunk.pts = 48000, first + k
+            out.mux(audio.encode(chunk))
+        out.mux(audio.encode(None))
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv", ".mov"])
+def test_timestamps_before_zero_are_moved_not_hidden(tmp_path: Path, tiny_model: Path, suffix: str) -> None:
+    """MP4 and MOV players skip frames before 0: a file that starts there is moved to 0, with its sound."""
+    src = _ts_across_the_clock_wrap(tmp_path / "wrap.ts")
+    src_pts, src_tb, _ = read_video(src)
+    assert src_pts[0] < 0 < src_pts[-1]  # what the test is about
+    out = tmp_path / f"out{suffix}"
+    _segment(src, out, tiny_model)
+    pts, tb, frames = read_video(out)
+    assert len(frames) == 60  # every frame plays
+    times = [float(p * tb) for p in pts]
+    assert times[0] == pytest.approx(0, abs=0.05)  # Matroska moves all by the AAC encoder's priming
+    assert [t - times[0] for t in times] == pytest.approx([float((p - src_pts[0]) * src_tb) for p in src_pts],
+                                                          abs=1e-3)
+    with av.open(str(out)) as c:  # the sound moved with the picture, and covers it
+        packets = [p for p in c.demux(c.streams.audio[0]) if p.size]
+        audio_start = float(packets[0].pts * packets[0].time_base)
+        audio_end = float((packets[-1].pts + packets[-1].duration) * packets[-1].time_base)
+    assert abs(audio_start) < 0.05 and audio_end == pytest.approx(2.0, abs=0.1)
+
+
 def test_no_audio_flag(tmp_path: Path, tiny_model: Path) -> None:
     src = write_clip(tmp_path / "a.mp4", frames=6, audio=True)
     out = tmp_path / "out.mp4"

@@ -129,6 +129,7 @@ class VideoSink:
         preset: libx264's or libx265's speed preset (NVENC keeps its own ``p4``): ``ultrafast`` takes a
             third of ``veryfast``'s CPU time a frame for larger files, for a GPU machine without NVENC.
         rebase: start the file's timestamps at 0 (live recordings, whose pts count from the run's start).
+            Without it a file keeps its timestamps, unless they start below 0 (then it starts at 0).
         threads: encoder threads (0: the encoder's choice), each on its own frame. One when the model
             computes on the same CPU cores, so the encoder does not crowd out the forward pass.
         sample_aspect_ratio: the source's pixel shape where it is not square (anamorphic video), so the
@@ -273,9 +274,11 @@ class VideoSink:
         elif image.ndim == 3 and (image.shape[0] % 2 or image.shape[1] % 2):
             image = np.pad(image, ((0, image.shape[0] % 2), (0, image.shape[1] % 2), (0, 0)), mode="edge")
         pts = result.pts if result.pts is not None else self.frames_written
-        if self.rebase:
-            self._origin = pts if self._origin is None else self._origin
-            pts -= self._origin
+        if self._origin is None:
+            # Frames before 0 would be hidden by an edit list in MP4 and MOV (players skip them): an MPEG-TS
+            # recorded across its 33-bit clock's wrap reads so. Such a file is moved to start at 0.
+            self._origin = pts if self.rebase else min(pts, 0)
+        pts -= self._origin
         if self._last_pts is not None and pts <= self._last_pts:
             pts = self._last_pts + 1  # encoders reject repeated timestamps
         self._last_pts = pts
@@ -302,9 +305,15 @@ class VideoSink:
                 return
             if packet.dts is None:  # the demuxer's end-of-stream packet
                 continue
-            if float(packet.dts * packet.time_base) > until:
+            shift = 0
+            if self._origin:  # the video was moved: its sound moves with it
+                shift = round(self._origin * self.time_base / packet.time_base)
+            if float((packet.dts - shift) * packet.time_base) > until:
                 self._pending_audio = packet
                 return
+            packet.dts -= shift
+            if packet.pts is not None:
+                packet.pts -= shift
             packet.stream = self._audio_map[packet.stream_index]
             try:
                 self._out.mux(packet)
