@@ -75,7 +75,8 @@ def _parser() -> argparse.ArgumentParser:
     seg.add_argument("--color-conversion", choices=("auto", "device", "host"),
                      help="where decoded YUV becomes RGB: auto (on the GPU when the model runs on one, else on the "
                           "host), device or host (default auto)")
-    seg.add_argument("--crf", type=int, help="x264 quality, lower is better (default 20)")
+    seg.add_argument("--crf", type=int, help="quality, 0-51, lower is better (default 20); x264's scale, mapped onto "
+                                     "VP9's and AV1's 0-63")
     seg.add_argument("--preset", help="x264 speed preset (default veryfast; ultrafast: a third of the CPU, larger "
                                       "files, for a GPU without NVENC)")
     live = seg.add_argument_group("live sources")

@@ -520,3 +520,41 @@ def test_several_encoders_share_the_cores() -> None:
     assert encoder_threads(1, outputs=8, cores=16) == 1  # beside a model on the CPU: one each, always
     assert encoder_threads(0, outputs=1, cores=16) == 0  # one output: the encoder's own choice
     assert [encoder_threads(0, outputs=n, cores=16) for n in (2, 4, 16)] == [8, 4, 2]
+
+
+def _encode_scene(path: Path, frames: int = 12, **sink_options) -> Path:
+    """Write a moving scene through a VideoSink (no model): what the encoder settings alone do."""
+    from streamseg.synthetic import Scene
+    from streamseg.types import Frame, FrameResult, Segmentation
+
+    scene = Scene(3, aspect=160 / 96)
+    with VideoSink(path, time_base=Fraction(1, 30), **sink_options) as sink:
+        for i in range(frames):
+            image = scene.render(i, 160, 96)[0]
+            frame = Frame(pixels=image, index=i, pts=i, time_base=Fraction(1, 30), time=i / 30)
+            sink.write(FrameResult(frame, Segmentation("panoptic", [], [], [], [], [], size=(96, 160)), image))
+    return path
+
+
+@pytest.mark.parametrize("codec", ["h264", "hevc", "libvpx-vp9", "libsvtav1"])
+def test_crf_sets_the_quality_of_every_encoder(tmp_path: Path, codec: str) -> None:
+    """--crf reaches the encoder whether it is named by format (h264, hevc) or by encoder, and VP9 and AV1
+    (whose scales run to 63) as well as x264 and x265: better quality, larger file."""
+    from streamseg.sinks.video import encoder_opens, pick_encoder
+
+    encoder = pick_encoder(codec, accelerated=False)
+    if not encoder_opens(encoder):
+        pytest.skip(f"{codec} is not in this FFmpeg")
+    sizes = {crf: _encode_scene(tmp_path / f"crf{crf}.mkv", codec=encoder, crf=crf).stat().st_size for crf in (8, 45)}
+    assert sizes[8] > 1.5 * sizes[45], sizes
+
+
+def test_hevc_in_mp4_is_tagged_for_apple_players(tmp_path: Path) -> None:
+    from streamseg.sinks.video import encoder_opens
+
+    if not encoder_opens("libx265"):
+        pytest.skip("libx265 is not in this FFmpeg")
+    out = _encode_scene(tmp_path / "o.mp4", codec="libx265")
+    with av.open(str(out)) as container:
+        assert container.streams.video[0].codec_context.codec_tag == "hvc1"
+    assert len(read_video(out)[0]) == 12

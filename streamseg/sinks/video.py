@@ -25,6 +25,10 @@ COLORSPACE_BT601 = 6
 RANGE_LIMITED = 1
 
 
+# Options that keep an encoder from printing its banner on stderr at every open (x265: 20 lines).
+_QUIET = {"libx265": {"x265-params": "log-level=error"}}
+
+
 @functools.cache
 def encoder_opens(name: str) -> bool:
     """Whether an encoder exists and opens here (a hardware encoder needs its device and driver)."""
@@ -33,6 +37,7 @@ def encoder_opens(name: str) -> bool:
     try:
         ctx = av.CodecContext.create(name, "w")
         ctx.width, ctx.height, ctx.pix_fmt, ctx.time_base = 256, 256, "yuv420p", Fraction(1, 30)
+        ctx.options = dict(_QUIET.get(ctx.codec.name, {}))
         ctx.open()
         return True
     except (av.FFmpegError, ValueError, OSError, AttributeError):  # AttributeError: not a video encoder
@@ -58,9 +63,14 @@ def check_encoder(name: str) -> None:
 
 
 def pick_encoder(codec: str, accelerated: bool) -> str:
-    """``auto``: NVENC when the model runs on an NVIDIA GPU and the encoder opens, else libx264."""
+    """The encoder to use: a format's name (``h264``, ``hevc``, ``vp9``) is its encoder's (libx264, libx265,
+    libvpx-vp9), whose quality settings apply; ``auto``: NVENC when the model runs on an NVIDIA GPU and
+    the encoder opens, else libx264."""
     if codec != "auto":
-        return codec
+        try:
+            return av.Codec(codec, "w").name
+        except (av.FFmpegError, ValueError):  # unknown: check_encoder says so
+            return codec
     if accelerated and encoder_opens("h264_nvenc"):
         return "h264_nvenc"
     return "libx264"
@@ -212,13 +222,9 @@ class VideoSink:
 
     def _add_video(self, out: av.container.OutputContainer, codec: str, width: int, height: int) -> av.VideoStream:
         """The video stream, with its encoder opened now: a hardware encoder out of sessions fails here."""
-        if codec.startswith("libx26"):
-            options = {"crf": str(self.crf), "preset": self.preset}
-        elif codec.endswith("_nvenc"):
-            options = {"preset": "p4", "rc": "vbr", "cq": str(self.crf)}
-        else:
-            options = {}
-        stream = out.add_stream(codec, rate=self.rate, options=options)
+        stream = out.add_stream(codec, rate=self.rate, options=_quality(codec, self.crf, self.preset))
+        if av.Codec(codec, "w").canonical_name == "hevc" and out.format.name.split(",")[0] in ("mov", "mp4"):
+            stream.codec_context.codec_tag = "hvc1"  # Apple's players refuse HEVC tagged hev1, FFmpeg's default
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.codec_context.time_base = self.time_base
         stream.codec_context.thread_count = self.threads
@@ -354,6 +360,24 @@ class VideoSink:
             except (av.FFmpegError, OSError) as exc:
                 if not self._failed:  # else the first error is the one to tell
                     raise SinkError(f"{self.path}: cannot finish the file: {_reason(exc)}") from exc
+
+
+def _quality(codec: str, crf: int, preset: str) -> dict[str, str]:
+    """An encoder's options for x264's quality scale ``crf`` (0-51, lower is better) and speed ``preset``.
+
+    VP9 and AV1 count quality from 0 to 63: ``crf`` goes to the same point of that scale. libvpx needs
+    its bitrate at 0 to aim at a quality, not at FFmpeg's default bitrate.
+    """
+    wide = str(round(crf * 63 / 51))
+    if codec.startswith("libx26"):
+        return {"crf": str(crf), "preset": preset, **_QUIET.get(codec, {})}
+    if codec.endswith("_nvenc"):
+        return {"preset": "p4", "rc": "vbr", "cq": str(crf)}
+    if codec == "libvpx-vp9":
+        return {"crf": wide, "b": "0", "row-mt": "1"}
+    if codec in ("libsvtav1", "libaom-av1"):
+        return {"crf": wide}
+    return {}
 
 
 def _reason(exc: BaseException) -> str:
