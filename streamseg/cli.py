@@ -211,6 +211,8 @@ def _segment(args: argparse.Namespace) -> int:
     progress: Progress | None = None
     try:
         pipeline.start()
+        if pipeline.web is not None:
+            print(f"live preview on {pipeline.web.url}", file=sys.stderr)
         total = next(iter(pipeline.infos.values())).frames if len(pipeline.names) == 1 and pipeline.infos else None
         progress = Progress(total, enabled=not args.no_progress)
         summary: RunSummary = pipeline.run(on_result=progress)

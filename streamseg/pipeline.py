@@ -38,7 +38,7 @@ import torch
 from .annotators.masks import MaskAnnotator
 from .batching import POLL_S, Batcher, EndOfStream, Failure, get, produce, put
 from .config import Config
-from .exceptions import ConfigError
+from .exceptions import ConfigError, SourceError
 from .inference.loading import guess_task, load_model
 from .inference.runner import ModelRunner
 from .inference.threads import ThreadTuner, set_torch_threads
@@ -49,7 +49,7 @@ from .sinks.video import VideoSink, check_encoder, check_writable, encoder_threa
 from .sinks.web import WebPreviewSink
 from .sources.file import VideoInfo, probe, read_frames
 from .sources.live import (
-    LIVE_TIME_BASE, Backoff, SourceStatus, is_live, is_webcam, read_live, read_stream, read_webcam, redact,
+    LIVE_TIME_BASE, TROUBLE, Backoff, SourceStatus, is_live, is_webcam, read_live, read_stream, read_webcam, redact,
 )
 from .stats import StatsBoard
 from .types import FrameResult
@@ -213,6 +213,7 @@ class Pipeline:
         self._last_state: dict[str, str] = {}
         self._finished = False
         self._deadline: float | None = None
+        self._timed_out = False  # the run reached config.duration
         self._codec_threads = 0
         self._decoder: str | None = None  # CUDA device for NVDEC decoding of files and streams, or None
         self._yuv = False  # sources hand on YUV frames, which the model's device turns into RGB
@@ -317,8 +318,11 @@ class Pipeline:
         """Called by a producer thread for its own source: log the change, queue it for the stats."""
         changed = self._last_state.get(status.source) != status.state
         self._last_state[status.source] = status.state
-        level = logging.WARNING if changed and status.state != "connecting" else logging.DEBUG
-        log.log(level, "%s: %s%s", status.source, status.state, f" ({status.detail})" if status.detail else "")
+        if not changed or status.state == "connecting":
+            level = logging.DEBUG
+        else:  # going live or ending is news, not trouble
+            level = logging.WARNING if status.state in TROUBLE else logging.INFO
+        stats_log.log(level, "%s: %s%s", status.source, status.state, f" ({status.detail})" if status.detail else "")
         try:
             self._events.put_nowait(status)
         except queue.Full:
@@ -610,7 +614,8 @@ class Pipeline:
         if self._state is not State.RUNNING:
             raise RuntimeError("start the pipeline (or enter its context) before reading results")
         while not self._finished:
-            if self._deadline is not None and time.monotonic() >= self._deadline:
+            if self._deadline is not None and time.monotonic() >= self._deadline and not self._timed_out:
+                self._timed_out = True
                 self.stop()
             try:
                 item = self._results.get(timeout=POLL_S)
@@ -672,4 +677,9 @@ class Pipeline:
         summary.sources = self.final_stats
         if presses > 1:
             raise KeyboardInterrupt
+        if self._timed_out and summary.frames == 0:
+            # A camera down or a wrong URL is not a run that succeeded with nothing to show.
+            why = "; ".join(f"{s['source']}: {s.get('trouble') or 'no frame yet'}" for s in self.final_stats
+                            if s["live"] and not s["frames"])
+            raise SourceError(f"no frame in {self.config.duration:g} s ({why})")
         return summary

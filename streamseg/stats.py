@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .sources.live import SourceStatus
+from .sources.live import TROUBLE, SourceStatus
 from .types import FrameResult
 
 __all__ = ["SourceStats", "StatsBoard"]
@@ -28,6 +28,7 @@ class SourceStats:
     live: bool
     state: str = "connecting"
     detail: str = ""
+    trouble: str = ""  # why a live source last gave no frames, until it is live again
     frames_out: int = 0
     dropped: int = 0
     started: float = field(default_factory=time.monotonic)
@@ -49,6 +50,7 @@ class SourceStats:
             "live": self.live,
             "state": self.state if self.live else ("ended" if self.state == "ended" else "running"),
             "detail": self.detail,
+            "trouble": self.trouble,
             "frames": self.frames_out,
             "dropped": self.dropped,
             "fps_in": sum(n for _, n in recent) / span,
@@ -73,6 +75,10 @@ class StatsBoard:
         stats = self.sources.get(event.source)
         if stats is not None:
             stats.state, stats.detail = event.state, event.detail
+            if event.state in TROUBLE:
+                stats.trouble = event.reason
+            elif event.state == "live":
+                stats.trouble = ""
 
     def finish(self) -> None:
         """The run is over: every source that did not fail has ended."""
@@ -89,7 +95,8 @@ class StatsBoard:
         lines = []
         for s in snapshot:
             lines.append(
-                f"{s['source']}: {s['state']}, {s['frames']} frames, in {s['fps_in']:.1f} fps, "
+                f"{s['source']}: {s['state']}{' (' + s['trouble'] + ')' if s.get('trouble') else ''}, "
+                f"{s['frames']} frames, in {s['fps_in']:.1f} fps, "
                 f"out {s['fps_out']:.1f} fps, dropped {s['dropped']}, "
                 f"latency p50 {s['latency_p50_ms']:.0f} ms p99 {s['latency_p99_ms']:.0f} ms"
             )

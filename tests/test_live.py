@@ -309,13 +309,40 @@ def test_a_source_that_never_connects_stops_on_ctrl_c(tmp_path: Path, tiny_model
     url = f"rtsp://127.0.0.1:{free_port()}/nothing-here"
     proc = subprocess.Popen([sys.executable, "-m", "streamseg", "segment", url, "--model", str(tiny_model),
                              "--save-masks", str(tmp_path / "m.jsonl")], cwd=ROOT, stderr=subprocess.PIPE, text=True)
-    time.sleep(6)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 60
+    while not any("reconnecting" in ln for ln in lines) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)  # until the run is retrying (a loaded machine takes seconds to import torch)
+    time.sleep(1.0)
     proc.send_signal(signal.SIGINT)
     started = time.monotonic()
-    _, stderr = proc.communicate(timeout=30)
+    try:
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    reader.join(timeout=10)
+    stderr = "".join(lines)
     assert time.monotonic() - started < 15
     assert proc.returncode == 130, stderr
     assert "reconnecting" in stderr and "Traceback" not in stderr
+
+
+@needs_rtsp
+def test_a_timed_run_that_never_got_a_frame_fails_and_says_why(rtsp, tmp_path: Path, tiny_model: Path) -> None:
+    """--duration with the camera down or a wrong URL: exit 3, one line with each source's trouble (not
+    "done: 0 frames" and exit 0, which a cron job would take for success)."""
+    server = rtsp("cam:15")
+    down = f"rtsp://127.0.0.1:{free_port()}/cam"
+    proc = subprocess.run([sys.executable, "-m", "streamseg", "segment", down, server.url("no-such-mount"),
+                           "--model", str(tiny_model), "--save-masks", str(tmp_path / "m.jsonl"), "--duration", "5",
+                           "--stats-interval", "0"], capture_output=True, text=True, timeout=90, cwd=ROOT)
+    assert proc.returncode == 3, proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert errors[0].startswith("error: no frame in 5 s (cam: ")
+    assert "connection refused" in errors[0] and "no-such-mount: " in errors[0] and "not found" in errors[0], errors
 
 
 @needs_rtsp
@@ -440,6 +467,7 @@ def test_live_recording_is_split_into_playable_segments(rtsp, tmp_path: Path, ti
     files = sorted(tmp_path.glob("rec-*.mp4"))
     assert len(files) == 2, proc.stderr
     assert f"{tmp_path}/rec-*.mp4" in proc.stderr  # the summary names the files as they are written
+    assert "INFO: cam: live" in proc.stderr and "WARNING" not in proc.stderr  # a camera going live is no trouble
     for f in files:
         pts, tb, frames = read_video(f)
         assert frames and pts[0] == 0  # each file starts at 0
@@ -575,8 +603,8 @@ def test_webcam_capture_path_gives_rgb_frames(tmp_path: Path) -> None:
 
 
 def test_a_missing_webcam_says_so_in_one_line(capfd, tmp_path: Path, tiny_model: Path) -> None:
-    """No OpenCV warning blocks on each retry: one line that says which device is missing, and a
-    summary that names no file when none was written."""
+    """No OpenCV warning blocks on each retry: one line that says which device is missing, and a run that
+    ends with no frame at all is an error that says why (exit 3), leaving no empty file behind."""
     from streamseg.sources.live import read_webcam
 
     with pytest.raises(live.SourceError, match=r"cannot open webcam /dev/video97 \(no /dev/video97\)"):
@@ -589,7 +617,10 @@ def test_a_missing_webcam_says_so_in_one_line(capfd, tmp_path: Path, tiny_model:
     )
     assert "[ WARN" not in proc.stderr and "Cannot open video device" not in proc.stderr
     assert "cannot open webcam /dev/video97 (no /dev/video97)" in proc.stderr
-    assert proc.stderr.strip().endswith("-> no file"), proc.stderr
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: no frame in 2 s (video97: cannot open webcam /dev/video97 (no /dev/video97))"), proc.stderr
+    assert not (tmp_path / "cam.mp4").exists()
 
 
 @needs_rtsp

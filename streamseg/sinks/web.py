@@ -107,7 +107,7 @@ class WebPreviewSink:
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
                                         name="streamseg-web", daemon=True)
         self._thread.start()
-        log.warning("live preview on %s", self.url)
+        log.info("live preview on %s", self.url)
 
     def write(self, result: FrameResult) -> None:
         now = time.monotonic()

@@ -50,14 +50,19 @@ LIVE_TIME_BASE = Fraction(1, 1000)  # live frames are stamped in milliseconds of
 LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "udp", "rtp", "srt", "tcp")
 
 
+TROUBLE = ("stalled", "reconnecting", "failed")  # the states of a live source that gives no frames
+
+
 @dataclass(frozen=True)
 class SourceStatus:
-    """A change of a source's state, with why (never with credentials)."""
+    """A change of a source's state, with why (never with credentials): ``reason`` is the trouble itself,
+    ``detail`` what is done about it."""
 
     source: str
     state: str
     detail: str = ""
     at: float = 0.0
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -174,11 +179,11 @@ def read_live(
     index, failures, state = 0, 0, ""
     origin = time.time()
 
-    def set_state(new: str, detail: str = "") -> None:
+    def set_state(new: str, detail: str = "", reason: str = "") -> None:
         nonlocal state
         if new != state or detail:
             state = new
-            report(SourceStatus(name, new, detail, time.time()))
+            report(SourceStatus(name, new, detail, time.time(), reason or detail))
 
     set_state("connecting")
     while not stop.is_set():
@@ -209,7 +214,7 @@ def read_live(
         delay = backoff.delay(failures, rng)
         if state == "live" and "timed out" in reason:
             set_state("stalled", "no frame within the stall timeout")
-        set_state("reconnecting", f"{reason}; retrying in {delay:.1f} s")
+        set_state("reconnecting", f"{reason}; retrying in {delay:.1f} s", reason)
         stop.wait(delay)
     set_state("ended")
 
