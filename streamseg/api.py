@@ -30,6 +30,7 @@ def segment(
     overlap_threshold: float | None = None,
     output: str | Path | None = None,
     save_masks: str | Path | None = None,
+    annotate: bool = False,
     config: str | Path | None = None,
     **overrides: Any,
 ) -> Iterator[FrameResult]:
@@ -48,6 +49,7 @@ def segment(
         task: auto, semantic, instance or panoptic.
         output: also write the annotated video here.
         save_masks: also write per-frame masks as JSON lines here.
+        annotate: draw the masks on every frame, as ``r.annotated`` (an RGB array).
         config: a YAML config to start from; the other arguments override it.
         **overrides: any other config value by dotted name with ``__`` for the dot,
             e.g. ``render__opacity=0.3``.
@@ -69,5 +71,5 @@ def segment(
         if named[key] not in (None, _DEFAULTS.get(key), overrides[key]):
             raise ConfigError(f"{key.replace('__', '.')}: given twice, as {named[key]!r} and {overrides[key]!r}")
     cfg = load_config(config, **{**named, **overrides})
-    with Pipeline(cfg, masks_to_host=True) as pipeline:
+    with Pipeline(cfg, masks_to_host=True, annotate=annotate) as pipeline:
         yield from pipeline.results()

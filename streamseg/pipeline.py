@@ -185,10 +185,11 @@ class Pipeline:
         masks_to_host: copy masks to host memory for every result (the Python API wants them);
             otherwise only when an output needs them.
         profile: exact per-stage timings in ``FrameResult.stats`` (syncs the device after each stage).
+        annotate: draw every result (``FrameResult.annotated``), as RGB, whether an output shows it or not.
     """
 
     def __init__(self, config: Config, *, sinks: list[Sink] | None = None, masks_to_host: bool = False,
-                 profile: bool = False) -> None:
+                 profile: bool = False, annotate: bool = False) -> None:
         if not config.sources:
             raise ConfigError("sources: at least one source is needed")
         self.config = config
@@ -203,6 +204,7 @@ class Pipeline:
         self._extra_sinks = list(sinks or [])
         self._masks_to_host = masks_to_host or bool(config.output.masks)
         self._profile = profile
+        self._annotate = annotate
         self._state = State.NEW
         self._stop = threading.Event()
         self._abort = threading.Event()
@@ -262,9 +264,9 @@ class Pipeline:
         sinks_by_source, shared = self._open_sinks(accelerated=gpu)
         drawing_for = [s for s in [*shared, *(s for group in sinks_by_source.values() for s in group)]
                        if getattr(s, "wants_annotated", False)]
-        draw = bool(drawing_for)
+        draw = bool(drawing_for) or self._annotate
         # Encoders take YUV: made on the GPU when they are the only ones to see the drawn frames.
-        yuv_out = self._yuv and all(getattr(s, "takes_yuv", False) for s in drawing_for)
+        yuv_out = self._yuv and not self._annotate and all(getattr(s, "takes_yuv", False) for s in drawing_for)
         color_by = cfg.render.color_by if cfg.render.color_by != "auto" else "class"
         annotator = MaskAnnotator(cfg.render.opacity, cfg.render.outlines, cfg.render.labels, color_by)
         self.runner = ModelRunner(

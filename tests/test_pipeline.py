@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from pathlib import Path
@@ -44,6 +45,24 @@ def test_results_come_in_order_and_threads_end(tmp_path: Path, tiny_model: Path)
     assert [r.index for r in results] == list(range(11))  # 11 = two full batches and a short one
     assert all(r.segmentation.masks.device.type == "cpu" for r in results)
     assert not _streamseg_threads()
+
+
+def test_annotate_draws_every_result_for_the_caller(tmp_path: Path) -> None:
+    """Without an output that draws, ``annotated`` is None unless asked for; asked for, it is the frame
+    with its segments drawn, as RGB, the same drawing as the video output's."""
+    from .conftest import SAMPLE_CLIP, SAMPLE_MODEL
+
+    def first(n: int, **kwargs) -> list[FrameResult]:
+        return list(itertools.islice(streamseg.segment(SAMPLE_CLIP, model=str(SAMPLE_MODEL), **kwargs), n))
+
+    assert all(r.annotated is None for r in first(2))
+    drawn = first(4, annotate=True)
+    assert all(r.segmentation.labels for r in drawn)  # the sample model finds the scene's shapes
+    for r in drawn:
+        assert r.drawn_format == "rgb24" and r.annotated.shape == r.frame.image.shape
+        assert (r.annotated != r.frame.image).any()
+    with_output = first(4, output=tmp_path / "o.mp4")
+    assert all((a.annotated == b.annotated).all() for a, b in zip(with_output, drawn))
 
 
 def test_sink_failure_reaches_the_caller_and_outputs_are_closed(tmp_path: Path, tiny_model: Path) -> None:
