@@ -69,9 +69,8 @@ class ModelConfig:
                f"unknown task {self.task!r} (expected auto, semantic, instance or panoptic)")
         _check(self.dtype in ("auto", "float32", "float16", "bfloat16"), "model.dtype",
                f"unknown dtype {self.dtype!r} (expected auto, float32, float16 or bfloat16)")
-        device = self.device.split(":")[0]
-        _check(device in ("auto", "cpu", "cuda", "mps"), "model.device",
-               f"unknown device {self.device!r} (expected auto, cpu, cuda or cuda:N)")
+        _check(self.device in ("auto", "cpu", "mps") or _is_cuda(self.device), "model.device",
+               f"unknown device {self.device!r} (expected auto, cpu, mps, cuda or cuda:N)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -248,12 +247,22 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
         try:
             loaded = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+            raise ConfigError(f"config file {path} is not valid YAML: {_yaml_problem(exc)}") from exc
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(loaded).__name__}")
         data = _model_beside(loaded or {}, Path(path).parent)
     config = Config.from_dict(data)
     return config.merged({k.replace("__", "."): v for k, v in overrides.items()})
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's six-line report as one line: what is wrong, and where (1-based, as editors count)."""
+    def where(text: str | None, mark: Any) -> str:
+        return f"{text} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else text or ""
+
+    problem = where(getattr(exc, "problem", None) or str(exc).splitlines()[0], getattr(exc, "problem_mark", None))
+    context = getattr(exc, "context", None)
+    return f"{where(context, getattr(exc, 'context_mark', None))}: {problem}" if context else problem
 
 
 def _model_beside(data: dict[str, Any], folder: Path) -> dict[str, Any]:

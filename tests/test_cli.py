@@ -139,6 +139,20 @@ def test_model_folder_with_broken_weights(tmp_path: Path, clip: Path, tiny_model
     _one_line_error(proc, 4, "cannot load model")
 
 
+def test_a_checkpoint_of_another_architecture_says_what_it_is(tmp_path: Path, tiny_model: Path) -> None:
+    from transformers import MaskFormerConfig
+
+    from streamseg import ModelError
+    from streamseg.inference.loading import load_model
+
+    other = tmp_path / "maskformer"
+    MaskFormerConfig().save_pretrained(other)
+    (other / "preprocessor_config.json").write_bytes((tiny_model / "preprocessor_config.json").read_bytes())
+    (other / "model.safetensors").write_bytes((tiny_model / "model.safetensors").read_bytes())
+    with pytest.raises(ModelError, match=r"maskformer: a maskformer checkpoint; streamseg runs Mask2Former"):
+        load_model(str(other))
+
+
 def test_hub_unreachable_says_how_to_pass_a_folder(tmp_path: Path, clip: Path) -> None:
     proc = run_cli("segment", str(clip), "-o", str(tmp_path / "o.mp4"),
                    "--model", "facebook/mask2former-swin-tiny-coco-panoptic", env={"HF_HUB_OFFLINE": "1"})

@@ -49,6 +49,8 @@ def test_flags_override_file(tmp_path: Path) -> None:
         ({"output": {"video": "out.avi"}}, "output.video: unsupported container '.avi'"),
         ({"output": {"preset": "fastest"}}, "output.preset: unknown preset 'fastest' (expected one of ultrafast,"),
         ({"model": "x"}, "model: expected a mapping"),
+        ({"model": {"device": "cuda:x"}}, "model.device: unknown device 'cuda:x'"),
+        ({"model": {"device": "gpu"}}, "model.device: unknown device 'gpu'"),
     ],
 )
 def test_validation_names_the_key(data: dict, message: str) -> None:
@@ -64,8 +66,14 @@ def test_config_is_frozen() -> None:
 
 def test_bad_yaml(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
-    path.write_text("model: [unclosed\n")
-    with pytest.raises(ConfigError, match="not valid YAML"):
+    path.write_text("model:\n  name: a\n  task: [panoptic\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    # One line that says where, as an editor counts, not PyYAML's six-line report.
+    assert str(caught.value) == (f"config file {path} is not valid YAML: while parsing a flow sequence at line 3, "
+                                 "column 9: expected ',' or ']', but got '<stream end>' at line 4, column 1")
+    path.write_text("model:\n\tname: a\n")
+    with pytest.raises(ConfigError, match=r"found character '\\t' that cannot start any token at line 2, column 1$"):
         load_config(path)
     with pytest.raises(ConfigError, match="cannot read config file"):
         load_config(tmp_path / "missing.yaml")
@@ -89,6 +97,19 @@ def test_public_api_is_exported() -> None:
     for name in streamseg.__all__:
         assert hasattr(streamseg, name), name
     assert {"segment", "Pipeline", "Config", "FrameResult", "Segmentation", "StreamsegError"} <= set(streamseg.__all__)
+
+
+def test_a_device_this_machine_lacks_is_one_line() -> None:
+    import torch
+
+    from streamseg import ModelError
+    from streamseg.inference.loading import resolve_device
+
+    if not torch.backends.mps.is_available():
+        with pytest.raises(ModelError, match=r"^device 'mps' requested but Apple's Metal \(MPS\) is not available"):
+            resolve_device("mps")
+    with pytest.raises(ModelError, match=r"^device 'cuda:\d+' requested but"):
+        resolve_device(f"cuda:{torch.cuda.device_count()}")  # one past the last GPU, or no CUDA at all
 
 
 def test_decoder_is_checked() -> None:

@@ -38,6 +38,11 @@ def resolve_device(device: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ModelError(f"device {device!r} requested but CUDA is not available on this machine")
+    if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
+        raise ModelError(f"device {device!r} requested but this machine has {torch.cuda.device_count()} CUDA "
+                         f"device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise ModelError("device 'mps' requested but Apple's Metal (MPS) is not available on this machine")
     return torch.device(device)
 
 
@@ -105,6 +110,27 @@ def _read_preprocessor_config(name: str, local_only: bool) -> dict:
         raise ModelError(f"{path}: unreadable preprocessor config ({exc})") from exc
 
 
+def _check_architecture(name: str, local_only: bool) -> None:
+    """A checkpoint of another architecture (DETR, MaskFormer, ...) says so, instead of failing inside
+    transformers with a report about mismatched weights."""
+    if os.path.isdir(name):
+        path: str | Path | None = Path(name) / "config.json"
+    else:
+        from transformers.utils import cached_file
+
+        try:
+            path = cached_file(name, "config.json", local_files_only=local_only)
+        except OSError:  # from_pretrained tells what is missing
+            return
+    try:
+        model_type = json.loads(Path(path).read_text()).get("model_type") if path else None
+    except (OSError, ValueError, AttributeError):
+        return
+    if model_type and model_type != "mask2former":
+        raise ModelError(f"{name}: a {model_type} checkpoint; streamseg runs Mask2Former checkpoints "
+                         "(model_type mask2former)")
+
+
 def _no_folder_either(name: str) -> str:
     """For a hub id that may have been meant as a folder: where it was looked for."""
     first = name.split("/", 1)[0]
@@ -127,6 +153,7 @@ def load_model(name: str, *, device: str = "auto", dtype: str = "auto") -> Loade
     torch_dtype = resolve_dtype(dtype, torch_device)
     local_only = not os.path.isdir(name) and not _hub_resolves()
     spec = PreprocessSpec.from_dict(_read_preprocessor_config(name, local_only))
+    _check_architecture(name, local_only)
 
     from transformers import Mask2FormerForUniversalSegmentation
 
