@@ -236,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s: %(message)s", datefmt="%H:%M:%S")
     try:
         if not args.debug:
-            _quiet_libraries()
+            _quiet_libraries(downloads=not args.no_progress and sys.stderr.isatty())
         return _segment(args)
     except StreamsegError as exc:
         if args.debug:
@@ -263,8 +263,9 @@ def entry() -> NoReturn:
     sys.exit(code)
 
 
-def _quiet_libraries() -> None:
-    """Hide library chatter (retries, download bars) that would bury our one-line messages."""
+def _quiet_libraries(downloads: bool = False) -> None:
+    """Hide library chatter (retries, warnings, bars) that would bury our one-line messages; with
+    ``downloads``, keep the hub's download bars: a model's first download takes minutes that should show."""
     for name in ("transformers", "huggingface_hub", "libav"):
         logging.getLogger(name).setLevel(logging.ERROR)
     # SVT-AV1 (--codec libsvtav1) prints a 20-line banner per encoder straight to stderr, outside
@@ -277,7 +278,11 @@ def _quiet_libraries() -> None:
 
         hub_logging.set_verbosity_error()
         hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
+        hf_logging.disable_progress_bar()  # transformers' own bars, and the hub's with them
+        if downloads:
+            from huggingface_hub.utils import enable_progress_bars
+
+            enable_progress_bars()
     except ImportError:  # pragma: no cover
         pass
 
