@@ -664,7 +664,9 @@ class Pipeline:
 
         previous: dict[int, Any] = {}
         if handle_interrupt and threading.current_thread() is threading.main_thread():
-            previous = {signum: signal.signal(signum, on_signal) for signum in STOP_SIGNALS}
+            # A signal the process was started ignoring stays ignored: under nohup a hangup must not end the run.
+            previous = {signum: signal.signal(signum, on_signal) for signum in STOP_SIGNALS
+                        if signal.getsignal(signum) is not signal.SIG_IGN}
         try:
             for result in self.results():
                 summary.frames += 1

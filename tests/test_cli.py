@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -265,11 +266,11 @@ def _communicate(proc: subprocess.Popen, timeout: float) -> tuple[str, str]:
         pytest.fail(f"still running after {timeout} s:\n{err[-3000:]}")
 
 
-def _start_long_run(tmp_path: Path, model: Path) -> tuple[subprocess.Popen, Path, Path]:
+def _start_long_run(tmp_path: Path, model: Path, *wrapper: str) -> tuple[subprocess.Popen, Path, Path]:
     src = write_clip(tmp_path / "long.mp4", width=160, height=96, frames=400, audio=True)
     out, masks = tmp_path / "o.mp4", tmp_path / "m.jsonl"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamseg", "segment", str(src), "-o", str(out), "--save-masks", str(masks),
+        [*wrapper, sys.executable, "-m", "streamseg", "segment", str(src), "-o", str(out), "--save-masks", str(masks),
          "--model", str(model), "--batch-size", "1"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
@@ -299,6 +300,22 @@ def test_ctrl_c_leaves_a_playable_file(tmp_path: Path, tiny_model: Path, signum:
 
     with av.open(str(out)) as c:  # the sound stops with the picture
         assert c.streams.audio and c.duration / 1e6 == pytest.approx(len(frames) / 30, abs=0.15)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("nohup") is None, reason="needs nohup")
+def test_a_hangup_under_nohup_does_not_stop_the_run(tmp_path: Path, tiny_model: Path) -> None:
+    """nohup starts a command with SIGHUP ignored, so that it outlives the terminal: it stays ignored."""
+    proc, out, masks = _start_long_run(tmp_path, tiny_model, "nohup")
+    proc.send_signal(signal.SIGHUP)
+    before = len(masks.read_text().splitlines())
+    time.sleep(3)
+    assert proc.poll() is None, _communicate(proc, 10)[1]
+    assert len(masks.read_text().splitlines()) > before  # still working
+    proc.send_signal(signal.SIGINT)
+    _, stderr = _communicate(proc, 60)
+    assert proc.returncode == 130, stderr
+    assert len(read_video(out)[2]) == len(masks.read_text().splitlines())
 
 
 @pytest.mark.slow
