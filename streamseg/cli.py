@@ -188,6 +188,15 @@ class Progress:
             self.enabled = False
 
 
+def _tell(text: str) -> None:
+    """A line for the user on stderr, if there is still somewhere to write it: after a hangup (the ssh
+    session dropped) the terminal is gone, and the outputs, finished by then, matter more than the line."""
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except OSError:
+        pass
+
+
 def _clock(seconds: float) -> str:
     seconds = int(max(seconds, 0))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
@@ -212,7 +221,7 @@ def _segment(args: argparse.Namespace) -> int:
     try:
         pipeline.start()
         if pipeline.web is not None:
-            print(f"live preview on {pipeline.web.url}", file=sys.stderr)
+            _tell(f"live preview on {pipeline.web.url}")
         total = next(iter(pipeline.infos.values())).frames if len(pipeline.names) == 1 and pipeline.infos else None
         progress = Progress(total, enabled=not args.no_progress)
         summary: RunSummary = pipeline.run(on_result=progress)
@@ -221,11 +230,11 @@ def _segment(args: argparse.Namespace) -> int:
         if progress is not None:
             progress.finish()
     if any(pipeline.live.values()) and summary.sources:
-        print(StatsBoard.format(summary.sources), file=sys.stderr)
+        _tell(StatsBoard.format(summary.sources))
     state = "stopped early" if summary.interrupted else "done"
     written = [o for o in summary.outputs if "://" in o or glob.glob(glob.escape(o).replace("[*]", "*"))]
-    print(f"{state}: {summary.frames} frames in {summary.seconds:.1f} s ({summary.fps:.1f} fps) -> "
-          f"{', '.join(written) or 'no file'}", file=sys.stderr)
+    _tell(f"{state}: {summary.frames} frames in {summary.seconds:.1f} s ({summary.fps:.1f} fps) -> "
+          f"{', '.join(written) or 'no file'}")
     return 128 + summary.signal if summary.signal is not None else 0  # the shell's code for a signal
 
 
@@ -241,10 +250,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StreamsegError as exc:
         if args.debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        _tell(f"error: {exc}")
         return next((code for cls, code in EXIT_CODES.items() if isinstance(exc, cls)), 1)
     except KeyboardInterrupt:
-        print("aborted", file=sys.stderr)
+        _tell("aborted")
         return EXIT_INTERRUPTED
 
 

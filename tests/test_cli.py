@@ -319,6 +319,48 @@ def test_a_hangup_under_nohup_does_not_stop_the_run(tmp_path: Path, tiny_model: 
 
 
 @pytest.mark.slow
+def test_a_dropped_terminal_still_finishes_the_outputs(tmp_path: Path, tiny_model: Path) -> None:
+    """A dropped ssh session: the run's terminal goes away, which sends SIGHUP, and every later write to it
+    fails. The outputs are finished all the same, and the run exits 129, not with a traceback."""
+    import fcntl
+    import pty
+    import select
+    import termios
+
+    src = write_clip(tmp_path / "long.mp4", width=160, height=96, frames=400, audio=True)
+    out, masks = tmp_path / "o.mp4", tmp_path / "m.jsonl"
+    master, slave = pty.openpty()
+
+    def on_its_own_terminal() -> None:  # as a login shell's command: the pty is its controlling terminal
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamseg", "segment", str(src), "-o", str(out), "--save-masks", str(masks),
+         "--model", str(tiny_model), "--batch-size", "1"],
+        cwd=ROOT, stdin=slave, stdout=slave, stderr=slave, preexec_fn=on_its_own_terminal,
+    )
+    os.close(slave)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if select.select([master], [], [], 0.1)[0]:
+                os.read(master, 65536)  # what a terminal shows (the progress line), read so it never fills
+            if masks.exists() and len(masks.read_text().splitlines()) >= 8:
+                break
+        assert proc.poll() is None
+    finally:
+        os.close(master)  # the terminal hangs up
+    try:
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGHUP
+    frames = len(read_video(out)[2])
+    assert 8 <= frames < 400 and frames == len(masks.read_text().splitlines())
+
+
+@pytest.mark.slow
 def test_second_ctrl_c_aborts_and_still_closes_the_file(tmp_path: Path, tiny_model: Path) -> None:
     proc, out, _ = _start_long_run(tmp_path, tiny_model)
     proc.send_signal(signal.SIGINT)
