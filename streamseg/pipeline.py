@@ -245,7 +245,7 @@ class Pipeline:
                     raise ConfigError(f"{path}: is also an input; writing it would destroy the source")
                 check_writable(path)
         if cfg.output.video and cfg.output.codec != "auto":
-            check_encoder(cfg.output.codec)
+            check_encoder(cfg.output.codec, cfg.output.video)
         if cfg.output.segment_time and not all(self.live.values()):
             log.warning("--segment-time splits live recordings only: a file source's outputs stay one file each")
         self.infos = {name: probe(src) for name, src in zip(self.names, cfg.sources) if not self.live[name]}

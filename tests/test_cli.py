@@ -194,6 +194,20 @@ def test_an_encoder_that_cannot_work_is_refused_before_any_work(tmp_path: Path, 
     assert not out.exists()
 
 
+@pytest.mark.parametrize("codec", ["vp9", "libsvtav1"])
+def test_a_codec_the_container_cannot_hold_is_refused_before_any_work(tmp_path: Path, clip: Path,
+                                                                     tiny_model: Path, codec: str) -> None:
+    """MOV takes no VP9 or AV1; FFmpeg says so only when the file is finished, after all the work."""
+    from streamseg.sinks.video import encoder_opens, pick_encoder
+
+    if not encoder_opens(pick_encoder(codec, accelerated=False)):
+        pytest.skip(f"{codec} is not in this FFmpeg")
+    out = tmp_path / "o.mov"
+    proc = run_cli("segment", str(clip), "-o", str(out), "--model", str(tiny_model), "--codec", codec)
+    _one_line_error(proc, 2, "video cannot be stored in a .mov file; use .mp4 or .mkv")
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("codec", ["libvpx-vp9", "libsvtav1", "hevc"])
 def test_other_encoders_write_every_frame_quietly(tmp_path: Path, clip: Path, tiny_model: Path, codec: str) -> None:
     """The encoders --codec names besides x264 write a whole file, and the run's output stays our lines

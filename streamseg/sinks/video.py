@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import io
 import logging
 import os
 from fractions import Fraction
@@ -44,8 +45,9 @@ def encoder_opens(name: str) -> bool:
         return False
 
 
-def check_encoder(name: str) -> None:
-    """Fail early, before any work, when a named video encoder is unknown or does not open here.
+def check_encoder(name: str, path: str | Path | None = None) -> None:
+    """Fail early, before any work, when a named video encoder is unknown or does not open here, or when
+    the container of ``path`` cannot hold its video (FFmpeg says so only when the file is finished).
 
     Raises:
         ConfigError: with what to do instead.
@@ -60,6 +62,26 @@ def check_encoder(name: str) -> None:
     if not encoder_opens(name):
         raise ConfigError(f"output.codec: {name!r} does not open on this machine (a hardware encoder needs its "
                           "device and driver); use --codec auto or libx264")
+    suffix = Path(path).suffix.lower() if path else ""
+    if suffix in MUXERS and not _muxer_takes(MUXERS[suffix], codec.name):
+        raise ConfigError(f"output.codec: {codec.canonical_name} video cannot be stored in a {suffix} file; "
+                          f"use {' or '.join(s for s in MUXERS if _muxer_takes(MUXERS[s], codec.name))}")
+
+
+MUXERS = {".mp4": "mp4", ".mkv": "matroska", ".mov": "mov"}  # the containers an output can be
+
+
+@functools.cache
+def _muxer_takes(muxer: str, encoder: str) -> bool:
+    """Whether FFmpeg's ``muxer`` starts a file with ``encoder``'s video (MOV refuses VP9 and AV1)."""
+    try:
+        with av.open(io.BytesIO(), "w", format=muxer) as out:
+            stream = out.add_stream(encoder, rate=30, options=dict(_QUIET.get(encoder, {})))
+            stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+            out.start_encoding()
+    except (av.FFmpegError, ValueError, OSError):
+        return False
+    return True
 
 
 def pick_encoder(codec: str, accelerated: bool) -> str:
