@@ -5,6 +5,7 @@ client at it with HF_ENDPOINT."""
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -74,7 +75,7 @@ class HubServer:
                 self._error(404, "EntryNotFound", "not served here")
 
             def _error(self, status: int, code: str, message: str) -> None:
-                payload = ('{"error": "%s"}' % message).encode()
+                payload = json.dumps({"error": message}).encode()
                 self.send_response(status)
                 self.send_header("X-Error-Code", code)
                 self.send_header("X-Error-Message", message)
