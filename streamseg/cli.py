@@ -260,9 +260,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def entry() -> NoReturn:
     """The ``streamseg`` command: :func:`main`, then exit with its code.
 
-    A run stopped by Ctrl-C (or SIGTERM, SIGHUP) has closed its outputs by then, and its process ends at once, without the
-    interpreter's teardown: after an abort, that teardown can race library threads still winding
-    down (seen once in a loaded test run: the C++ runtime aborting, exit -6 instead of 130).
+    A run stopped by Ctrl-C (or SIGTERM, SIGHUP) has closed its outputs by then, and its process ends
+    at once, without the interpreter's teardown: after an abort, that teardown can race library threads
+    still winding down (seen once in a loaded test run: the C++ runtime aborting, exit -6 instead of 130).
     """
     code = main()
     if code > 128:  # stopped by a signal
