@@ -222,8 +222,8 @@ def test_other_encoders_write_every_frame_quietly(tmp_path: Path, clip: Path, ti
     assert [ln for ln in proc.stderr.splitlines() if ln.strip()] == [ln for ln in proc.stderr.splitlines()
                                                                     if ln.startswith("done: ")], proc.stderr
     with av.open(str(out)) as container:
-        assert container.streams.video[0].codec_context.codec.canonical_name == {"libvpx-vp9": "vp9", "libsvtav1": "av1",
-                                                                               "hevc": "hevc"}[codec]
+        expected = {"libvpx-vp9": "vp9", "libsvtav1": "av1", "hevc": "hevc"}[codec]
+        assert container.streams.video[0].codec_context.codec.canonical_name == expected
     assert len(read_video(out)[0]) == len(read_video(clip)[0])
 
 
