@@ -40,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
                           "several run at once")
     seg.add_argument("--sources-file", metavar="FILE", help="more sources, one per line (# starts a comment)")
     seg.add_argument("-o", "--output", help="annotated video to write; the suffix picks the container "
-                                            "(.mp4, .mkv, .mov); with several sources, one file each "
+                                            "(.mp4, .mkv, .mov, .webm); with several sources, one file each "
                                             "(out-<source>.mp4)")
     seg.add_argument("--save-masks", metavar="PATH.jsonl", help="write per-frame masks as JSON lines (COCO RLE)")
     seg.add_argument("--config", metavar="FILE.yaml", help="YAML config (see configs/)")
@@ -65,8 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     seg.add_argument("--no-labels", action="store_true", default=None, help="do not write class names")
     seg.add_argument("--no-outlines", action="store_true", default=None, help="do not outline segments")
     seg.add_argument("--no-audio", action="store_true", default=None, help="do not copy the source's audio")
-    seg.add_argument("--codec", help="video encoder: auto (NVENC on an NVIDIA GPU when it opens, else libx264), "
-                                     "libx264, h264_nvenc, libvpx-vp9, ... (default auto)")
+    seg.add_argument("--codec", help="video encoder: auto (VP9 for .webm; else NVENC on an NVIDIA GPU when it opens, "
+                                     "else libx264), libx264, h264_nvenc, hevc, vp9, av1, ... (default auto)")
     seg.add_argument("--decoder", help="decoding of files and streams: auto (NVDEC when the model runs on an "
                                        "NVIDIA GPU and it opens, else the CPU), cpu, cuda or cuda:N (default auto)")
     seg.add_argument("--gpu-frames", action="store_true", default=None,
@@ -77,8 +77,8 @@ def _parser() -> argparse.ArgumentParser:
                           "host), device or host (default auto)")
     seg.add_argument("--crf", type=int, help="quality, 0-51, lower is better (default 20); x264's scale, mapped onto "
                                      "VP9's and AV1's 0-63")
-    seg.add_argument("--preset", help="x264 speed preset (default veryfast; ultrafast: a third of the CPU, larger "
-                                      "files, for a GPU without NVENC)")
+    seg.add_argument("--preset", help="x264 speed preset, also mapped onto VP9's speeds (default veryfast; "
+                                      "ultrafast: a third of the CPU, larger files, for a GPU without NVENC)")
     live = seg.add_argument_group("live sources")
     live.add_argument("--show", action="store_true", default=None, help="a window per source (q quits)")
     live.add_argument("--serve", metavar="[HOST:]PORT",

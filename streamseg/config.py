@@ -42,6 +42,10 @@ DEFAULT_MAX_WAIT_MS = 20.0
 DEFAULT_QUEUE_SIZE = 8
 
 
+# The containers a video output can be, by suffix, with the name of FFmpeg's muxer for each.
+CONTAINERS = {".mp4": "mp4", ".mkv": "matroska", ".mov": "mov", ".webm": "webm"}
+
+
 def _check(condition: bool, key: str, message: str) -> None:
     if not condition:
         raise ConfigError(f"{key}: {message}")
@@ -176,8 +180,8 @@ class OutputConfig:
                    f"expected [HOST:]PORT, got {self.serve!r}")
         if self.video is not None:
             suffix = Path(self.video).suffix.lower()
-            _check(suffix in (".mp4", ".mkv", ".mov"), "output.video",
-                   f"unsupported container {suffix or '(none)'!r} for {self.video} (use .mp4, .mkv or .mov)")
+            _check(suffix in CONTAINERS, "output.video",
+                   f"unsupported container {suffix or '(none)'!r} for {self.video} (use {', '.join(CONTAINERS)})")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -341,9 +341,9 @@ class Pipeline:
 
     def _build_sinks(self, accelerated: bool, opened: list[Sink]) -> tuple[dict[str, list[Sink]], list[Sink]]:
         out = self.config.output
-        codec = pick_encoder(out.codec, accelerated)
+        codec = pick_encoder(out.codec, accelerated, out.video)
         # Chosen by streamseg, a hardware encoder that opens once may still run out of sessions later.
-        fallback = "libx264" if out.codec == "auto" else None
+        fallback = pick_encoder("auto", False, out.video) if out.codec == "auto" else None
         threads = encoder_threads(self._codec_threads, len(self.names) if out.video else 0)
         encoder = {"codec": codec, "crf": out.crf, "preset": out.preset, "threads": threads,
                    "fallback": fallback}

@@ -194,17 +194,19 @@ def test_an_encoder_that_cannot_work_is_refused_before_any_work(tmp_path: Path, 
     assert not out.exists()
 
 
-@pytest.mark.parametrize("codec", ["vp9", "libsvtav1"])
-def test_a_codec_the_container_cannot_hold_is_refused_before_any_work(tmp_path: Path, clip: Path,
-                                                                     tiny_model: Path, codec: str) -> None:
-    """MOV takes no VP9 or AV1; FFmpeg says so only when the file is finished, after all the work."""
+@pytest.mark.parametrize(("codec", "suffix", "instead"), [("vp9", ".mov", ".mp4 or .mkv or .webm"),
+                                                        ("libsvtav1", ".mov", ".mp4 or .mkv or .webm"),
+                                                        ("h264", ".webm", ".mp4 or .mkv or .mov")])
+def test_a_codec_the_container_cannot_hold_is_refused_before_any_work(tmp_path: Path, clip: Path, tiny_model: Path,
+                                                                     codec: str, suffix: str, instead: str) -> None:
+    """MOV takes no VP9 or AV1, WebM no H.264; FFmpeg says so only when the file is finished, after all the work."""
     from streamseg.sinks.video import encoder_opens, pick_encoder
 
     if not encoder_opens(pick_encoder(codec, accelerated=False)):
         pytest.skip(f"{codec} is not in this FFmpeg")
-    out = tmp_path / "o.mov"
+    out = tmp_path / f"o{suffix}"
     proc = run_cli("segment", str(clip), "-o", str(out), "--model", str(tiny_model), "--codec", codec)
-    _one_line_error(proc, 2, "video cannot be stored in a .mov file; use .mp4 or .mkv")
+    _one_line_error(proc, 2, f"video cannot be stored in a {suffix} file; use {instead}")
     assert not out.exists()
 
 

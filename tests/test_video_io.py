@@ -558,3 +558,41 @@ def test_hevc_in_mp4_is_tagged_for_apple_players(tmp_path: Path) -> None:
     with av.open(str(out)) as container:
         assert container.streams.video[0].codec_context.codec_tag == "hvc1"
     assert len(read_video(out)[0]) == 12
+
+
+def test_webm_output_is_vp9_and_keeps_only_sound_webm_can_hold(tmp_path: Path, tiny_model: Path, caplog) -> None:
+    """.webm gets VP9 (WebM takes no H.264); AAC sound cannot go in, which is said, and the video is whole."""
+    src = write_clip(tmp_path / "a.mp4", frames=12, audio=True)
+    out = tmp_path / "out.webm"
+    with caplog.at_level(logging.WARNING):
+        _segment(src, out, tiny_model)
+    with av.open(str(out)) as container:
+        assert [s.codec_context.name for s in container.streams] == ["vp9"]
+    assert len(read_video(out)[0]) == 12
+    assert "aac audio cannot be stored in WebM" in caplog.text
+
+
+def test_webm_output_keeps_opus_sound(tmp_path: Path, tiny_model: Path) -> None:
+    src = tmp_path / "opus.mkv"
+    with av.open(str(src), "w") as container:
+        video = container.add_stream("libx264", rate=30)
+        video.width, video.height, video.pix_fmt = 96, 64, "yuv420p"
+        audio = container.add_stream("libopus", rate=48000, layout="mono")
+        rng = np.random.default_rng(0)
+        for i in range(12):
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (64, 96, 3), dtype=np.uint8), format="rgb24")
+            frame.pts = i
+            container.mux(video.encode(frame))
+        container.mux(video.encode(None))
+        tone = (0.3 * np.sin(np.arange(48000 // 2) * 2 * np.pi * 440 / 48000)).astype(np.float32)[None]
+        for k in range(0, tone.shape[1], 960):
+            chunk = av.AudioFrame.from_ndarray(np.ascontiguousarray(tone[:, k:k + 960]), format="fltp", layout="mono")
+            chunk.sample_rate, chunk.pts = 48000, k
+            container.mux(audio.encode(chunk))
+        container.mux(audio.encode(None))
+    out = tmp_path / "out.webm"
+    _segment(src, out, tiny_model)
+    with av.open(str(out)) as container:
+        assert sorted(s.codec_context.name for s in container.streams) == ["opus", "vp9"]
+        assert any(p.size for p in container.demux(audio=0))
+    assert len(read_video(out)[0]) == 12
