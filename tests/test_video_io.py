@@ -569,7 +569,7 @@ def test_webm_output_is_vp9_and_keeps_only_sound_webm_can_hold(tmp_path: Path, t
     with av.open(str(out)) as container:
         assert [s.codec_context.name for s in container.streams] == ["vp9"]
     assert len(read_video(out)[0]) == 12
-    assert "aac audio cannot be stored in WebM" in caplog.text
+    assert "audio codec aac cannot be copied into this container ('webm' format does not support" in caplog.text
 
 
 def test_webm_output_keeps_opus_sound(tmp_path: Path, tiny_model: Path) -> None:

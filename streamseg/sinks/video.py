@@ -27,8 +27,6 @@ COLORSPACE_BT601 = 6
 RANGE_LIMITED = 1
 
 
-WEBM_AUDIO = ("opus", "vorbis")  # what a WebM file's sound can be, copied as it is
-
 # Options that keep an encoder from printing its banner on stderr at every open (x265: 20 lines).
 _QUIET = {"libx265": {"x265-params": "log-level=error"}}
 
@@ -275,10 +273,6 @@ class VideoSink:
                         _reason(exc))
             return
         for stream in self._audio_in.streams.audio:
-            if self._out.format.name == "webm" and stream.codec_context.name not in WEBM_AUDIO:
-                log.warning("%s: %s audio cannot be stored in WebM; writing video only (use .mkv or .mp4 to keep "
-                            "the sound)", self.path, stream.codec_context.name)
-                continue
             try:
                 self._audio_map[stream.index] = self._out.add_stream_from_template(stream)
             except (av.FFmpegError, ValueError) as exc:
