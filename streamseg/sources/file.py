@@ -6,7 +6,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -19,7 +19,7 @@ from ..types import Frame
 from .hardware import hardware_decoder
 from .pixels import display_rotation, frame_pixels
 
-__all__ = ["VideoInfo", "main_video_stream", "probe", "read_frames"]
+__all__ = ["VideoInfo", "describe", "main_video_stream", "probe", "read_frames", "stamped"]
 
 log = logging.getLogger(__name__)
 
@@ -102,35 +102,39 @@ def probe(path: str | Path) -> VideoInfo:
     container = _open(path)
     try:
         stream = main_video_stream(container)
-        codec = stream.codec_context
-        frames = stream.frames or None
-        if frames is None and stream.duration and stream.average_rate:
-            frames = int(round(stream.duration * stream.time_base * stream.average_rate))
-        elif frames is None and container.duration and stream.average_rate:
-            frames = int(round(container.duration / av.time_base * stream.average_rate))
-        if not codec.width or not codec.height:
-            raise SourceError(f"{path}: video stream has no frame size")
-        width, height = codec.width, codec.height
-        sar = getattr(stream, "sample_aspect_ratio", None) or codec.sample_aspect_ratio
-        sar = Fraction(sar) if sar and sar != 1 else None
-        rotation = _first_rotation(container, stream)
-        if rotation in (90, 270):
-            width, height = height, width
-            sar = 1 / sar if sar else None
-        return VideoInfo(
-            path=path,
-            width=width,
-            height=height,
-            time_base=stream.time_base or Fraction(1, 90000),
-            average_rate=stream.average_rate,
-            frames=frames,
-            start_time=stream.start_time or 0,
-            has_audio=bool(container.streams.audio),
-            rotation=rotation,
-            sample_aspect_ratio=sar,
-        )
+        return describe(path, container, stream, _first_rotation(container, stream))
     finally:
         container.close()
+
+
+def describe(path: str, container: av.container.InputContainer, stream: av.VideoStream, rotation: int) -> VideoInfo:
+    """What an open container's video ``stream`` says of itself; ``rotation`` is its first frame's."""
+    codec = stream.codec_context
+    frames = stream.frames or None
+    if frames is None and stream.duration and stream.average_rate:
+        frames = int(round(stream.duration * stream.time_base * stream.average_rate))
+    elif frames is None and container.duration and stream.average_rate:
+        frames = int(round(container.duration / av.time_base * stream.average_rate))
+    if not codec.width or not codec.height:
+        raise SourceError(f"{path}: video stream has no frame size")
+    width, height = codec.width, codec.height
+    sar = getattr(stream, "sample_aspect_ratio", None) or codec.sample_aspect_ratio
+    sar = Fraction(sar) if sar and sar != 1 else None
+    if rotation in (90, 270):
+        width, height = height, width
+        sar = 1 / sar if sar else None
+    return VideoInfo(
+        path=path,
+        width=width,
+        height=height,
+        time_base=stream.time_base or Fraction(1, 90000),
+        average_rate=stream.average_rate,
+        frames=frames,
+        start_time=stream.start_time or 0,
+        has_audio=bool(container.streams.audio),
+        rotation=rotation,
+        sample_aspect_ratio=sar,
+    )
 
 
 def _first_rotation(container: av.container.InputContainer, stream: av.VideoStream) -> int:
@@ -170,49 +174,62 @@ def read_frames(
         stream = main_video_stream(container)
         stream.thread_type = "AUTO"
         stream.codec_context.thread_count = threads
-        time_base = stream.time_base or Fraction(1, 90000)
-        start = stream.start_time or 0
-        step = int(1 / (stream.average_rate * time_base)) if stream.average_rate else 1
-        index = 0
-        last_pts: int | None = None
-        try:
-            clock = time.perf_counter()
-            for decoded in container.decode(stream):
-                pts = decoded.pts
-                if pts is None:  # some raw streams carry no timestamps: continue the last one
-                    pts = start if last_pts is None else last_pts + step
-                last_pts = pts
-                pixels, pixel_format, matrix = frame_pixels(decoded, yuv)
-                now = time.perf_counter()
-                yield Frame(
-                    pixels=pixels,
-                    pixel_format=pixel_format,
-                    matrix=matrix,
-                    index=index,
-                    pts=pts,
-                    time_base=time_base,
-                    time=float((pts - start) * time_base),
-                    source=name,
-                    captured=time.monotonic(),
-                    decode_s=now - clock,
-                )
-                index += 1
-                clock = time.perf_counter()
-        except av.FFmpegError as exc:
-            if index == 0:
-                raise SourceError(f"{path}: cannot decode: {exc.strerror or exc}") from exc
-            log.warning("%s: stopped decoding after %d frames (%s); the file may be truncated", path, index,
-                        exc.strerror or exc)
-        if index == 0:
-            raise SourceError(f"{path}: no decodable video frame")
+        last_pts = yield from stamped(container.decode(stream), stream, path=path, name=name, yuv=yuv)
+        time_base, start = stream.time_base or Fraction(1, 90000), stream.start_time or 0
         declared = _declared_seconds(container, stream)
-        reached = float((last_pts - start) * time_base) if last_pts is not None else 0.0
+        reached = float((last_pts - start) * time_base)
         frame_s = float(1 / stream.average_rate) if stream.average_rate else 0.1
         if declared is not None and reached + 3 * frame_s < declared:
             log.warning("%s: video ends at %.2f s but the file declares %.2f s; the file may be truncated",
                         path, reached, declared)
     finally:
         container.close()
+
+
+def stamped(decoded: Iterable[av.VideoFrame], stream: av.VideoStream, *, path: str, name: str,
+            yuv: bool) -> Generator[Frame, None, int]:
+    """The :class:`Frame` of each decoded picture of ``stream``, numbered and timed; returns the last pts.
+
+    Frames with no timestamp (some raw streams) continue the last one. A decoding error after the first
+    frame ends the video with a warning (a file cut short); one before it, or no frame at all, raises
+    SourceError.
+    """
+    time_base = stream.time_base or Fraction(1, 90000)
+    start = stream.start_time or 0
+    step = int(1 / (stream.average_rate * time_base)) if stream.average_rate else 1
+    index = 0
+    last_pts: int | None = None
+    try:
+        clock = time.perf_counter()
+        for picture in decoded:
+            pts = picture.pts
+            if pts is None:
+                pts = start if last_pts is None else last_pts + step
+            last_pts = pts
+            pixels, pixel_format, matrix = frame_pixels(picture, yuv)
+            now = time.perf_counter()
+            yield Frame(
+                pixels=pixels,
+                pixel_format=pixel_format,
+                matrix=matrix,
+                index=index,
+                pts=pts,
+                time_base=time_base,
+                time=float((pts - start) * time_base),
+                source=name,
+                captured=time.monotonic(),
+                decode_s=now - clock,
+            )
+            index += 1
+            clock = time.perf_counter()
+    except av.FFmpegError as exc:
+        if index == 0:
+            raise SourceError(f"{path}: cannot decode: {exc.strerror or exc}") from exc
+        log.warning("%s: stopped decoding after %d frames (%s); the file may be truncated", path, index,
+                    exc.strerror or exc)
+    if last_pts is None:
+        raise SourceError(f"{path}: no decodable video frame")
+    return last_pts
 
 
 def _declared_seconds(container: av.container.InputContainer, stream: av.VideoStream) -> float | None:
