@@ -36,8 +36,8 @@ def _parser() -> argparse.ArgumentParser:
                     "Flags override values from --config.",
     )
     seg.add_argument("sources", nargs="*", metavar="SOURCE",
-                     help="video file, webcam index (0) or device, or stream URL (rtsp://, rtmp://, http(s)://); "
-                          "several run at once")
+                     help="video file, webcam index (0) or device, stream URL (rtsp://, rtmp://, http(s)://), "
+                          "or - for a video piped in; several run at once")
     seg.add_argument("--sources-file", metavar="FILE", help="more sources, one per line (# starts a comment)")
     seg.add_argument("-o", "--output", help="annotated video to write; the suffix picks the container "
                                             "(.mp4, .mkv, .mov, .webm); with several sources, one file each "

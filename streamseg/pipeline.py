@@ -21,6 +21,7 @@ slow model never lets latency grow, and a stalled camera never holds the others 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import enum
 import logging
 import queue
@@ -49,8 +50,18 @@ from .sinks.video import VideoSink, check_encoder, check_writable, encoder_threa
 from .sinks.web import WebPreviewSink
 from .sources.file import VideoInfo, probe, read_frames
 from .sources.live import (
-    LIVE_TIME_BASE, TROUBLE, Backoff, SourceStatus, is_live, is_webcam, read_live, read_stream, read_webcam, redact,
+    LIVE_TIME_BASE,
+    TROUBLE,
+    Backoff,
+    SourceStatus,
+    is_live,
+    is_webcam,
+    read_live,
+    read_stream,
+    read_webcam,
+    redact,
 )
+from .sources.pipe import PipedVideo, is_stdin, stdin_file
 from .stats import StatsBoard
 from .types import FrameResult
 
@@ -128,7 +139,9 @@ def source_names(sources: tuple[str, ...] | list[str]) -> list[str]:
     """Short unique names for logs, records and output files; never with credentials."""
     names: list[str] = []
     for src in sources:
-        if is_webcam(src):
+        if is_stdin(src):
+            base = "stdin"
+        elif is_webcam(src):
             base = f"webcam{src}" if src.isdigit() else src.rsplit("/", 1)[-1]
         elif "://" in src:
             parts = urlsplit(src)
@@ -192,11 +205,16 @@ class Pipeline:
                  profile: bool = False, annotate: bool = False) -> None:
         if not config.sources:
             raise ConfigError("sources: at least one source is needed")
+        if sum(map(is_stdin, config.sources)) > 1:
+            raise ConfigError("sources: standard input (-) can be read by one source only")
+        if any(map(is_stdin, config.sources)) and (file := stdin_file()):  # `< clip.mp4`: a file after all
+            config = dataclasses.replace(config, sources=tuple(file if is_stdin(s) else s for s in config.sources))
         self.config = config
         self.names = source_names(config.sources)
         self._tags = output_tags(self.names, config.sources)
         self.live = {name: is_live(src) for name, src in zip(self.names, config.sources)}
         self.infos: dict[str, VideoInfo] = {}
+        self._pipes: dict[str, PipedVideo] = {}  # standard input, read once for frames and sound
         self.task = ""
         self.runner: ModelRunner | None = None
         self.outputs: list[str] = []
@@ -237,7 +255,8 @@ class Pipeline:
             raise RuntimeError(f"a pipeline runs once; this one is {self._state.value}")
         cfg = self.config
         several = len(self.names) > 1
-        inputs = {Path(src).resolve() for src in cfg.sources if "://" not in src and not is_webcam(src)}
+        inputs = {Path(src).resolve() for src in cfg.sources if "://" not in src and not is_webcam(src)
+                  and not is_stdin(src)}
         for template in (cfg.output.video, cfg.output.masks):
             for name in self.names if template else []:
                 path = output_path(template, self._tags[name], several)
@@ -248,7 +267,10 @@ class Pipeline:
             check_encoder(cfg.output.codec, cfg.output.video)
         if cfg.output.segment_time and not all(self.live.values()):
             log.warning("--segment-time splits live recordings only: a file source's outputs stay one file each")
-        self.infos = {name: probe(src) for name, src in zip(self.names, cfg.sources) if not self.live[name]}
+        self.infos = {name: probe(src) for name, src in zip(self.names, cfg.sources)
+                      if not self.live[name] and not is_stdin(src)}
+        self._pipes = {name: PipedVideo(self._stop, audio=bool(cfg.output.video and cfg.output.audio))
+                       for name, src in zip(self.names, cfg.sources) if is_stdin(src)}
         loaded = load_model(cfg.model.name, device=cfg.model.device, dtype=cfg.model.dtype)
         self.task = cfg.model.task if cfg.model.task != "auto" else guess_task(cfg.model.name, loaded.id2label)
         gpu = loaded.device.type == "cuda"
@@ -261,6 +283,8 @@ class Pipeline:
         self._yuv = cfg.color_conversion == "device" or (cfg.color_conversion == "auto" and gpu)
         if loaded.device.type == "cpu":
             self._torch_threads = torch.get_num_threads()
+        for name, pipe in self._pipes.items():
+            self.infos[name] = pipe.probe(threads=self._codec_threads)
         sinks_by_source, shared = self._open_sinks(accelerated=gpu)
         drawing_for = [s for s in [*shared, *(s for group in sinks_by_source.values() for s in group)]
                        if getattr(s, "wants_annotated", False)]
@@ -303,6 +327,8 @@ class Pipeline:
         self._state = State.RUNNING
 
     def _frames(self, name: str, src: str) -> Callable[[], Iterator]:
+        if name in self._pipes:
+            return lambda: self._pipes[name].frames(name, yuv=self._yuv)
         if not self.live[name]:
             return lambda: read_frames(src, name=name, threads=self._codec_threads, hwaccel=self._decoder,
                                        yuv=self._yuv, gpu_frames=self.config.gpu_frames)
@@ -366,9 +392,10 @@ class Pipeline:
                     group.append(VideoSink(path, time_base=LIVE_TIME_BASE, rebase=True, **encoder))
                 else:
                     info = self.infos[name]
+                    sound = self._pipes[name].audio if name in self._pipes else info.path
                     group.append(VideoSink(
                         path, time_base=info.time_base, rate=info.average_rate,
-                        audio_from=info.path if out.audio and info.has_audio else None,
+                        audio_from=sound if out.audio and info.has_audio else None,
                         sample_aspect_ratio=info.sample_aspect_ratio, **encoder,
                     ))
                 self.outputs.append(path)
@@ -421,6 +448,9 @@ class Pipeline:
             thread.join(timeout=max(0.1, deadline - time.monotonic()))
             if thread.is_alive():
                 log.warning("thread %s did not stop within %.0f s", thread.name, JOIN_TIMEOUT_S)
+        if not any(thread.is_alive() for thread in self._threads):  # else one may still read it
+            for pipe in self._pipes.values():
+                pipe.close()
         if self._torch_threads is not None:
             torch.set_num_threads(self._torch_threads)  # the default for threads started from now on
         self._state = State.CLOSED

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Sequence
+import queue
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -14,7 +15,7 @@ import torch
 
 from .ops import download, frames_at_once, grouped, lookup
 
-__all__ = ["TASKS", "Frame", "Segmentation", "FrameResult", "to_host"]
+__all__ = ["TASKS", "AudioFeed", "Frame", "Segmentation", "FrameResult", "to_host"]
 
 TASKS = ("semantic", "instance", "panoptic")
 YUV_FORMATS = ("yuv420p", "nv12")  # 4:2:0, planar U and V or interleaved UV, as PyAV gives them
@@ -37,6 +38,33 @@ def ffmpeg_rgb(frame: av.VideoFrame, src_colorspace: str | None = None) -> np.nd
     if frame.format.name == "nv12":
         frame = frame.reformat(format="yuv420p")
     return frame.to_ndarray(format="rgb24", src_colorspace=src_colorspace)
+
+
+@dataclass(frozen=True)
+class AudioFeed:
+    """A source's sound, demuxed beside its video by the source's own thread, for a video output to copy
+    (a pipe, which cannot be reopened for it as a file is).
+
+    Attributes:
+        streams: the input's audio streams, templates for the output's.
+        packets: their packets in demux order, then None once the input has ended.
+    """
+
+    streams: tuple[av.AudioStream, ...]
+    packets: queue.Queue
+
+    def available(self) -> Iterator[av.Packet | None]:
+        """The packets demuxed so far, each once; None where the next has not come yet (ask again
+        later); it ends after the last."""
+        while True:
+            try:
+                packet = self.packets.get_nowait()
+            except queue.Empty:
+                yield None
+                continue
+            if packet is None:
+                return
+            yield packet
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..config import CONTAINERS
 from ..exceptions import ConfigError, SinkError
-from ..types import FrameResult
+from ..types import AudioFeed, FrameResult
 
 __all__ = ["VideoSink", "check_encoder", "check_writable", "encoder_opens", "encoder_threads", "pick_encoder"]
 
@@ -25,6 +25,7 @@ DEFAULT_RATE = Fraction(30, 1)
 # (AVCOL_SPC_SMPTE170M, AVCOL_RANGE_MPEG); untagged, players take HD video for BT.709 and shift its colours.
 COLORSPACE_BT601 = 6
 RANGE_LIMITED = 1
+_END = object()  # an audio iterator gave its last packet
 
 
 # Options that keep an encoder from printing its banner on stderr at every open (x265: 20 lines).
@@ -155,7 +156,7 @@ class VideoSink:
         path: output file; its suffix picks the container (.mp4, .mkv, .mov).
         time_base: unit of the frames' ``pts``.
         rate: the source's average frame rate (a hint for players and the encoder's rate control).
-        audio_from: a file whose audio streams to copy, or None.
+        audio_from: a file whose audio streams to copy, the sound a source demuxes itself (a pipe's), or None.
         codec: video encoder name (libx264, h264_nvenc, ...).
         crf: quality for x264-style encoders (lower is better).
         preset: libx264's or libx265's speed preset (NVENC keeps its own ``p4``): ``ultrafast`` takes a
@@ -180,7 +181,7 @@ class VideoSink:
         *,
         time_base: Fraction,
         rate: Fraction | None = None,
-        audio_from: str | None = None,
+        audio_from: str | AudioFeed | None = None,
         codec: str = "libx264",
         crf: int = 20,
         preset: str = "veryfast",
@@ -265,22 +266,28 @@ class VideoSink:
         return stream
 
     def _open_audio(self) -> None:
-        assert self._out is not None
-        try:
-            self._audio_in = av.open(self.audio_from)
-        except av.FFmpegError as exc:
-            log.warning("%s: cannot reopen %s for its audio (%s); writing video only", self.path, self.audio_from,
-                        _reason(exc))
-            return
-        for stream in self._audio_in.streams.audio:
+        assert self._out is not None and self.audio_from is not None
+        if isinstance(self.audio_from, AudioFeed):
+            streams, packets = self.audio_from.streams, self.audio_from.available()
+        else:
+            try:
+                self._audio_in = av.open(self.audio_from)
+            except av.FFmpegError as exc:
+                log.warning("%s: cannot reopen %s for its audio (%s); writing video only", self.path,
+                            self.audio_from, _reason(exc))
+                return
+            streams, packets = tuple(self._audio_in.streams.audio), None
+        for stream in streams:
             try:
                 self._audio_map[stream.index] = self._out.add_stream_from_template(stream)
             except (av.FFmpegError, ValueError) as exc:
                 log.warning("%s: audio codec %s cannot be copied into this container (%s); try .mkv",
                             self.path, stream.codec_context.name, _reason(exc))
-        if self._audio_map:
+        if self._audio_map and self._audio_in is not None:
             self._audio_packets = self._audio_in.demux(*[self._audio_in.streams[i] for i in self._audio_map])
-        else:
+        elif self._audio_map:
+            self._audio_packets = packets
+        elif self._audio_in is not None:
             self._audio_in.close()
             self._audio_in = None
 
@@ -326,12 +333,14 @@ class VideoSink:
             return
         assert self._out is not None
         while True:
-            packet = self._pending_audio or next(self._audio_packets, None)
+            packet = self._pending_audio or next(self._audio_packets, _END)
             self._pending_audio = None
-            if packet is None:
+            if packet is _END:
                 self._audio_packets = None
                 return
-            if packet.dts is None:  # the demuxer's end-of-stream packet
+            if packet is None:  # a source's own feed, which has not read further yet
+                return
+            if packet.dts is None or packet.stream_index not in self._audio_map:  # end-of-stream packet; not copied
                 continue
             shift = 0
             if self._origin:  # the video was moved: its sound moves with it

@@ -1,0 +1,140 @@
+"""Video piped into standard input (source ``-``): from FFmpeg, yt-dlp, curl, a camera's own tool.
+
+A pipe can be read once only. A file is probed, decoded, and reopened for its sound; a piped video is
+opened once, and its sound is demuxed beside the frames and queued for the video output. Standard
+input that is a file (``< clip.mp4``) is read as that file, which allows everything a file does.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import select
+import stat
+import sys
+import threading
+from collections.abc import Iterator
+
+import av
+
+from ..exceptions import SourceError
+from ..types import AudioFeed, Frame
+from .file import VideoInfo, describe, main_video_stream, stamped
+from .pixels import display_rotation
+
+__all__ = ["STDIN", "PipedVideo", "is_stdin", "stdin_file"]
+
+STDIN = "-"
+_NAMES = (STDIN, "pipe:", "pipe:0")
+_POLL_S = 0.2
+_HINT = "an MP4 must be fragmented to be piped: send MPEG-TS or Matroska"
+
+
+def is_stdin(source: str) -> bool:
+    """``-`` (or FFmpeg's ``pipe:``, ``pipe:0``): the video comes on standard input."""
+    return source in _NAMES
+
+
+def stdin_file() -> str | None:
+    """The file that standard input reads where it is one (a shell's ``< clip.mp4``), else None."""
+    try:
+        if not stat.S_ISREG(os.fstat(sys.stdin.fileno()).st_mode):
+            return None
+        path = os.readlink(f"/proc/self/fd/{sys.stdin.fileno()}")
+    except (OSError, ValueError, AttributeError):  # no stdin, no /proc (not Linux)
+        return None
+    return path if os.path.isfile(path) else None
+
+
+class _Reader:
+    """Standard input for FFmpeg, read so that it ends when ``stop`` is set: a writer that stalls
+    (a download paused, a tool waiting) must not hold the run open."""
+
+    def __init__(self, fd: int, stop: threading.Event) -> None:
+        self.fd, self.stop = fd, stop
+
+    def read(self, size: int) -> bytes:
+        while not self.stop.is_set():
+            ready, _, _ = select.select([self.fd], [], [], _POLL_S)
+            if ready:
+                return os.read(self.fd, size)
+        return b""
+
+
+class PipedVideo:
+    """Standard input's video: probed, decoded and its sound demuxed from one container.
+
+    Opening it reads the stream's header; :meth:`probe` decodes up to the first picture and says what a
+    file's :func:`~.file.probe` says; :meth:`frames` is the source's generator; :attr:`audio` is the sound
+    for the video output, or None. The owner closes it once the frames and the sound are no longer read.
+
+    Args:
+        stop: set when the run ends: reading then stops, also while waiting for the writer.
+        audio: demux the sound for an output to copy (else it is skipped, and not kept).
+
+    Raises:
+        SourceError: standard input is a terminal, is not a video, or has no video stream.
+    """
+
+    def __init__(self, stop: threading.Event, *, audio: bool = True) -> None:
+        if sys.stdin is None or sys.stdin.isatty():
+            raise SourceError(f"{STDIN}: standard input is a terminal: pipe a video in (... | streamseg segment -)")
+        try:
+            self._container = av.open(_Reader(sys.stdin.fileno(), stop), mode="r")
+        except av.FFmpegError as exc:
+            why = exc.strerror or exc
+            raise SourceError(f"{STDIN}: not a video, or one a pipe cannot carry ({why}; {_HINT})") from exc
+        if not self._container.streams.video:
+            self.close()
+            raise SourceError(f"{STDIN}: has no video stream")
+        self.stream = main_video_stream(self._container)
+        sound = list(self._container.streams.audio) if audio else []
+        self._packets = self._container.demux(self.stream, *sound)
+        self.audio = AudioFeed(tuple(sound), queue.Queue()) if sound else None
+        self._early: list[av.VideoFrame] = []
+        self._rest: Iterator[av.VideoFrame] = iter(())
+
+    def probe(self, threads: int = 0) -> VideoInfo:
+        """Decode the first picture, with ``threads`` decoder threads from now on (0: FFmpeg's choice),
+        and describe the video.
+
+        Raises:
+            SourceError: the video does not decode.
+        """
+        self.stream.thread_type = "AUTO"
+        self.stream.codec_context.thread_count = threads
+        self._rest = self._pictures()
+        try:
+            self._early = [next(self._rest)]
+        except StopIteration:
+            pass
+        except av.FFmpegError as exc:
+            raise SourceError(f"{STDIN}: cannot decode: {exc.strerror or exc} ({_HINT})") from exc
+        rotation = display_rotation(self._early[0]) if self._early else 0
+        return describe(STDIN, self._container, self.stream, rotation)
+
+    def _pictures(self) -> Iterator[av.VideoFrame]:
+        """The video's decoded pictures, in order; the sound's packets go to :attr:`audio` on the way."""
+        try:
+            for packet in self._packets:
+                if packet.stream is self.stream:
+                    yield from packet.decode()
+                elif self.audio is not None and packet.dts is not None:
+                    self.audio.packets.put(packet)
+        finally:
+            if self.audio is not None:
+                self.audio.packets.put(None)
+
+    def frames(self, name: str, *, yuv: bool = False) -> Iterator[Frame]:
+        """Every frame, as :func:`~.file.read_frames` gives a file's."""
+
+        def pictures() -> Iterator[av.VideoFrame]:
+            yield from self._early
+            self._early = []
+            yield from self._rest
+
+        return stamped(pictures(), self.stream, path=STDIN, name=name, yuv=yuv)
+
+    def close(self) -> None:
+        """Close the container: call once nothing reads the frames or copies the sound."""
+        self._container.close()

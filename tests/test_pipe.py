@@ -1,0 +1,121 @@
+"""A video piped into standard input (source ``-``), as from ``ffmpeg ... -f mpegts - | streamseg segment -``."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import pytest
+
+from .conftest import ROOT, SAMPLE_CLIP, read_video, write_clip
+
+
+def _cli(*args: str, stdin=None, input: bytes | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "streamseg", "segment", *args], cwd=ROOT, stdin=stdin, input=input,
+                          capture_output=True, timeout=timeout)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout.decode(), proc.stderr.decode())
+
+
+def _records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _streams(path: Path) -> dict[str, tuple[int, float]]:
+    """Each stream's kind: (packets, seconds from its first packet to its last one's end)."""
+    with av.open(str(path)) as container:
+        packets: dict[str, list[av.Packet]] = {}
+        for packet in container.demux():
+            if packet.dts is not None:
+                packets.setdefault(packet.stream.type, []).append(packet)
+        return {kind: (len(ps), float((ps[-1].pts + ps[-1].duration - ps[0].pts) * ps[0].time_base))
+                for kind, ps in packets.items()}
+
+
+def test_a_piped_video_gives_what_the_same_file_gives(tmp_path: Path, tiny_model: Path) -> None:
+    """Every frame, the same masks at the same timestamps, and the sound copied: a pipe is read once, so its
+    sound comes from the same reading as its frames."""
+    src = write_clip(tmp_path / "in.ts", frames=24, audio=True)
+    common = ["--model", str(tiny_model), "--threshold", "0.0", "--preset", "ultrafast"]
+    as_file = _cli(str(src), "-o", str(tmp_path / "f.mp4"), "--save-masks", str(tmp_path / "f.jsonl"), *common)
+    assert as_file.returncode == 0, as_file.stderr
+    piped = _cli("-", "-o", str(tmp_path / "p.mp4"), "--save-masks", str(tmp_path / "p.jsonl"), *common,
+                 input=src.read_bytes())
+    assert piped.returncode == 0, piped.stderr
+    assert "Traceback" not in piped.stderr and "-> " in piped.stderr
+    file_records, pipe_records = _records(tmp_path / "f.jsonl"), _records(tmp_path / "p.jsonl")
+    assert len(pipe_records) == 24
+    assert {r["source"] for r in pipe_records} == {"stdin"}
+    assert [{**r, "source": ""} for r in pipe_records] == [{**r, "source": ""} for r in file_records]
+    assert read_video(tmp_path / "p.mp4")[0] == read_video(tmp_path / "f.mp4")[0]
+    streams = _streams(tmp_path / "p.mp4")
+    assert set(streams) == {"video", "audio"}
+    assert streams == _streams(tmp_path / "f.mp4")
+
+
+def test_standard_input_that_is_a_file_is_read_as_that_file(tmp_path: Path, tiny_model: Path) -> None:
+    """``< clip.mp4``: an MP4 whose index is at its end, which a pipe could not carry, reads like the file."""
+    src = write_clip(tmp_path / "in.mp4", frames=10, audio=True)
+    with src.open("rb") as stdin:
+        proc = _cli("-", "-o", str(tmp_path / "o.mp4"), "--model", str(tiny_model), stdin=stdin)
+    assert proc.returncode == 0, proc.stderr
+    assert len(read_video(tmp_path / "o.mp4")[2]) == 10
+    assert "audio" in _streams(tmp_path / "o.mp4")
+
+
+@pytest.mark.parametrize("case", ["mp4", "noise", "empty"])
+def test_what_a_pipe_cannot_carry_is_one_line(tmp_path: Path, tiny_model: Path, case: str) -> None:
+    if case == "mp4":  # not fragmented, with its index at the end: FFmpeg would seek back to the frames
+        data = SAMPLE_CLIP.read_bytes()
+    else:
+        data = bytes(range(256)) * 400 if case == "noise" else b""
+    proc = _cli("-", "-o", str(tmp_path / "o.mp4"), "--model", str(tiny_model), input=data)
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
+    assert proc.returncode == 3 and len(errors) == 1, proc.stderr
+    assert errors[0].startswith("error: -: ") and "fragmented" in errors[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_two_sources_cannot_both_read_standard_input(tmp_path: Path) -> None:
+    proc = _cli("-", "pipe:", "-o", str(tmp_path / "o.mp4"), input=b"")
+    assert proc.returncode == 2 and "error: sources: standard input (-) can be read by one source only" in proc.stderr
+
+
+@pytest.mark.slow
+def test_ctrl_c_ends_a_run_whose_writer_has_gone_quiet(tmp_path: Path, tiny_model: Path) -> None:
+    """A writer that stops sending but keeps the pipe open (a paused download, a stalled tool) does not
+    hold the run: Ctrl-C finishes the outputs with what came, at once."""
+    src = write_clip(tmp_path / "in.ts", frames=30, audio=True)
+    out, masks = tmp_path / "o.mp4", tmp_path / "m.jsonl"
+    read_end, write_end = os.pipe()  # the test holds the writing end open: no end of input comes
+    proc = subprocess.Popen([sys.executable, "-m", "streamseg", "segment", "-", "-o", str(out), "--save-masks",
+                             str(masks), "--model", str(tiny_model)], cwd=ROOT, stdin=read_end, stderr=subprocess.PIPE)
+    os.close(read_end)
+    try:
+        os.write(write_end, src.read_bytes())
+        deadline, seen, still = time.monotonic() + 120, -1, time.monotonic()
+        while time.monotonic() - still < 2 and time.monotonic() < deadline:  # until all that came is done
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            done = len(masks.read_text().splitlines()) if masks.exists() else 0
+            if done != seen or done < 20:
+                seen, still = done, time.monotonic()
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        _, stderr = proc.communicate(timeout=60)
+        waited = time.monotonic() - started
+    finally:
+        proc.kill()
+        os.close(write_end)
+    text = stderr.decode()
+    assert proc.returncode == 130, text
+    assert "stopped early" in text and "did not stop" not in text and "Traceback" not in text
+    assert waited < 8, text  # not the threads' 10 s join timeout
+    frames = len(read_video(out)[2])
+    assert frames == len(_records(masks)) >= 20
+    assert "audio" in _streams(out)
