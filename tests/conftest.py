@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from fractions import Fraction
@@ -110,3 +111,60 @@ def run_cli(*args: str, timeout: float = 300, env: dict | None = None) -> subpro
         [sys.executable, "-m", "streamseg", *args], capture_output=True, text=True, timeout=timeout,
         env={**os.environ, **(env or {})}, cwd=ROOT,
     )
+
+
+# -- a real RTSP server (GStreamer's, under Debian's python3) --------------------------------------
+
+HAVE_RTSP_SERVER = Path("/usr/bin/python3").exists() and subprocess.run(
+    ["/usr/bin/python3", "-c", "import gi; gi.require_version('GstRtspServer', '1.0'); "
+     "from gi.repository import GstRtspServer"], capture_output=True).returncode == 0
+needs_rtsp = pytest.mark.skipif(not HAVE_RTSP_SERVER, reason="GStreamer RTSP server not installed (see .ci/run)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RtspServer:
+    """A GStreamer RTSP server process on loopback; can be stopped and started again on the same port."""
+
+    def __init__(self, *mounts: str, auth: str | None = None) -> None:
+        self.port = free_port()
+        self.mounts = mounts
+        self.auth = auth
+        self.proc: subprocess.Popen | None = None
+
+    def url(self, mount: str, credentials: str = "") -> str:
+        return f"rtsp://{credentials + '@' if credentials else ''}127.0.0.1:{self.port}/{mount}"
+
+    def start(self) -> RtspServer:
+        cmd = ["/usr/bin/python3", str(ROOT / "tests" / "rtsp_server.py"), str(self.port), *self.mounts]
+        cmd += ["--auth", self.auth] if self.auth else []
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        assert line.strip() == "ready", self.proc.stderr.read() if self.proc.stderr else line
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+
+@pytest.fixture
+def rtsp():
+    servers: list[RtspServer] = []
+
+    def make(*mounts: str, auth: str | None = None) -> RtspServer:
+        server = RtspServer(*mounts, auth=auth).start()
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()

@@ -35,61 +35,7 @@ from streamseg.sources.live import (
     redact,
 )
 
-from .conftest import ROOT, build_tiny_model, read_video
-
-HAVE_RTSP_SERVER = Path("/usr/bin/python3").exists() and subprocess.run(
-    ["/usr/bin/python3", "-c", "import gi; gi.require_version('GstRtspServer', '1.0'); "
-     "from gi.repository import GstRtspServer"], capture_output=True).returncode == 0
-needs_rtsp = pytest.mark.skipif(not HAVE_RTSP_SERVER, reason="GStreamer RTSP server not installed (see .ci/run)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class RtspServer:
-    """A GStreamer RTSP server process on loopback; can be stopped and started again on the same port."""
-
-    def __init__(self, *mounts: str, auth: str | None = None) -> None:
-        self.port = free_port()
-        self.mounts = mounts
-        self.auth = auth
-        self.proc: subprocess.Popen | None = None
-
-    def url(self, mount: str, credentials: str = "") -> str:
-        return f"rtsp://{credentials + '@' if credentials else ''}127.0.0.1:{self.port}/{mount}"
-
-    def start(self) -> RtspServer:
-        cmd = ["/usr/bin/python3", str(ROOT / "tests" / "rtsp_server.py"), str(self.port), *self.mounts]
-        cmd += ["--auth", self.auth] if self.auth else []
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        assert line.strip() == "ready", self.proc.stderr.read() if self.proc.stderr else line
-        return self
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-            self.proc = None
-
-
-@pytest.fixture
-def rtsp():
-    servers: list[RtspServer] = []
-
-    def make(*mounts: str, auth: str | None = None) -> RtspServer:
-        server = RtspServer(*mounts, auth=auth).start()
-        servers.append(server)
-        return server
-
-    yield make
-    for server in servers:
-        server.stop()
+from .conftest import ROOT, build_tiny_model, free_port, needs_rtsp, read_video
 
 
 @pytest.fixture(scope="module")
@@ -357,7 +303,7 @@ def test_latency_stays_bounded_with_a_model_slower_than_the_camera(rtsp, tmp_pat
         for r in pipeline.results():
             latencies.append(time.monotonic() - r.frame.captured)
             rss.append((time.monotonic() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
-            if time.monotonic() - start > 120:
+            if time.monotonic() - start > 60:  # frames queued instead of dropped would be far behind by then
                 pipeline.stop()
     stats = pipeline.final_stats[0]
     assert stats["dropped"] > stats["frames"] * 0.2, stats  # the model is slower: frames were dropped...
@@ -365,8 +311,9 @@ def test_latency_stays_bounded_with_a_model_slower_than_the_camera(rtsp, tmp_pat
     early = np.array(latencies[5 : len(latencies) // 3])
     assert np.percentile(late, 99) < 3 * max(np.percentile(early, 99), 0.3), (early.max(), late.max())  # ...not queued
     assert late.max() < 5.0
-    # Memory flat: peak RSS grows by less than 50 MB over the second half of the run.
-    half = [m for t, m in rss if t > 60]
+    # Memory flat: peak RSS grows by less than 50 MB over the second half of the run (this camera's frames,
+    # queued, would take over 1 MB a second).
+    half = [m for t, m in rss if t > 30]
     assert half and (half[-1] - half[0]) / 1024 < 50
 
 
