@@ -83,6 +83,9 @@ def _parser() -> argparse.ArgumentParser:
     live.add_argument("--show", action="store_true", default=None, help="a window per source (q quits)")
     live.add_argument("--serve", metavar="[HOST:]PORT",
                       help="web page with each source's annotated stream and stats (host 127.0.0.1 by default)")
+    live.add_argument("--stream", metavar="URL",
+                      help="publish the annotated video live to a media server: rtsp://, rtmp://, srt://, udp://; "
+                           "{source} in the URL is each source's name (files are sent at their own speed)")
     live.add_argument("--segment-time", type=float, metavar="SECONDS",
                       help="split live recordings (and masks) into files of this length")
     live.add_argument("--keep-segments", type=int, metavar="N",
@@ -136,6 +139,7 @@ def build_config(args: argparse.Namespace) -> Config:
         output__preset=args.preset,
         output__show=args.show,
         output__serve=args.serve,
+        output__stream=args.stream,
         output__segment_time=args.segment_time,
         output__keep_segments=args.keep_segments,
         duration=args.duration,
@@ -212,8 +216,8 @@ def _segment(args: argparse.Namespace) -> int:
     out = config.output
     if not config.sources:
         raise ConfigError("no source: give a video file, webcam index or stream URL")
-    if not (out.video or out.masks or out.show or out.serve):
-        raise ConfigError("nothing to do: give -o OUTPUT, --save-masks PATH, --show or --serve PORT")
+    if not (out.video or out.masks or out.show or out.serve or out.stream):
+        raise ConfigError("nothing to do: give -o OUTPUT, --save-masks PATH, --stream URL, --show or --serve PORT")
     pipeline = Pipeline(config)
     if any(pipeline.live.values()):
         logging.getLogger("streamseg.stats").setLevel(logging.INFO)

@@ -141,6 +141,9 @@ class LiveConfig:
         _check(self.stats_interval_s >= 0, "live.stats_interval_s", "must be >= 0 (0: only at exit)")
 
 
+# What a published stream (output.stream) carries, by its URL's scheme: RTSP publishes RTP, RTMP takes FLV.
+STREAM_FORMATS = {"rtsp": "rtsp", "rtsps": "rtsp", "rtmp": "flv", "rtmps": "flv", "srt": "mpegts", "udp": "mpegts",
+                  "tcp": "mpegts"}
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 
 
@@ -156,6 +159,7 @@ class OutputConfig:
 
     video: str | None = None
     masks: str | None = None
+    stream: str | None = None  # a URL to publish the annotated video to, live (rtsp://, rtmp://, srt://, udp://)
     audio: bool = True
     codec: str = "auto"
     crf: int = 20
@@ -178,6 +182,10 @@ class OutputConfig:
             host, _, port = self.serve.rpartition(":")
             _check(port.isdigit() and 0 <= int(port) < 65536, "output.serve",
                    f"expected [HOST:]PORT, got {self.serve!r}")
+        if self.stream is not None:
+            scheme = self.stream.split("://", 1)[0].lower() if "://" in self.stream else ""
+            _check(scheme in STREAM_FORMATS, "output.stream", "expected an rtsp://, rtmp://, srt://, udp:// or tcp:// "
+                   f"URL to publish to, got {scheme + '://...' if scheme else repr(self.stream)}")
         if self.video is not None:
             suffix = Path(self.video).suffix.lower()
             _check(suffix in CONTAINERS, "output.video",

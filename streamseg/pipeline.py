@@ -46,6 +46,7 @@ from .inference.threads import ThreadTuner, set_torch_threads
 from .sinks.jsonl import JsonlSink
 from .sinks.preview import WindowPreviewSink
 from .sinks.segments import SegmentedSink
+from .sinks.stream import StreamSink, stream_open_args, stream_url
 from .sinks.video import VideoSink, check_encoder, check_writable, encoder_threads, pick_encoder
 from .sinks.web import WebPreviewSink
 from .sources.file import VideoInfo, probe, read_frames
@@ -263,6 +264,8 @@ class Pipeline:
                 if Path(path).resolve() in inputs:
                     raise ConfigError(f"{path}: is also an input; writing it would destroy the source")
                 check_writable(path)
+        for name in self.names if cfg.output.stream else []:
+            stream_url(cfg.output.stream, self._tags[name], several)  # several sources need a URL each
         if cfg.output.video and cfg.output.codec != "auto":
             check_encoder(cfg.output.codec, cfg.output.video)
         if cfg.output.segment_time and not all(self.live.values()):
@@ -399,6 +402,11 @@ class Pipeline:
                         sample_aspect_ratio=info.sample_aspect_ratio, **encoder,
                     ))
                 self.outputs.append(path)
+            if out.stream:
+                url = stream_url(out.stream, self._tags[name], several)
+                # The codec the container allows, not the recording's (VP9 for a .webm): H.264 unless told.
+                group.append(self._stream_sink(name, url, {**encoder, "codec": pick_encoder(out.codec, accelerated)}))
+                self.outputs.append(redact(url))
             if out.masks:
                 path = output_path(out.masks, self._tags[name], several)
                 if self.live[name] and out.segment_time:  # split like the recording, files named alike
@@ -421,6 +429,16 @@ class Pipeline:
             opened.append(self.web)
             shared.append(self.web)
         return by_source, shared + self._extra_sinks
+
+    def _stream_sink(self, name: str, url: str, encoder: dict[str, Any]) -> StreamSink:
+        info = self.infos.get(name)
+        time_base, rate = (info.time_base, info.average_rate) if info is not None else (LIVE_TIME_BASE, None)
+
+        def open_video() -> VideoSink:  # one session with the server
+            return VideoSink(url, time_base=time_base, rate=rate, rebase=True, low_latency=True,
+                             open_args=stream_open_args(url), **encoder)
+
+        return StreamSink(url, open_video=open_video, pace=not self.live[name])
 
     def _spawn(self, name: str, target: Callable[..., None], *args: Any) -> None:
         thread = threading.Thread(target=target, args=args, name=f"streamseg-{name}", daemon=True)

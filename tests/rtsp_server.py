@@ -3,9 +3,10 @@
 
 Runs under Debian's /usr/bin/python3 (python3-gi, gir1.2-gst-rtsp-server-1.0, plugins base/good/ugly):
 
-    /usr/bin/python3 tests/rtsp_server.py PORT NAME:FPS [NAME:FPS ...] [--auth USER:PASSWORD]
+    /usr/bin/python3 tests/rtsp_server.py PORT NAME:FPS [NAME:record=FILE.mkv ...] [--auth USER:PASSWORD]
 
-Serves rtsp://127.0.0.1:PORT/NAME for each mount, H.264 320x180, and prints "ready" once listening.
+Serves rtsp://127.0.0.1:PORT/NAME for each mount, H.264 320x180, and prints "ready" once listening. A
+``record=`` mount is one to publish to (RTSP RECORD): what comes is kept in FILE.mkv.
 """
 
 import sys
@@ -37,14 +38,20 @@ def main() -> None:
         rtsp_auth.add_basic(GstRtspServer.RTSPAuth.make_basic(user, password), token)
         server.set_auth(rtsp_auth)
     for spec in mounts:
-        name, fps = spec.split(":")
+        name, what = spec.split(":", 1)
         factory = GstRtspServer.RTSPMediaFactory()
-        factory.set_launch(
-            f"( videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=180,framerate={fps}/1 "
-            f"! timeoverlay ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={fps} "
-            "! rtph264pay name=pay0 pt=96 )"
-        )
-        factory.set_shared(True)
+        if what.startswith("record="):  # takes a published H.264 stream and keeps it in a Matroska file
+            factory.set_transport_mode(GstRtspServer.RTSPTransportMode.RECORD)
+            factory.set_launch(f"( rtph264depay name=depay0 ! h264parse ! matroskamux streamable=true "
+                               f"! filesink buffer-mode=unbuffered location={what[len('record='):]} )")
+        else:
+            fps = what
+            factory.set_launch(
+                f"( videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=180,framerate={fps}/1 "
+                f"! timeoverlay ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={fps} "
+                "! rtph264pay name=pay0 pt=96 )"
+            )
+            factory.set_shared(True)
         if auth:
             permissions = GstRtspServer.RTSPPermissions()
             permissions.add_role("user")

@@ -8,12 +8,14 @@ import logging
 import os
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
 
 from ..config import CONTAINERS
 from ..exceptions import ConfigError, SinkError
+from ..sources.live import redact
 from ..types import AudioFeed, FrameResult
 
 __all__ = ["VideoSink", "check_encoder", "check_writable", "encoder_opens", "encoder_threads", "pick_encoder"]
@@ -169,6 +171,9 @@ class VideoSink:
             output shows at the source's width.
         fallback: an encoder to use when ``codec`` does not open for this file (a GPU's encoder sessions
             are limited: consumer cards open a handful at once, for many cameras).
+        open_args: what else ``av.open`` needs for a ``path`` that is not a file: ``format``, ``options``
+            (the protocol's), ``timeout``.
+        low_latency: encode for a live viewer: no B-frames, no lookahead, a keyframe every 2 s.
     """
 
     stage = "encode"  # name of its time in FrameResult.stats
@@ -189,8 +194,13 @@ class VideoSink:
         threads: int = 0,
         sample_aspect_ratio: Fraction | None = None,
         fallback: str | None = None,
+        open_args: dict[str, Any] | None = None,
+        low_latency: bool = False,
     ) -> None:
         self.path = str(path)
+        self.name = redact(self.path)  # as messages show it: a URL without its credentials
+        self.open_args = open_args or {}
+        self.low_latency = low_latency
         self.threads = threads
         self.sample_aspect_ratio = sample_aspect_ratio
         self.fallback = fallback
@@ -224,11 +234,11 @@ class VideoSink:
     def _open(self, width: int, height: int) -> None:
         even_w, even_h = width + width % 2, height + height % 2
         if (even_w, even_h) != (width, height):
-            log.info("%s: padding %dx%d frames to %dx%d for 4:2:0 video", self.path, width, height, even_w, even_h)
+            log.info("%s: padding %dx%d frames to %dx%d for 4:2:0 video", self.name, width, height, even_w, even_h)
         codecs = [self.codec] + ([self.fallback] if self.fallback and self.fallback != self.codec else [])
         for codec in codecs:
             try:
-                self._out = av.open(self.path, mode="w")
+                self._out = av.open(self.path, mode="w", **self.open_args)
                 self._video = self._add_video(self._out, codec, even_w, even_h)
                 break
             except (av.FFmpegError, ValueError) as exc:
@@ -236,8 +246,8 @@ class VideoSink:
                     self._out.close()
                     self._out = None
                 if codec == codecs[-1]:
-                    raise SinkError(f"{self.path}: cannot open for writing: {_reason(exc)}") from exc
-                log.warning("%s: %s did not open (%s); encoding with %s", self.path, codec, _reason(exc), codecs[-1])
+                    raise SinkError(f"{self.name}: cannot open for writing: {_reason(exc)}") from exc
+                log.warning("%s: %s did not open (%s); encoding with %s", self.name, codec, _reason(exc), codecs[-1])
         self.codec = codec
         self._size = (width, height)
         if self.audio_from:
@@ -245,7 +255,13 @@ class VideoSink:
 
     def _add_video(self, out: av.container.OutputContainer, codec: str, width: int, height: int) -> av.VideoStream:
         """The video stream, with its encoder opened now: a hardware encoder out of sessions fails here."""
-        stream = out.add_stream(codec, rate=self.rate, options=_quality(codec, self.crf, self.preset))
+        options = _quality(codec, self.crf, self.preset)
+        if self.low_latency and codec.startswith("libx26"):
+            options["tune"] = "zerolatency"
+        stream = out.add_stream(codec, rate=self.rate, options=options)
+        if self.low_latency:
+            stream.codec_context.max_b_frames = 0
+            stream.codec_context.gop_size = max(1, round(2 * self.rate))
         if av.Codec(codec, "w").canonical_name == "hevc" and out.format.name.split(",")[0] in ("mov", "mp4"):
             stream.codec_context.codec_tag = "hvc1"  # Apple's players refuse HEVC tagged hev1, FFmpeg's default
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
@@ -273,7 +289,7 @@ class VideoSink:
             try:
                 self._audio_in = av.open(self.audio_from)
             except av.FFmpegError as exc:
-                log.warning("%s: cannot reopen %s for its audio (%s); writing video only", self.path,
+                log.warning("%s: cannot reopen %s for its audio (%s); writing video only", self.name,
                             self.audio_from, _reason(exc))
                 return
             streams, packets = tuple(self._audio_in.streams.audio), None
@@ -282,7 +298,7 @@ class VideoSink:
                 self._audio_map[stream.index] = self._out.add_stream_from_template(stream)
             except (av.FFmpegError, ValueError) as exc:
                 log.warning("%s: audio codec %s cannot be copied into this container (%s); try .mkv",
-                            self.path, stream.codec_context.name, _reason(exc))
+                            self.name, stream.codec_context.name, _reason(exc))
         if self._audio_map and self._audio_in is not None:
             self._audio_packets = self._audio_in.demux(*[self._audio_in.streams[i] for i in self._audio_map])
         elif self._audio_map:
@@ -304,7 +320,7 @@ class VideoSink:
         if size != self._size:  # the encoder's reformatter scales it to the stream's size
             if size not in self._scaled:
                 self._scaled.add(size)
-                log.warning("%s: frame size changed from %dx%d to %dx%d; scaling to %dx%d", self.path,
+                log.warning("%s: frame size changed from %dx%d to %dx%d; scaling to %dx%d", self.name,
                             *self._size, *size, *self._size)
         elif image.ndim == 3 and (image.shape[0] % 2 or image.shape[1] % 2):
             image = np.pad(image, ((0, image.shape[0] % 2), (0, image.shape[1] % 2), (0, 0)), mode="edge")
@@ -357,14 +373,14 @@ class VideoSink:
             except OSError as exc:  # the file itself cannot be written: no use going on
                 raise self._write_failed(exc) from exc
             except av.FFmpegError as exc:
-                log.warning("%s: dropping audio (%s)", self.path, _reason(exc))
+                log.warning("%s: dropping audio (%s)", self.name, _reason(exc))
                 self._audio_packets = None
                 return
 
     def _write_failed(self, exc: BaseException) -> SinkError:
         """Note that the file can take no more (FFmpeg's muxer crashes when fed after a failed write)."""
         self._failed = True
-        return SinkError(f"{self.path}: cannot write: {_reason(exc)}")
+        return SinkError(f"{self.name}: cannot write: {_reason(exc)}")
 
     def close(self) -> None:
         """Flush the encoder and finish the file so that it plays; safe to call twice.
@@ -380,7 +396,7 @@ class VideoSink:
                 self._copy_audio(until=self._end_time)
         except (av.FFmpegError, OSError) as exc:
             self._failed = True
-            raise SinkError(f"{self.path}: cannot finish the file: {_reason(exc)}") from exc
+            raise SinkError(f"{self.name}: cannot finish the file: {_reason(exc)}") from exc
         finally:
             out, self._out = self._out, None
             if self._audio_in is not None:
@@ -390,7 +406,7 @@ class VideoSink:
                 out.close()
             except (av.FFmpegError, OSError) as exc:
                 if not self._failed:  # else the first error is the one to tell
-                    raise SinkError(f"{self.path}: cannot finish the file: {_reason(exc)}") from exc
+                    raise SinkError(f"{self.name}: cannot finish the file: {_reason(exc)}") from exc
 
 
 # x264's presets as libvpx's speed settings: veryfast encodes 720p about as fast as x264 does (measured,

@@ -1,0 +1,154 @@
+"""Annotated video pushed live to a media server (RTSP, RTMP, SRT, UDP), for players, dashboards and
+video systems to watch while the run goes on."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import random
+import time
+from collections.abc import Callable
+from urllib.parse import urlsplit, urlunsplit
+
+import av
+
+from ..config import STREAM_FORMATS
+from ..exceptions import ConfigError, SinkError
+from ..sources.live import Backoff, redact
+from ..types import FrameResult
+from .video import VideoSink
+
+__all__ = ["StreamSink", "stream_open_args", "stream_url"]
+
+log = logging.getLogger(__name__)
+
+OPEN_TIMEOUT_S = 5.0  # a server that does not answer holds the output's thread no longer than this
+_PLACEHOLDER = "{source}"
+_NETWORK_ERRNOS = (errno.EPIPE, errno.ENETUNREACH, errno.ECONNABORTED, errno.ECONNRESET, errno.ETIMEDOUT,
+                   errno.ECONNREFUSED, errno.EHOSTUNREACH)
+
+
+def stream_open_args(url: str) -> dict:
+    """What ``av.open`` needs to publish to ``url``: the container, RTSP over TCP, a time limit."""
+    scheme = urlsplit(url).scheme.lower()
+    options = {"rtsp_transport": "tcp"} if STREAM_FORMATS[scheme] == "rtsp" else {}
+    return {"format": STREAM_FORMATS[scheme], "options": options, "timeout": OPEN_TIMEOUT_S}
+
+
+def stream_url(template: str, source: str, several: bool) -> str:
+    """The URL a source is published to: ``{source}`` in ``template`` replaced by its name; with several
+    sources and no ``{source}``, ``-<source>`` added to the URL's path (``rtsp://host/seg-cam1``).
+
+    Raises:
+        ConfigError: several sources, a URL with no path (udp://host:port) and no ``{source}``.
+    """
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in source)
+    if _PLACEHOLDER in template:
+        return template.replace(_PLACEHOLDER, safe)
+    if not several:
+        return template
+    parts = urlsplit(template)
+    if parts.path.strip("/") == "":
+        raise ConfigError(f"output.stream: with several sources, put {_PLACEHOLDER} in {redact(template)} where "
+                          "each source's name goes (a port each: udp://host:{source} cannot work; a path or query)")
+    return urlunsplit(parts._replace(path=f"{parts.path.rstrip('/')}-{safe}"))
+
+
+def _connection_trouble(exc: BaseException | None) -> bool:
+    """Whether a failure is the network's or the server's going away, which a later try can get past (not
+    an answer of the server's, such as 404 for a path it does not have)."""
+    gone = (av.error.ConnectionRefusedError, av.error.ConnectionResetError, av.error.ConnectionAbortedError,
+            av.error.TimeoutError, av.error.ExitError, av.error.EOFError, ConnectionError, TimeoutError)
+    return isinstance(exc, gone) or (isinstance(exc, OSError) and getattr(exc, "errno", None) in _NETWORK_ERRNOS)
+
+
+class StreamSink:
+    """Publishes a source's annotated frames to ``url`` as they are made.
+
+    A file is sent at its own speed (as ``ffmpeg -re`` sends it), so players show it in real time; a live
+    source as its frames come. The encoding is for a live viewer (see ``VideoSink(low_latency=True)``).
+    When the server cannot be reached or drops the connection, frames are dropped (and counted) and the
+    connection is tried again with backoff, for as long as the run lasts. A failure of the very first
+    connection that is not about the network (the server refuses the path or the codec) fails the run:
+    trying again cannot fix it.
+
+    Args:
+        url: where to publish; the log shows it without credentials.
+        open_video: makes the encoder and connection for one session with the server.
+        pace: send at the frames' own timestamps (a file), not as fast as they come (a live source).
+    """
+
+    stage = "stream"
+    wants_annotated = True
+    takes_yuv = True
+
+    def __init__(self, url: str, *, open_video: Callable[[], VideoSink], pace: bool,
+                 backoff: Backoff = Backoff(initial=1.0, cap=30.0)) -> None:
+        self.url = url
+        self.open_video = open_video
+        self.pace = pace
+        self.backoff = backoff
+        self.sent = 0
+        self.dropped = 0
+        self._session: VideoSink | None = None
+        self._failures = 0
+        self._retry_at = 0.0
+        self._clock: tuple[float, float] | None = None  # (monotonic, frame time) of the pace's start
+        self._rng = random.Random()
+
+    def write(self, result: FrameResult) -> None:
+        if self._session is None:
+            if time.monotonic() < self._retry_at:
+                self.dropped += 1
+                return
+            self._session = self.open_video()
+        if self.pace:
+            self._wait_for(result.time)
+        try:
+            self._session.write(result)
+        except SinkError as exc:
+            self._lost(exc)
+            return
+        if self._failures:
+            log.warning("%s: streaming again", redact(self.url))
+            self._failures = 0
+        self.sent += 1
+
+    def _wait_for(self, frame_time: float) -> None:
+        now = time.monotonic()
+        if self._clock is None:
+            self._clock = (now, frame_time)
+        due = self._clock[0] + frame_time - self._clock[1]
+        if due < now - 1.0 or due > now + 1.0:  # far behind (a slow run) or a gap in the file: start over
+            self._clock = (now, frame_time)
+        elif due > now:
+            time.sleep(due - now)
+
+    def _lost(self, exc: SinkError) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            try:
+                session.close()
+            except SinkError:
+                pass  # the connection is gone: there is nothing to finish
+        cause = exc.__cause__
+        if self.sent == 0 and self._failures == 0 and not _connection_trouble(cause):
+            raise SinkError(f"{redact(self.url)}: cannot publish: {getattr(cause, 'strerror', None) or cause or exc}")
+        self.dropped += 1
+        self._failures += 1
+        delay = self.backoff.delay(self._failures, self._rng)
+        self._retry_at = time.monotonic() + delay
+        reason = getattr(cause, "strerror", None) or cause or exc
+        log.warning("%s: %s (%s); trying again in %.1f s", redact(self.url),
+                    "cannot connect" if self.sent == 0 else "connection lost", reason, delay)
+
+    def close(self) -> None:
+        """End the session with the server (it sees the stream end); safe to call twice."""
+        session, self._session = self._session, None
+        if session is not None:
+            try:
+                session.close()
+            except SinkError as exc:
+                log.warning("%s: %s", redact(self.url), exc)
+        if self.dropped:
+            log.warning("%s: %d frames could not be sent", redact(self.url), self.dropped)

@@ -1,0 +1,126 @@
+"""Publishing the annotated video live (``--stream URL``), to a real RTSP server that records what it is sent."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import av
+import pytest
+
+from streamseg import ConfigError, Pipeline, load_config
+from streamseg.sinks.stream import stream_url
+
+from .conftest import RtspServer, free_port, needs_rtsp, run_cli, write_clip
+
+
+def _received(path: Path) -> list[av.VideoFrame]:
+    """The frames a recording server kept (a file it may not have finished: what decodes)."""
+    frames: list[av.VideoFrame] = []
+    try:
+        with av.open(str(path)) as container:
+            for frame in container.decode(video=0):
+                frames.append(frame)
+    except (av.FFmpegError, OSError):
+        pass
+    return frames
+
+
+def _config(sources: list[str], model: Path, **overrides):
+    return load_config(None, sources=tuple(sources), model__name=str(model), postprocess__threshold=0.0,
+                       live__stats_interval_s=0.0, **overrides)
+
+
+def test_stream_urls_for_one_and_several_sources() -> None:
+    assert stream_url("rtsp://h:8554/seg", "cam1", several=False) == "rtsp://h:8554/seg"
+    assert stream_url("rtsp://h:8554/seg", "cam 1", several=True) == "rtsp://h:8554/seg-cam_1"
+    assert stream_url("rtsp://h:8554/live/{source}", "cam1", several=True) == "rtsp://h:8554/live/cam1"
+    assert stream_url("srt://h:9000?streamid={source}", "cam1", several=True) == "srt://h:9000?streamid=cam1"
+    with pytest.raises(ConfigError, match=r"\{source\}"):
+        stream_url("udp://239.0.0.1:5000", "cam1", several=True)
+
+
+def test_a_stream_url_is_checked_before_any_work(tmp_path: Path) -> None:
+    proc = run_cli("segment", "in.mp4", "--stream", "http://user:secret@host/x")
+    assert proc.returncode == 2 and "error: output.stream: expected an rtsp://" in proc.stderr, proc.stderr
+    assert "secret" not in proc.stderr
+
+
+@needs_rtsp
+def test_a_file_is_published_whole_at_its_own_speed(tmp_path: Path, tiny_model: Path) -> None:
+    """Every frame reaches the server, sent at the file's 30 fps (as ``ffmpeg -re`` sends a file), not in
+    a burst that players would show as a flash of fast motion."""
+    received = tmp_path / "got.mkv"
+    server = RtspServer(f"in:record={received}").start()
+    try:
+        src = write_clip(tmp_path / "in.mp4", frames=60)
+        with Pipeline(_config([str(src)], tiny_model, output__stream=server.url("in"))) as pipeline:
+            started = time.monotonic()
+            summary = pipeline.run()
+            took = time.monotonic() - started
+        time.sleep(0.5)  # the server writes what it has
+    finally:
+        server.stop()
+    assert summary.frames == 60 and summary.outputs == [server.url("in")]
+    assert len(_received(received)) == 60
+    assert took >= 1.8, took  # 60 frames at 30 fps: 2 s
+
+
+@needs_rtsp
+def test_a_camera_is_republished_and_the_stream_comes_back_after_the_server_restarts(
+        tmp_path: Path, tiny_model: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A media server restarted (an update, a crash) is a dropped connection, not the end of the run:
+    the stream is tried again with backoff, and the camera goes on being published once it is back."""
+    camera = RtspServer("cam:15").start()
+    first, second = tmp_path / "first.mkv", tmp_path / "second.mkv"
+    server = RtspServer(f"out:record={first}").start()
+    cfg = _config([camera.url("cam")], tiny_model, output__stream=server.url("out"))
+    caplog.set_level(logging.WARNING, logger="streamseg")
+    try:
+        with Pipeline(cfg) as pipeline:
+            restarted = False
+            started = time.monotonic()
+            for _ in pipeline.results():
+                elapsed = time.monotonic() - started
+                if not restarted and elapsed > 4:
+                    server.stop()
+                    server.mounts = (f"out:record={second}",)
+                    time.sleep(1.0)
+                    server.start()  # on the same port
+                    restarted = True
+                if restarted and len(_received(second)) >= 15 or elapsed > 40:
+                    break
+    finally:
+        server.stop()
+        camera.stop()
+    assert len(_received(first)) >= 15
+    assert len(_received(second)) >= 15, caplog.text
+    assert "connection lost" in caplog.text and "streaming again" in caplog.text
+
+
+def test_a_server_that_is_not_there_does_not_fail_the_run(tmp_path: Path, tiny_model: Path) -> None:
+    """Nothing listens: the other outputs are written whole, the stream is retried, and the run ends
+    saying how many frames could not be sent."""
+    src = write_clip(tmp_path / "in.mp4", frames=20)
+    masks = tmp_path / "m.jsonl"
+    proc = run_cli("segment", str(src), "--model", str(tiny_model), "--save-masks", str(masks),
+                   "--stream", f"rtsp://user:secret@127.0.0.1:{free_port()}/out")
+    assert proc.returncode == 0, proc.stderr
+    assert len(masks.read_text().splitlines()) == 20
+    assert "cannot connect" in proc.stderr and "frames could not be sent" in proc.stderr
+    assert "secret" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+@needs_rtsp
+def test_a_server_that_refuses_the_stream_is_one_line(tmp_path: Path, tiny_model: Path) -> None:
+    """Publishing to a path the server does not have cannot work on any retry: exit 5, one line."""
+    server = RtspServer(f"out:record={tmp_path / 'got.mkv'}").start()
+    try:
+        proc = run_cli("segment", str(write_clip(tmp_path / "in.mp4", frames=20)), "--model", str(tiny_model),
+                       "--stream", server.url("no-such-path"))
+    finally:
+        server.stop()
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
+    assert proc.returncode == 5 and len(errors) == 1, proc.stderr
+    assert "no-such-path: cannot publish" in errors[0] and "Traceback" not in proc.stderr
