@@ -124,3 +124,20 @@ def test_a_server_that_refuses_the_stream_is_one_line(tmp_path: Path, tiny_model
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
     assert proc.returncode == 5 and len(errors) == 1, proc.stderr
     assert "no-such-path: cannot publish" in errors[0] and "Traceback" not in proc.stderr
+
+
+def test_a_protocol_this_ffmpeg_lacks_is_one_line(tmp_path: Path, tiny_model: Path) -> None:
+    """PyPI's PyAV has no SRT: said in one line, not retried for as long as the run lasts."""
+    import av
+
+    try:
+        av.open("srt://127.0.0.1:9/x", "w", format="mpegts").start_encoding()
+    except av.error.ProtocolNotFoundError:
+        pass
+    except (av.FFmpegError, OSError, ValueError):
+        pytest.skip("this FFmpeg has SRT")
+    proc = run_cli("segment", str(write_clip(tmp_path / "in.mp4", frames=4)), "--model", str(tiny_model),
+                   "--stream", "srt://127.0.0.1:9000")
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
+    assert proc.returncode == 5 and errors == ["error: srt://127.0.0.1:9000: this FFmpeg cannot publish srt:// "
+                                               "(built without it); use rtsp://, rtmp:// or udp://"], proc.stderr

@@ -132,6 +132,9 @@ class StreamSink:
             except SinkError:
                 pass  # the connection is gone: there is nothing to finish
         cause = exc.__cause__
+        if isinstance(cause, av.error.ProtocolNotFoundError):  # PyPI's PyAV has no SRT, for one
+            raise SinkError(f"{redact(self.url)}: this FFmpeg cannot publish {urlsplit(self.url).scheme}:// "
+                            "(built without it); use rtsp://, rtmp:// or udp://")
         if self.sent == 0 and self._failures == 0 and not _connection_trouble(cause):
             raise SinkError(f"{redact(self.url)}: cannot publish: {getattr(cause, 'strerror', None) or cause or exc}")
         self.dropped += 1
