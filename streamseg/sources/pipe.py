@@ -11,7 +11,6 @@ import os
 import queue
 import select
 import stat
-import sys
 import threading
 from collections.abc import Iterator
 
@@ -27,6 +26,7 @@ __all__ = ["STDIN", "PipedVideo", "is_stdin", "stdin_file"]
 STDIN = "-"
 _NAMES = (STDIN, "pipe:", "pipe:0")
 _POLL_S = 0.2
+_FD = 0  # standard input's file descriptor, whatever Python's sys.stdin was replaced by (a notebook's)
 _HINT = "an MP4 must be fragmented to be piped: send MPEG-TS or Matroska"
 
 
@@ -38,10 +38,10 @@ def is_stdin(source: str) -> bool:
 def stdin_file() -> str | None:
     """The file that standard input reads where it is one (a shell's ``< clip.mp4``), else None."""
     try:
-        if not stat.S_ISREG(os.fstat(sys.stdin.fileno()).st_mode):
+        if not stat.S_ISREG(os.fstat(_FD).st_mode):
             return None
-        path = os.readlink(f"/proc/self/fd/{sys.stdin.fileno()}")
-    except (OSError, ValueError, AttributeError):  # no stdin, no /proc (not Linux)
+        path = os.readlink(f"/proc/self/fd/{_FD}")
+    except OSError:  # no standard input, no /proc (not Linux)
         return None
     return path if os.path.isfile(path) else None
 
@@ -77,10 +77,10 @@ class PipedVideo:
     """
 
     def __init__(self, stop: threading.Event, *, audio: bool = True) -> None:
-        if sys.stdin is None or sys.stdin.isatty():
+        if os.isatty(_FD):
             raise SourceError(f"{STDIN}: standard input is a terminal: pipe a video in (... | streamseg segment -)")
         try:
-            self._container = av.open(_Reader(sys.stdin.fileno(), stop), mode="r")
+            self._container = av.open(_Reader(_FD, stop), mode="r")
         except av.FFmpegError as exc:
             why = exc.strerror or exc
             raise SourceError(f"{STDIN}: not a video, or one a pipe cannot carry ({why}; {_HINT})") from exc
