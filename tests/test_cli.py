@@ -282,8 +282,17 @@ def _communicate(proc: subprocess.Popen, timeout: float) -> tuple[str, str]:
         pytest.fail(f"still running after {timeout} s:\n{err[-3000:]}")
 
 
-def _start_long_run(tmp_path: Path, model: Path, *wrapper: str) -> tuple[subprocess.Popen, Path, Path]:
-    src = write_clip(tmp_path / "long.mp4", width=160, height=96, frames=400, audio=True)
+LONG = 1200  # frames: 40 s of video, which a run stopped by a signal never reaches the end of
+
+
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A clip long enough that a signal lands mid-run however fast the machine (400 frames were once all
+    done between a test seeing the 8th and the run handling the signal), written once: it takes seconds."""
+    return write_clip(tmp_path_factory.mktemp("long") / "long.mp4", width=160, height=96, frames=LONG, audio=True)
+
+
+def _start_long_run(tmp_path: Path, model: Path, src: Path, *wrapper: str) -> tuple[subprocess.Popen, Path, Path]:
     out, masks = tmp_path / "o.mp4", tmp_path / "m.jsonl"
     proc = subprocess.Popen(
         [*wrapper, sys.executable, "-m", "streamseg", "segment", str(src), "-o", str(out), "--save-masks", str(masks),
@@ -301,16 +310,17 @@ def _start_long_run(tmp_path: Path, model: Path, *wrapper: str) -> tuple[subproc
 
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
-def test_ctrl_c_leaves_a_playable_file(tmp_path: Path, tiny_model: Path, signum: signal.Signals) -> None:
+def test_ctrl_c_leaves_a_playable_file(tmp_path: Path, tiny_model: Path, long_clip: Path,
+                                      signum: signal.Signals) -> None:
     """Ctrl-C, and SIGTERM (systemd, docker stop) and SIGHUP (a closed terminal) alike, finish the outputs."""
-    proc, out, masks = _start_long_run(tmp_path, tiny_model)
+    proc, out, masks = _start_long_run(tmp_path, tiny_model, long_clip)
     proc.send_signal(signum)
     _, stderr = _communicate(proc, 60)
     assert proc.returncode == 128 + signum, stderr
     assert "Traceback" not in stderr and "stopped early" in stderr
     pts, _, frames = read_video(out)
     written = len(masks.read_text().splitlines())
-    assert 8 <= len(frames) < 400
+    assert 8 <= len(frames) < LONG
     assert len(frames) == written  # every frame done so far is in both outputs
     import av
 
@@ -320,9 +330,9 @@ def test_ctrl_c_leaves_a_playable_file(tmp_path: Path, tiny_model: Path, signum:
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("nohup") is None, reason="needs nohup")
-def test_a_hangup_under_nohup_does_not_stop_the_run(tmp_path: Path, tiny_model: Path) -> None:
+def test_a_hangup_under_nohup_does_not_stop_the_run(tmp_path: Path, tiny_model: Path, long_clip: Path) -> None:
     """nohup starts a command with SIGHUP ignored, so that it outlives the terminal: it stays ignored."""
-    proc, out, masks = _start_long_run(tmp_path, tiny_model, "nohup")
+    proc, out, masks = _start_long_run(tmp_path, tiny_model, long_clip, "nohup")
     proc.send_signal(signal.SIGHUP)
     before = len(masks.read_text().splitlines())
     time.sleep(3)
@@ -336,13 +346,13 @@ def test_a_hangup_under_nohup_does_not_stop_the_run(tmp_path: Path, tiny_model: 
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("setsid") is None, reason="needs util-linux's setsid")
-def test_a_dropped_terminal_still_finishes_the_outputs(tmp_path: Path, tiny_model: Path) -> None:
+def test_a_dropped_terminal_still_finishes_the_outputs(tmp_path: Path, tiny_model: Path, long_clip: Path) -> None:
     """A dropped ssh session: the run's terminal goes away, which sends SIGHUP, and every later write to it
     fails. The outputs are finished all the same, and the run exits 129, not with a traceback."""
     import pty
     import select
 
-    src = write_clip(tmp_path / "long.mp4", width=160, height=96, frames=400, audio=True)
+    src = long_clip
     out, masks = tmp_path / "o.mp4", tmp_path / "m.jsonl"
     master, slave = pty.openpty()
     # As a login shell's command: in a session of its own, whose controlling terminal is the pty.
@@ -368,12 +378,12 @@ def test_a_dropped_terminal_still_finishes_the_outputs(tmp_path: Path, tiny_mode
         proc.kill()
     assert proc.returncode == 128 + signal.SIGHUP
     frames = len(read_video(out)[2])
-    assert 8 <= frames < 400 and frames == len(masks.read_text().splitlines())
+    assert 8 <= frames < LONG and frames == len(masks.read_text().splitlines())
 
 
 @pytest.mark.slow
-def test_second_ctrl_c_aborts_and_still_closes_the_file(tmp_path: Path, tiny_model: Path) -> None:
-    proc, out, _ = _start_long_run(tmp_path, tiny_model)
+def test_second_ctrl_c_aborts_and_still_closes_the_file(tmp_path: Path, tiny_model: Path, long_clip: Path) -> None:
+    proc, out, _ = _start_long_run(tmp_path, tiny_model, long_clip)
     proc.send_signal(signal.SIGINT)
     time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
