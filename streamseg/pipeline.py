@@ -433,9 +433,12 @@ class Pipeline:
     def _stream_sink(self, name: str, url: str, encoder: dict[str, Any]) -> StreamSink:
         info = self.infos.get(name)
         time_base, rate = (info.time_base, info.average_rate) if info is not None else (LIVE_TIME_BASE, None)
+        # A file's sound, read again by each session from where its picture starts (a pipe's goes to -o only).
+        sound = info.path if info is not None and info.has_audio and self.config.output.audio \
+            and name not in self._pipes else None
 
         def open_video() -> VideoSink:  # one session with the server
-            return VideoSink(url, time_base=time_base, rate=rate, rebase=True, low_latency=True,
+            return VideoSink(url, time_base=time_base, rate=rate, rebase=True, low_latency=True, audio_from=sound,
                              open_args=stream_open_args(url), **encoder)
 
         return StreamSink(url, open_video=open_video, pace=not self.live[name])

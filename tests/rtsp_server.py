@@ -6,7 +6,8 @@ Runs under Debian's /usr/bin/python3 (python3-gi, gir1.2-gst-rtsp-server-1.0, pl
     /usr/bin/python3 tests/rtsp_server.py PORT NAME:FPS [NAME:record=FILE.mkv ...] [--auth USER:PASSWORD]
 
 Serves rtsp://127.0.0.1:PORT/NAME for each mount, H.264 320x180, and prints "ready" once listening. A
-``record=`` mount is one to publish to (RTSP RECORD): what comes is kept in FILE.mkv.
+``record=`` mount is one to publish H.264 to (RTSP RECORD), ``record-av=`` H.264 and AAC: what comes is
+kept in FILE.mkv.
 """
 
 import sys
@@ -40,10 +41,12 @@ def main() -> None:
     for spec in mounts:
         name, what = spec.split(":", 1)
         factory = GstRtspServer.RTSPMediaFactory()
-        if what.startswith("record="):  # takes a published H.264 stream and keeps it in a Matroska file
+        if what.startswith(("record=", "record-av=")):  # takes a published stream, keeps it in a Matroska file
+            kind, path = what.split("=", 1)
+            sound = "rtpmp4gdepay name=depay1 ! aacparse ! mux. " if kind == "record-av" else ""  # H.264 + AAC
             factory.set_transport_mode(GstRtspServer.RTSPTransportMode.RECORD)
-            factory.set_launch(f"( rtph264depay name=depay0 ! h264parse ! matroskamux streamable=true "
-                               f"! filesink buffer-mode=unbuffered location={what[len('record='):]} )")
+            factory.set_launch(f"( rtph264depay name=depay0 ! h264parse ! mux. {sound}matroskamux name=mux "
+                               f"streamable=true ! filesink buffer-mode=unbuffered location={path} )")
         else:
             fps = what
             factory.set_launch(

@@ -94,6 +94,8 @@ class StreamSink:
         self._failures = 0
         self._retry_at = 0.0
         self._clock: tuple[float, float] | None = None  # (monotonic, frame time) of the pace's start
+        self._last_time: float | None = None  # the last frame's time, and the one before's distance to it
+        self._last_gap = 0.0
         self._rng = random.Random()
 
     def write(self, result: FrameResult) -> None:
@@ -118,6 +120,9 @@ class StreamSink:
         now = time.monotonic()
         if self._clock is None:
             self._clock = (now, frame_time)
+        if self._last_time is not None:
+            self._last_gap = frame_time - self._last_time
+        self._last_time = frame_time
         due = self._clock[0] + frame_time - self._clock[1]
         if due < now - 1.0 or due > now + 1.0:  # far behind (a slow run) or a gap in the file: start over
             self._clock = (now, frame_time)
@@ -149,6 +154,8 @@ class StreamSink:
         """End the session with the server (it sees the stream end); safe to call twice."""
         session, self._session = self._session, None
         if session is not None:
+            if self.pace and self._last_time is not None:
+                self._wait_for(self._last_time + min(self._last_gap, 1.0))  # the last frame is shown its time
             try:
                 session.close()
             except SinkError as exc:

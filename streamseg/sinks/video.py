@@ -364,6 +364,8 @@ class VideoSink:
             if float((packet.dts - shift) * packet.time_base) > until:
                 self._pending_audio = packet
                 return
+            if self.rebase and packet.dts < shift:  # sound from before this file's first frame (a stream resumed)
+                continue
             packet.dts -= shift
             if packet.pts is not None:
                 packet.pts -= shift
