@@ -26,6 +26,9 @@ __all__ = ["STDIN", "PipedVideo", "is_stdin", "stdin_file"]
 STDIN = "-"
 _NAMES = (STDIN, "pipe:", "pipe:0")
 _POLL_S = 0.2
+# Sound queued for the output: the frames' queues keep decoding within a second or so of the output, and
+# the sound's packets with it; this many (20 s of AAC) fill only when no output reads them.
+_AUDIO_PACKETS = 1000
 _FD = 0  # standard input's file descriptor, whatever Python's sys.stdin was replaced by (a notebook's)
 _HINT = "an MP4 must be fragmented to be piped: send MPEG-TS or Matroska"
 
@@ -90,7 +93,7 @@ class PipedVideo:
         self.stream = main_video_stream(self._container)
         sound = list(self._container.streams.audio) if audio else []
         self._packets = self._container.demux(self.stream, *sound)
-        self.audio = AudioFeed(tuple(sound), queue.Queue()) if sound else None
+        self.audio = AudioFeed(tuple(sound), queue.Queue(maxsize=_AUDIO_PACKETS)) if sound else None
         self._early: list[av.VideoFrame] = []
         self._rest: Iterator[av.VideoFrame] = iter(())
 
@@ -120,10 +123,16 @@ class PipedVideo:
                 if packet.stream is self.stream:
                     yield from packet.decode()
                 elif self.audio is not None and packet.dts is not None:
-                    self.audio.packets.put(packet)
+                    self._queue_sound(packet)
         finally:
             if self.audio is not None:
-                self.audio.packets.put(None)
+                self._queue_sound(None)
+
+    def _queue_sound(self, packet: av.Packet | None) -> None:
+        try:
+            self.audio.packets.put_nowait(packet)
+        except queue.Full:  # no output copies it (its container refused the codec): not kept, not waited for
+            pass
 
     def frames(self, name: str, *, yuv: bool = False) -> Iterator[Frame]:
         """Every frame, as :func:`~.file.read_frames` gives a file's."""
