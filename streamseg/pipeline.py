@@ -54,6 +54,7 @@ from .sources.live import (
     LIVE_TIME_BASE,
     TROUBLE,
     Backoff,
+    LiveAudio,
     SourceStatus,
     is_live,
     is_webcam,
@@ -216,6 +217,8 @@ class Pipeline:
         self.live = {name: is_live(src) for name, src in zip(self.names, config.sources)}
         self.infos: dict[str, VideoInfo] = {}
         self._pipes: dict[str, PipedVideo] = {}  # standard input, read once for frames and sound
+        self._sounds: dict[str, LiveAudio] = {}  # cameras' sound, for their recordings
+        self._live_origin = 0.0  # time.time() that live frames and sound count from
         self.task = ""
         self.runner: ModelRunner | None = None
         self.outputs: list[str] = []
@@ -288,6 +291,10 @@ class Pipeline:
             self._torch_threads = torch.get_num_threads()
         for name, pipe in self._pipes.items():
             self.infos[name] = pipe.probe(threads=self._codec_threads)
+        self._live_origin = time.time()
+        if cfg.output.video and cfg.output.audio:
+            self._sounds = {name: LiveAudio(self._live_origin, name) for name, src in zip(self.names, cfg.sources)
+                            if self.live[name] and not is_webcam(src)}
         sinks_by_source, shared = self._open_sinks(accelerated=gpu)
         drawing_for = [s for s in [*shared, *(s for group in sinks_by_source.values() for s in group)]
                        if getattr(s, "wants_annotated", False)]
@@ -340,10 +347,12 @@ class Pipeline:
             connect = read_webcam(src, stall_s=live.stall_timeout_s)
         else:
             connect = read_stream(src, transport=live.transport, stall_s=live.stall_timeout_s,
-                                  open_s=live.open_timeout_s, hwaccel=self._decoder, yuv=self._yuv)
+                                  open_s=live.open_timeout_s, hwaccel=self._decoder, yuv=self._yuv,
+                                  audio=self._sounds.get(name))
         backoff = Backoff(initial=live.reconnect_initial_s, cap=live.reconnect_max_s)
         log.info("%s: %s", name, redact(src))
-        return lambda: read_live(connect, name=name, stop=self._stop, report=self._report, backoff=backoff)
+        return lambda: read_live(connect, name=name, stop=self._stop, report=self._report, backoff=backoff,
+                                 origin=self._live_origin)
 
     def _report(self, status: SourceStatus) -> None:
         """Called by a producer thread for its own source: log the change, queue it for the stats."""
@@ -379,7 +388,8 @@ class Pipeline:
         several = len(self.names) > 1
 
         def open_video(file: Path, first: FrameResult) -> VideoSink:  # a live recording's next segment
-            return VideoSink(file, time_base=first.frame.time_base, rebase=True, **encoder)
+            sound = self._sounds[first.source].feed if first.source in self._sounds else None
+            return VideoSink(file, time_base=first.frame.time_base, rebase=True, audio_from=sound, **encoder)
 
         by_source: dict[str, list[Sink]] = {}
         for name in self.names:
@@ -392,7 +402,8 @@ class Pipeline:
                                                takes_yuv=True))
                     path = _segments_of(path)
                 elif self.live[name]:
-                    group.append(VideoSink(path, time_base=LIVE_TIME_BASE, rebase=True, **encoder))
+                    sound = self._sounds[name].feed if name in self._sounds else None
+                    group.append(VideoSink(path, time_base=LIVE_TIME_BASE, rebase=True, audio_from=sound, **encoder))
                 else:
                     info = self.infos[name]
                     sound = self._pipes[name].audio if name in self._pipes else info.path
@@ -472,6 +483,8 @@ class Pipeline:
         if not any(thread.is_alive() for thread in self._threads):  # else one may still read it
             for pipe in self._pipes.values():
                 pipe.close()
+            for sound in self._sounds.values():
+                sound.close()
         if self._torch_threads is not None:
             torch.set_num_threads(self._torch_threads)  # the default for threads started from now on
         self._state = State.CLOSED

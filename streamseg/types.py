@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import queue
@@ -43,20 +44,26 @@ def ffmpeg_rgb(frame: av.VideoFrame, src_colorspace: str | None = None) -> np.nd
 @dataclass(frozen=True)
 class AudioFeed:
     """A source's sound, demuxed beside its video by the source's own thread, for a video output to copy
-    (a pipe, which cannot be reopened for it as a file is).
+    (a pipe, which cannot be reopened for it as a file is; a camera).
 
     Attributes:
-        streams: the input's audio streams, templates for the output's.
+        streams: the input's audio streams, templates for the output's (a camera's is known once it
+            connects, before its first frame).
         packets: their packets in demux order, then None once the input has ended.
+        held: packets an output read but left to the next one (a recording's next segment), read first.
     """
 
-    streams: tuple[av.AudioStream, ...]
+    streams: list[av.AudioStream]
     packets: queue.Queue
+    held: collections.deque = field(default_factory=collections.deque)
 
     def available(self) -> Iterator[av.Packet | None]:
         """The packets demuxed so far, each once; None where the next has not come yet (ask again
         later); it ends after the last."""
         while True:
+            if self.held:
+                yield self.held.popleft()
+                continue
             try:
                 packet = self.packets.get_nowait()
             except queue.Empty:

@@ -3,11 +3,11 @@
 
 Runs under Debian's /usr/bin/python3 (python3-gi, gir1.2-gst-rtsp-server-1.0, plugins base/good/ugly):
 
-    /usr/bin/python3 tests/rtsp_server.py PORT NAME:FPS [NAME:record=FILE.mkv ...] [--auth USER:PASSWORD]
+    /usr/bin/python3 tests/rtsp_server.py PORT NAME:FPS[:av] [NAME:record=FILE.mkv ...] [--auth USER:PASSWORD]
 
-Serves rtsp://127.0.0.1:PORT/NAME for each mount, H.264 320x180, and prints "ready" once listening. A
-``record=`` mount is one to publish H.264 to (RTSP RECORD), ``record-av=`` H.264 and AAC: what comes is
-kept in FILE.mkv.
+Serves rtsp://127.0.0.1:PORT/NAME for each mount, H.264 320x180 (with ``:av``, and a 440 Hz tone in AAC),
+and prints "ready" once listening. A ``record=`` mount is one to publish H.264 to (RTSP RECORD),
+``record-av=`` H.264 and AAC: what comes is kept in FILE.mkv.
 """
 
 import sys
@@ -48,11 +48,13 @@ def main() -> None:
             factory.set_launch(f"( rtph264depay name=depay0 ! h264parse ! mux. {sound}matroskamux name=mux "
                                f"streamable=true ! filesink buffer-mode=unbuffered location={path} )")
         else:
-            fps = what
+            fps, _, av = what.partition(":")
+            sound = ("audiotestsrc is-live=true freq=440 ! audioconvert ! audioresample "
+                     "! audio/x-raw,rate=48000,channels=1 ! voaacenc ! rtpmp4gpay name=pay1 pt=97 ") if av else ""
             factory.set_launch(
                 f"( videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=180,framerate={fps}/1 "
                 f"! timeoverlay ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={fps} "
-                "! rtph264pay name=pay0 pt=96 )"
+                f"! rtph264pay name=pay0 pt=96 {sound})"
             )
             factory.set_shared(True)
         if auth:

@@ -571,6 +571,37 @@ def test_webm_output_is_vp9_and_keeps_only_sound_webm_can_hold(tmp_path: Path, t
         assert [s.codec_context.name for s in container.streams] == ["vp9"]
     assert len(read_video(out)[0]) == 12
     assert "audio codec aac cannot be copied into this container ('webm' format does not support" in caplog.text
+    assert "; use .mp4 or .mkv or .mov" in caplog.text
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mov"])
+def test_a_cameras_g711_sound_goes_only_where_it_fits(tmp_path: Path, tiny_model: Path, caplog, suffix: str) -> None:
+    """G.711, the sound of many cameras, fits MOV alone: the warning for the others names it."""
+    src = tmp_path / "cam.mov"
+    with av.open(str(src), "w") as container:
+        video = container.add_stream("libx264", rate=30)
+        video.width, video.height, video.pix_fmt = 96, 64, "yuv420p"
+        audio = container.add_stream("pcm_mulaw", rate=8000, layout="mono")
+        rng = np.random.default_rng(0)
+        for i in range(12):
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (64, 96, 3), dtype=np.uint8), format="rgb24")
+            frame.pts = i
+            container.mux(video.encode(frame))
+        container.mux(video.encode(None))
+        chunk = av.AudioFrame.from_ndarray(np.zeros((1, 3200), np.int16), format="s16", layout="mono")
+        chunk.sample_rate, chunk.pts = 8000, 0
+        container.mux(audio.encode(chunk))
+        container.mux(audio.encode(None))
+    out = tmp_path / f"out{suffix}"
+    with caplog.at_level(logging.WARNING):
+        _segment(src, out, tiny_model)
+    with av.open(str(out)) as container:
+        kept = sorted(s.codec_context.name for s in container.streams)
+    if suffix == ".mov":
+        assert kept == ["h264", "pcm_mulaw"] and "cannot be copied" not in caplog.text
+    else:
+        assert kept == ["h264"] and "audio codec pcm_mulaw cannot be copied" in caplog.text
+        assert caplog.text.rstrip().endswith("; use .mov")
 
 
 def test_webm_output_keeps_opus_sound(tmp_path: Path, tiny_model: Path) -> None:

@@ -85,6 +85,18 @@ def _muxer_takes(muxer: str, encoder: str) -> bool:
     return True
 
 
+def _takes_sound(muxer: str, stream: av.AudioStream) -> bool:
+    """Whether FFmpeg's ``muxer`` holds ``stream``'s sound as it is (MP4 and Matroska take no G.711)."""
+    out = av.open(io.BytesIO(), "w", format=muxer)
+    try:
+        out.add_stream_from_template(stream)
+    except (av.FFmpegError, ValueError):
+        return False
+    finally:
+        out.close()
+    return True
+
+
 def pick_encoder(codec: str, accelerated: bool, path: str | Path | None = None) -> str:
     """The encoder to use: a format's name (``h264``, ``hevc``, ``vp9``) is its encoder's (libx264, libx265,
     libvpx-vp9), whose quality settings apply; ``auto``: VP9 for a .webm ``path`` (WebM takes no H.264),
@@ -297,8 +309,9 @@ class VideoSink:
             try:
                 self._audio_map[stream.index] = self._out.add_stream_from_template(stream)
             except (av.FFmpegError, ValueError) as exc:
-                log.warning("%s: audio codec %s cannot be copied into this container (%s); try .mkv",
-                            self.name, stream.codec_context.name, _reason(exc))
+                fits = [suffix for suffix, muxer in CONTAINERS.items() if _takes_sound(muxer, stream)]
+                log.warning("%s: audio codec %s cannot be copied into this container (%s)%s", self.name,
+                            stream.codec_context.name, _reason(exc), f"; use {' or '.join(fits)}" if fits else "")
         if self._audio_map and self._audio_in is not None:
             self._audio_packets = self._audio_in.demux(*[self._audio_in.streams[i] for i in self._audio_map])
         elif self._audio_map:
@@ -401,6 +414,9 @@ class VideoSink:
             raise SinkError(f"{self.name}: cannot finish the file: {_reason(exc)}") from exc
         finally:
             out, self._out = self._out, None
+            if isinstance(self.audio_from, AudioFeed) and self._pending_audio is not None:
+                self.audio_from.held.append(self._pending_audio)  # past this file's end: the next one's
+                self._pending_audio = None
             if self._audio_in is not None:
                 self._audio_in.close()
                 self._audio_in = None

@@ -9,8 +9,10 @@ never printed with their credentials.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
+import queue
 import random
 import re
 import sys
@@ -25,7 +27,7 @@ import av
 import numpy as np
 
 from ..exceptions import SourceError
-from ..types import Frame
+from ..types import AudioFeed, Frame
 from .file import main_video_stream
 from .hardware import hardware_decoder
 from .pixels import frame_pixels
@@ -166,18 +168,20 @@ def read_live(
     stop: threading.Event,
     report: Callable[[SourceStatus], None],
     backoff: Backoff = Backoff(),
+    origin: float | None = None,
 ) -> Iterator[Frame]:
     """Yield frames from ``connect()``, reconnecting until ``stop`` is set.
 
     ``connect`` opens the source and returns an iterator of frames' pixels; it raises when the
-    connection fails and its iterator raises (or ends) when the connection drops or stalls.
+    connection fails and its iterator raises (or ends) when the connection drops or stalls. Frames are
+    stamped in milliseconds since ``origin`` (``time.time()``; now, if None).
 
     Raises:
         SourceError: credentials were refused (the only failure that retrying cannot fix).
     """
     rng = random.Random()
     index, failures, state = 0, 0, ""
-    origin = time.time()
+    origin = time.time() if origin is None else origin
 
     def set_state(new: str, detail: str = "", reason: str = "") -> None:
         nonlocal state
@@ -220,12 +224,13 @@ def read_live(
 
 
 def read_stream(url: str, *, transport: str = "tcp", stall_s: float = 5.0, open_s: float = 10.0,
-                hwaccel: str | None = None, yuv: bool = False) -> Connect:
+                hwaccel: str | None = None, yuv: bool = False, audio: LiveAudio | None = None) -> Connect:
     """A ``connect`` for URLs FFmpeg opens (RTSP over TCP by default, or UDP).
 
     ``hwaccel``: "cuda" or "cuda:N" decodes with NVDEC where the device allows. If a stream then fails
     to open for a reason that is not about the connection, it is opened again at once on the CPU, and
-    stays there. ``yuv``: hand on the decoder's YUV 4:2:0 where a GPU can convert it.
+    stays there. ``yuv``: hand on the decoder's YUV 4:2:0 where a GPU can convert it. ``audio``: where
+    the stream's sound goes, if anywhere.
     """
     accel = hardware_decoder(hwaccel)
     # Not fflags=nobuffer: it drops the packets read while FFmpeg probes the stream, the first keyframe
@@ -239,26 +244,107 @@ def read_stream(url: str, *, transport: str = "tcp", stall_s: float = 5.0, open_
         nonlocal accel
         if accel is not None:
             try:
-                return _decode(av.open(url, options=options, timeout=(open_s, stall_s), hwaccel=accel), yuv)
+                return _decode(av.open(url, options=options, timeout=(open_s, stall_s), hwaccel=accel), yuv, audio)
             except av.FFmpegError as exc:
                 if isinstance(exc, CONNECTION_ERRORS):
                     raise
                 log.info("%s: hardware decoding unavailable (%s); decoding on the CPU", redact(url), classify(exc)[0])
                 accel = None
-        return _decode(av.open(url, options=options, timeout=(open_s, stall_s)), yuv)
+        return _decode(av.open(url, options=options, timeout=(open_s, stall_s)), yuv, audio)
 
     return connect
 
 
-def _decode(container: av.container.InputContainer, yuv: bool) -> Iterator[Pixels]:
+def _decode(container: av.container.InputContainer, yuv: bool, audio: LiveAudio | None) -> Iterator[Pixels]:
     try:
         if not container.streams.video:
             raise SourceError("has no video stream")
         stream = main_video_stream(container)
-        for decoded in container.decode(stream):
-            yield frame_pixels(decoded, yuv)
+        sound = container.streams.audio[0] if audio is not None and container.streams.audio else None
+        if audio is not None:
+            audio.connected(sound)
+        for packet in container.demux(stream, *([sound] if sound is not None else [])):
+            if packet.stream is stream:
+                for decoded in packet.decode():
+                    if audio is not None and decoded.time is not None:
+                        audio.anchor(decoded.time)
+                    yield frame_pixels(decoded, yuv)
+            elif audio is not None and packet.dts is not None:
+                audio.offer(packet)
     finally:
         container.close()
+
+
+class LiveAudio:
+    """A camera's sound, for its recording: packets copied as they come, stamped on the run's clock
+    like the frames (milliseconds since ``origin``), through reconnections.
+
+    A connection's sound is placed by its frames: the run-clock time a frame is decoded at, less its
+    stream time, gives the connection's offset; the smallest such offset is the one with the least
+    network delay, and it follows the camera's clock drifting by a millisecond a frame at most (a jump
+    of over a second starts it anew). Sound before a connection's first frame is left out. Sound whose
+    codec, rate or channels differ from the first connection's (the camera reconfigured) is left out,
+    with a warning: one file holds one kind.
+
+    Args:
+        origin: ``time.time()`` that frames count from (see :func:`read_live`).
+        name: the source, for messages.
+    """
+
+    def __init__(self, origin: float, name: str, *, queue_size: int = 1000) -> None:
+        self.origin = origin
+        self.name = name
+        self.feed = AudioFeed([], queue.Queue(maxsize=queue_size))
+        self._holder: av.container.OutputContainer | None = None  # owns the template (a copy)
+        self._kind: tuple | None = None
+        self._usable = False
+        self._offset: float | None = None
+        self._last_pts: int | None = None
+
+    def connected(self, stream: av.AudioStream | None) -> None:
+        """A new connection, whose sound is ``stream`` (None: it has none)."""
+        self._offset = None
+        self._usable = False
+        if stream is None:
+            return
+        context = stream.codec_context
+        kind = (context.name, context.sample_rate, context.channels)
+        if self._kind is None:
+            # A copy of the stream's parameters that outlives this connection, for outputs opened later.
+            self._holder = av.open(io.BytesIO(), "w", format="matroska")
+            self.feed.streams.append(self._holder.add_stream_from_template(stream))
+            self._kind = kind
+        elif kind != self._kind:
+            log.warning("%s: the sound changed from %s to %s; recording without it", self.name, self._kind, kind)
+            return
+        self._usable = True
+
+    def anchor(self, frame_time: float) -> None:
+        """A frame of stream time ``frame_time`` (seconds) was decoded now."""
+        offset = time.time() - self.origin - frame_time
+        if self._offset is None or abs(offset - self._offset) > 1.0:
+            self._offset = offset
+        else:
+            self._offset = min(offset, self._offset + 0.001)
+
+    def offer(self, packet: av.Packet) -> None:
+        """A packet of this connection's sound: stamped on the run's clock and queued, or left out."""
+        if not self._usable or self._offset is None or packet.pts is None or not packet.time_base:
+            return
+        pts = round((float(packet.pts * packet.time_base) + self._offset) / packet.time_base)
+        if self._last_pts is not None and pts <= self._last_pts:
+            return  # overlaps what is queued (a reconnection, the offset moved back): left out
+        packet.dts = packet.pts = self._last_pts = pts
+        packet.stream = self.feed.streams[0]
+        try:
+            self.feed.packets.put_nowait(packet)
+        except queue.Full:  # no output reads it
+            pass
+
+    def close(self) -> None:
+        if self._holder is not None:
+            self._holder.close()
+            self._holder = None
 
 
 def read_webcam(device: str, *, stall_s: float = 5.0) -> Connect:

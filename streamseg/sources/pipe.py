@@ -93,7 +93,7 @@ class PipedVideo:
         self.stream = main_video_stream(self._container)
         sound = list(self._container.streams.audio) if audio else []
         self._packets = self._container.demux(self.stream, *sound)
-        self.audio = AudioFeed(tuple(sound), queue.Queue(maxsize=_AUDIO_PACKETS)) if sound else None
+        self.audio = AudioFeed(sound, queue.Queue(maxsize=_AUDIO_PACKETS)) if sound else None
         self._early: list[av.VideoFrame] = []
         self._rest: Iterator[av.VideoFrame] = iter(())
 
