@@ -561,6 +561,24 @@ def test_hevc_in_mp4_is_tagged_for_apple_players(tmp_path: Path) -> None:
     assert len(read_video(out)[0]) == 12
 
 
+def _clip_with_sound(path: Path, codec: str, rate: int, sound: list[av.AudioFrame]) -> Path:
+    """12 frames of 96x64 H.264 noise, with ``sound`` encoded by ``codec`` (mono, ``rate`` Hz)."""
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libx264", rate=30)
+        video.width, video.height, video.pix_fmt = 96, 64, "yuv420p"
+        audio = container.add_stream(codec, rate=rate, layout="mono")
+        rng = np.random.default_rng(0)
+        for i in range(12):
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (64, 96, 3), dtype=np.uint8), format="rgb24")
+            frame.pts = i
+            container.mux(video.encode(frame))
+        container.mux(video.encode(None))
+        for chunk in sound:
+            container.mux(audio.encode(chunk))
+        container.mux(audio.encode(None))
+    return path
+
+
 def test_webm_output_is_vp9_and_keeps_only_sound_webm_can_hold(tmp_path: Path, tiny_model: Path, caplog) -> None:
     """.webm gets VP9 (WebM takes no H.264); AAC sound cannot go in, which is said, and the video is whole."""
     src = write_clip(tmp_path / "a.mp4", frames=12, audio=True)
@@ -577,21 +595,9 @@ def test_webm_output_is_vp9_and_keeps_only_sound_webm_can_hold(tmp_path: Path, t
 @pytest.mark.parametrize("suffix", [".mp4", ".mov"])
 def test_a_cameras_g711_sound_goes_only_where_it_fits(tmp_path: Path, tiny_model: Path, caplog, suffix: str) -> None:
     """G.711, the sound of many cameras, fits MOV alone: the warning for the others names it."""
-    src = tmp_path / "cam.mov"
-    with av.open(str(src), "w") as container:
-        video = container.add_stream("libx264", rate=30)
-        video.width, video.height, video.pix_fmt = 96, 64, "yuv420p"
-        audio = container.add_stream("pcm_mulaw", rate=8000, layout="mono")
-        rng = np.random.default_rng(0)
-        for i in range(12):
-            frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (64, 96, 3), dtype=np.uint8), format="rgb24")
-            frame.pts = i
-            container.mux(video.encode(frame))
-        container.mux(video.encode(None))
-        chunk = av.AudioFrame.from_ndarray(np.zeros((1, 3200), np.int16), format="s16", layout="mono")
-        chunk.sample_rate, chunk.pts = 8000, 0
-        container.mux(audio.encode(chunk))
-        container.mux(audio.encode(None))
+    silence = av.AudioFrame.from_ndarray(np.zeros((1, 3200), np.int16), format="s16", layout="mono")
+    silence.sample_rate, silence.pts = 8000, 0
+    src = _clip_with_sound(tmp_path / "cam.mov", "pcm_mulaw", 8000, [silence])
     out = tmp_path / f"out{suffix}"
     with caplog.at_level(logging.WARNING):
         _segment(src, out, tiny_model)
@@ -605,23 +611,13 @@ def test_a_cameras_g711_sound_goes_only_where_it_fits(tmp_path: Path, tiny_model
 
 
 def test_webm_output_keeps_opus_sound(tmp_path: Path, tiny_model: Path) -> None:
-    src = tmp_path / "opus.mkv"
-    with av.open(str(src), "w") as container:
-        video = container.add_stream("libx264", rate=30)
-        video.width, video.height, video.pix_fmt = 96, 64, "yuv420p"
-        audio = container.add_stream("libopus", rate=48000, layout="mono")
-        rng = np.random.default_rng(0)
-        for i in range(12):
-            frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (64, 96, 3), dtype=np.uint8), format="rgb24")
-            frame.pts = i
-            container.mux(video.encode(frame))
-        container.mux(video.encode(None))
-        tone = (0.3 * np.sin(np.arange(48000 // 2) * 2 * np.pi * 440 / 48000)).astype(np.float32)[None]
-        for k in range(0, tone.shape[1], 960):
-            chunk = av.AudioFrame.from_ndarray(np.ascontiguousarray(tone[:, k:k + 960]), format="fltp", layout="mono")
-            chunk.sample_rate, chunk.pts = 48000, k
-            container.mux(audio.encode(chunk))
-        container.mux(audio.encode(None))
+    tone = (0.3 * np.sin(np.arange(48000 // 2) * 2 * np.pi * 440 / 48000)).astype(np.float32)[None]
+    chunks = []
+    for k in range(0, tone.shape[1], 960):
+        chunk = av.AudioFrame.from_ndarray(np.ascontiguousarray(tone[:, k:k + 960]), format="fltp", layout="mono")
+        chunk.sample_rate, chunk.pts = 48000, k
+        chunks.append(chunk)
+    src = _clip_with_sound(tmp_path / "opus.mkv", "libopus", 48000, chunks)
     out = tmp_path / "out.webm"
     _segment(src, out, tiny_model)
     with av.open(str(out)) as container:
