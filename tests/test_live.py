@@ -310,7 +310,9 @@ def test_latency_stays_bounded_with_a_model_slower_than_the_camera(rtsp, tmp_pat
     assert stats["dropped"] > stats["frames"] * 0.2, stats  # the model is slower: frames were dropped...
     late = np.array(latencies[len(latencies) // 3 :])
     early = np.array(latencies[5 : len(latencies) // 3])
-    assert np.percentile(late, 99) < 3 * max(np.percentile(early, 99), 0.3), (early.max(), late.max())  # ...not queued
+    # ...not queued: queued frames would make the latency grow all run long. Medians, since a busy machine
+    # (the other test worker) delays a few frames by a second now and then, queue or no queue.
+    assert np.median(late) < 2 * max(np.median(early), 0.3), (np.median(early), np.median(late), late.max())
     assert late.max() < 5.0
     # Memory flat: peak RSS grows by less than 50 MB over the second half of the run (this camera's frames,
     # queued, would take over 1 MB a second).
