@@ -170,7 +170,8 @@ class VideoSink:
         path: output file; its suffix picks the container (.mp4, .mkv, .mov).
         time_base: unit of the frames' ``pts``.
         rate: the source's average frame rate (a hint for players and the encoder's rate control).
-        audio_from: a file whose audio streams to copy, the sound a source demuxes itself (a pipe's), or None.
+        audio_from: a file whose audio streams to copy, the sound a source demuxes itself (a pipe's, a camera's),
+            or None.
         codec: video encoder name (libx264, h264_nvenc, ...).
         crf: quality for x264-style encoders (lower is better).
         preset: libx264's or libx265's speed preset (NVENC keeps its own ``p4``): ``ultrafast`` takes a
