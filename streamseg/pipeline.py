@@ -65,7 +65,7 @@ from .sources.live import (
 )
 from .sources.pipe import PipedVideo, is_stdin, stdin_file
 from .stats import StatsBoard
-from .types import FrameResult
+from .types import AudioFeed, FrameResult
 
 __all__ = ["Pipeline", "RunSummary", "Sink", "output_path", "output_tags", "source_names"]
 
@@ -292,7 +292,7 @@ class Pipeline:
         for name, pipe in self._pipes.items():
             self.infos[name] = pipe.probe(threads=self._codec_threads)
         self._live_origin = time.time()
-        if cfg.output.video and cfg.output.audio:
+        if (cfg.output.video or cfg.output.stream) and cfg.output.audio:
             self._sounds = {name: LiveAudio(self._live_origin, name) for name, src in zip(self.names, cfg.sources)
                             if self.live[name] and not is_webcam(src)}
         sinks_by_source, shared = self._open_sinks(accelerated=gpu)
@@ -386,10 +386,12 @@ class Pipeline:
         encoder = {"codec": codec, "crf": out.crf, "preset": out.preset, "threads": threads,
                    "fallback": fallback}
         several = len(self.names) > 1
+        # A camera's sound for its recording (each of whose segments takes up where the last one stopped).
+        sounds = {name: sound.feed() for name, sound in self._sounds.items() if out.video}
 
         def open_video(file: Path, first: FrameResult) -> VideoSink:  # a live recording's next segment
-            sound = self._sounds[first.source].feed if first.source in self._sounds else None
-            return VideoSink(file, time_base=first.frame.time_base, rebase=True, audio_from=sound, **encoder)
+            return VideoSink(file, time_base=first.frame.time_base, rebase=True, audio_from=sounds.get(first.source),
+                             **encoder)
 
         by_source: dict[str, list[Sink]] = {}
         for name in self.names:
@@ -402,8 +404,8 @@ class Pipeline:
                                                takes_yuv=True))
                     path = _segments_of(path)
                 elif self.live[name]:
-                    sound = self._sounds[name].feed if name in self._sounds else None
-                    group.append(VideoSink(path, time_base=LIVE_TIME_BASE, rebase=True, audio_from=sound, **encoder))
+                    group.append(VideoSink(path, time_base=LIVE_TIME_BASE, rebase=True, audio_from=sounds.get(name),
+                                           **encoder))
                 else:
                     info = self.infos[name]
                     sound = self._pipes[name].audio if name in self._pipes else info.path
@@ -444,9 +446,13 @@ class Pipeline:
     def _stream_sink(self, name: str, url: str, encoder: dict[str, Any]) -> StreamSink:
         info = self.infos.get(name)
         time_base, rate = (info.time_base, info.average_rate) if info is not None else (LIVE_TIME_BASE, None)
-        # A file's sound, read again by each session from where its picture starts (a pipe's goes to -o only).
-        sound = info.path if info is not None and info.has_audio and self.config.output.audio \
-            and name not in self._pipes else None
+        # A file's sound, read again by each session from where its picture starts; a camera's, from a feed
+        # of its own (a pipe's goes to -o only).
+        sound: str | AudioFeed | None = None
+        if name in self._sounds:
+            sound = self._sounds[name].feed()
+        elif info is not None and info.has_audio and self.config.output.audio and name not in self._pipes:
+            sound = info.path
 
         def open_video() -> VideoSink:  # one session with the server
             return VideoSink(url, time_base=time_base, rate=rate, rebase=True, low_latency=True, audio_from=sound,

