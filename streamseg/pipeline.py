@@ -231,6 +231,7 @@ class Pipeline:
         self._stop = threading.Event()
         self._abort = threading.Event()
         self._wakeup = threading.Event()
+        self._post_done = threading.Event()  # post-processing has ended (see _infer_loop)
         self._threads: list[threading.Thread] = []
         self._results: queue.Queue = queue.Queue(maxsize=config.batching.queue_size)
         self._events: queue.Queue = queue.Queue(maxsize=1000)
@@ -515,11 +516,20 @@ class Pipeline:
                     return
                 if tuner and (threads := tuner.tick()) is not None:
                     set_torch_threads(threads)
+            put(out, EndOfStream(), self._abort)
         except BaseException as exc:  # noqa: BLE001 - carried to the caller
             put(out, Failure.capture(exc, "inference"), self._abort)
             self._stop.set()
-            return
-        put(out, EndOfStream(), self._abort)
+        finally:
+            self._outlive_post()
+
+    def _outlive_post(self) -> None:
+        """Keep this thread, and the OpenMP workers it leads, until post-processing has ended. A CPU run
+        once hung on its last batch, post-processing spinning in ``einsum`` beside a spinning OpenMP
+        worker, as this thread ended: suspected, not shown, to be OpenMP's workers winding down while the
+        other thread's parallel region starts."""
+        while not (self._post_done.wait(POLL_S) or self._abort.is_set()):
+            pass
 
     def _post_loop(self, inbox: queue.Queue, out: queue.Queue) -> None:
         """Post-processing, drawing and download of each forwarded batch, in order."""
@@ -543,6 +553,8 @@ class Pipeline:
         except BaseException as exc:  # noqa: BLE001 - carried to the caller
             put(out, Failure.capture(exc, "post-processing"), self._abort)
             self._stop.set()
+        finally:
+            self._post_done.set()
 
     def _output_loop(self, out: _Output, drop: threading.Event) -> None:
         """One output, in its own thread: writes its results in order, answers each with a token (the
