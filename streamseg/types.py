@@ -57,6 +57,20 @@ class AudioFeed:
     packets: queue.Queue
     held: collections.deque = field(default_factory=collections.deque)
 
+    def put(self, packet: av.Packet | None) -> None:
+        """Queue a packet (None: the input has ended), making room by dropping the oldest: an output that
+        stopped reading for a while (a server away) takes up again with the sound of now, and one that
+        never reads (its container refused the codec) keeps no more than the queue holds."""
+        while True:
+            try:
+                self.packets.put_nowait(packet)
+                return
+            except queue.Full:
+                try:
+                    self.packets.get_nowait()
+                except queue.Empty:
+                    pass
+
     def available(self) -> Iterator[av.Packet | None]:
         """The packets demuxed so far, each once; None where the next has not come yet (ask again
         later); it ends after the last."""

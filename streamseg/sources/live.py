@@ -346,8 +346,7 @@ class LiveAudio:
         packet.dts = packet.pts = self._last_pts = pts
         packet.stream = self._streams[0]
         for k, feed in enumerate(self._feeds):
-            _put_newest(feed.packets, packet if k == 0 else _twin(packet))  # each output rewrites its own
-
+            feed.put(packet if k == 0 else _twin(packet))  # each output rewrites its own
 
     def close(self) -> None:
         """Close the template's holder: call once no output reads the sound."""
@@ -406,17 +405,3 @@ def _twin(packet: av.Packet) -> av.Packet:
     twin.pts, twin.dts, twin.time_base, twin.duration = packet.pts, packet.dts, packet.time_base, packet.duration
     twin.stream = packet.stream
     return twin
-
-
-def _put_newest(box: queue.Queue, item: object) -> None:
-    """Queue ``item``, making room by dropping the oldest: an output that stopped reading for a while (a
-    server away) takes up again with the sound of now."""
-    while True:
-        try:
-            box.put_nowait(item)
-            return
-        except queue.Full:
-            try:
-                box.get_nowait()
-            except queue.Empty:
-                pass

@@ -123,16 +123,10 @@ class PipedVideo:
                 if packet.stream is self.stream:
                     yield from packet.decode()
                 elif self.audio is not None and packet.dts is not None:
-                    self._queue_sound(packet)
+                    self.audio.put(packet)
         finally:
             if self.audio is not None:
-                self._queue_sound(None)
-
-    def _queue_sound(self, packet: av.Packet | None) -> None:
-        try:
-            self.audio.packets.put_nowait(packet)
-        except queue.Full:  # no output copies it (its container refused the codec): not kept, not waited for
-            pass
+                self.audio.put(None)
 
     def frames(self, name: str, *, yuv: bool = False) -> Iterator[Frame]:
         """Every frame, as :func:`~.file.read_frames` gives a file's."""
