@@ -276,7 +276,8 @@ class Pipeline:
             log.warning("--segment-time splits live recordings only: a file source's outputs stay one file each")
         self.infos = {name: probe(src) for name, src in zip(self.names, cfg.sources)
                       if not self.live[name] and not is_stdin(src)}
-        self._pipes = {name: PipedVideo(self._stop, audio=bool(cfg.output.video and cfg.output.audio))
+        self._pipes = {name: PipedVideo(self._stop, audio=bool((cfg.output.video or cfg.output.stream) and
+                                                               cfg.output.audio))
                        for name, src in zip(self.names, cfg.sources) if is_stdin(src)}
         loaded = load_model(cfg.model.name, device=cfg.model.device, dtype=cfg.model.dtype)
         self.task = cfg.model.task if cfg.model.task != "auto" else guess_task(cfg.model.name, loaded.id2label)
@@ -409,7 +410,7 @@ class Pipeline:
                                            **encoder))
                 else:
                     info = self.infos[name]
-                    sound = self._pipes[name].audio if name in self._pipes else info.path
+                    sound = self._pipes[name].feed() if name in self._pipes else info.path
                     group.append(VideoSink(
                         path, time_base=info.time_base, rate=info.average_rate,
                         audio_from=sound if out.audio and info.has_audio else None,
@@ -447,12 +448,14 @@ class Pipeline:
     def _stream_sink(self, name: str, url: str, encoder: dict[str, Any]) -> StreamSink:
         info = self.infos.get(name)
         time_base, rate = (info.time_base, info.average_rate) if info is not None else (LIVE_TIME_BASE, None)
-        # A file's sound, read again by each session from where its picture starts; a camera's, from a feed
-        # of its own (a pipe's goes to -o only).
+        # A file's sound, read again by each session from where its picture starts; a camera's or a pipe's,
+        # from a feed of its own, each session taking it up from its first frame.
         sound: str | AudioFeed | None = None
         if name in self._sounds:
             sound = self._sounds[name].feed()
-        elif info is not None and info.has_audio and self.config.output.audio and name not in self._pipes:
+        elif name in self._pipes:
+            sound = self._pipes[name].feed() if self.config.output.audio else None
+        elif info is not None and info.has_audio and self.config.output.audio:
             sound = info.path
 
         def open_video() -> VideoSink:  # one session with the server

@@ -16,7 +16,7 @@ import torch
 
 from .ops import download, frames_at_once, grouped, lookup
 
-__all__ = ["TASKS", "AudioFeed", "Frame", "Segmentation", "FrameResult", "to_host"]
+__all__ = ["TASKS", "AudioFeed", "Frame", "FrameResult", "Segmentation", "put_each", "to_host"]
 
 TASKS = ("semantic", "instance", "panoptic")
 YUV_FORMATS = ("yuv420p", "nv12")  # 4:2:0, planar U and V or interleaved UV, as PyAV gives them
@@ -86,6 +86,20 @@ class AudioFeed:
             if packet is None:
                 return
             yield packet
+
+
+def put_each(feeds: Sequence[AudioFeed], packet: av.Packet | None) -> None:
+    """Queue ``packet`` (None: the input has ended) for every output's feed: the first takes it, each
+    other a copy, as each output rewrites the timing of its own."""
+    for k, feed in enumerate(feeds):
+        feed.put(packet if k == 0 or packet is None else _copy(packet))
+
+
+def _copy(packet: av.Packet) -> av.Packet:
+    twin = av.Packet(bytes(packet))
+    twin.pts, twin.dts, twin.time_base, twin.duration = packet.pts, packet.dts, packet.time_base, packet.duration
+    twin.stream = packet.stream
+    return twin
 
 
 @dataclass(frozen=True)

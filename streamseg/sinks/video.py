@@ -12,6 +12,7 @@ from typing import Any
 
 import av
 import numpy as np
+from av.bitstream import BitStreamFilterContext
 
 from ..config import CONTAINERS
 from ..exceptions import ConfigError, SinkError
@@ -83,6 +84,27 @@ def _muxer_takes(muxer: str, encoder: str) -> bool:
     except (av.FFmpegError, ValueError, OSError):
         return False
     return True
+
+
+# AAC in MPEG-TS (ADTS) describes itself in a header on every packet; RTP (RTSP's) needs that description once,
+# up front, and the packets bare. Other muxers convert by themselves.
+_CONFIG_UP_FRONT = ("rtsp", "rtp")
+_AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)
+_AAC_TYPES = {"Main": 1, "LC": 2, "SSR": 3, "LTP": 4}  # what an ADTS header can say
+
+
+def _adts_config(stream: av.AudioStream) -> bytes | None:
+    """The AudioSpecificConfig of ADTS AAC (as MPEG-TS carries it), which each packet's header repeats;
+    None where the stream's parameters cannot say it (HE-AAC, whose header says less than the decoder)."""
+    ctx = stream.codec_context
+    if ctx.profile not in _AAC_TYPES or ctx.sample_rate not in _AAC_RATES or not 1 <= ctx.channels <= 6:
+        return None
+    config = _AAC_TYPES[ctx.profile] << 11 | _AAC_RATES.index(ctx.sample_rate) << 7 | ctx.channels << 3
+    return config.to_bytes(2, "big")
+
+
+def _is_adts(stream: av.AudioStream) -> bool:
+    return stream.codec_context.name == "aac" and not stream.codec_context.extradata
 
 
 def _takes_sound(muxer: str, stream: av.AudioStream) -> bool:
@@ -231,6 +253,7 @@ class VideoSink:
         self._audio_in: av.container.InputContainer | None = None
         self._audio_packets = None
         self._audio_map: dict[int, av.stream.Stream] = {}
+        self._unwrap: dict[int, BitStreamFilterContext] = {}  # ADTS headers to strip, by input stream
         self._pending_audio: av.Packet | None = None
         self._last_pts: int | None = None
         self._end_time = 0.0
@@ -307,8 +330,16 @@ class VideoSink:
                 return
             streams, packets = tuple(self._audio_in.streams.audio), None
         for stream in streams:
+            bare = self._out.format.name in _CONFIG_UP_FRONT and _is_adts(stream)
+            if bare and _adts_config(stream) is None:
+                log.warning("%s: %s audio (%s) cannot be sent this way; sending video only", self.name,
+                            stream.codec_context.name, stream.codec_context.profile)
+                continue
             try:
                 self._audio_map[stream.index] = self._out.add_stream_from_template(stream)
+                if bare:
+                    self._audio_map[stream.index].codec_context.extradata = _adts_config(stream)
+                    self._unwrap[stream.index] = BitStreamFilterContext("aac_adtstoasc", stream)
             except (av.FFmpegError, ValueError) as exc:
                 fits = [suffix for suffix, muxer in CONTAINERS.items() if _takes_sound(muxer, stream)]
                 log.warning("%s: audio codec %s cannot be copied into this container (%s)%s", self.name,
@@ -383,9 +414,12 @@ class VideoSink:
             packet.dts -= shift
             if packet.pts is not None:
                 packet.pts -= shift
-            packet.stream = self._audio_map[packet.stream_index]
+            unwrap = self._unwrap.get(packet.stream_index)
+            target = self._audio_map[packet.stream_index]
             try:
-                self._out.mux(packet)
+                for bare in unwrap.filter(packet) if unwrap else (packet,):
+                    bare.stream = target
+                    self._out.mux(bare)
             except OSError as exc:  # the file itself cannot be written: no use going on
                 raise self._write_failed(exc) from exc
             except av.FFmpegError as exc:

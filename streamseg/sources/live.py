@@ -27,7 +27,7 @@ import av
 import numpy as np
 
 from ..exceptions import SourceError
-from ..types import AudioFeed, Frame
+from ..types import AudioFeed, Frame, put_each
 from .file import main_video_stream
 from .hardware import hardware_decoder
 from .pixels import frame_pixels
@@ -345,8 +345,7 @@ class LiveAudio:
             return  # overlaps what is queued (a reconnection, the offset moved back): left out
         packet.dts = packet.pts = self._last_pts = pts
         packet.stream = self._streams[0]
-        for k, feed in enumerate(self._feeds):
-            feed.put(packet if k == 0 else _twin(packet))  # each output rewrites its own
+        put_each(self._feeds, packet)
 
     def close(self) -> None:
         """Close the template's holder: call once no output reads the sound."""
@@ -397,11 +396,3 @@ def _capture(capture, stall_s: float) -> Iterator[Pixels]:
             yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), "rgb24", "bt601"
     finally:
         capture.release()
-
-
-def _twin(packet: av.Packet) -> av.Packet:
-    """A copy of an audio packet, with its timing."""
-    twin = av.Packet(bytes(packet))
-    twin.pts, twin.dts, twin.time_base, twin.duration = packet.pts, packet.dts, packet.time_base, packet.duration
-    twin.stream = packet.stream
-    return twin

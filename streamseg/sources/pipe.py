@@ -1,7 +1,7 @@
 """Video piped into standard input (source ``-``): from FFmpeg, yt-dlp, curl, a camera's own tool.
 
 A pipe can be read once only. A file is probed, decoded, and reopened for its sound; a piped video is
-opened once, and its sound is demuxed beside the frames and queued for the video output. Standard
+opened once, and its sound is demuxed beside the frames and queued for each output that copies it. Standard
 input that is a file (``< clip.mp4``) is read as that file, which allows everything a file does.
 """
 
@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import av
 
 from ..exceptions import SourceError
-from ..types import AudioFeed, Frame
+from ..types import AudioFeed, Frame, put_each
 from .file import VideoInfo, describe, main_video_stream, stamped
 from .pixels import display_rotation
 
@@ -68,8 +68,9 @@ class PipedVideo:
     """Standard input's video: probed, decoded and its sound demuxed from one container.
 
     Opening it reads the stream's header; :meth:`probe` decodes up to the first picture and says what a
-    file's :func:`~.file.probe` says; :meth:`frames` is the source's generator; :attr:`audio` is the sound
-    for the video output, or None. The owner closes it once the frames and the sound are no longer read.
+    file's :func:`~.file.probe` says; :meth:`frames` is the source's generator; :meth:`feed` gives an
+    output (the video file, a published stream) the sound. The owner closes it once the frames and the
+    sound are no longer read.
 
     Args:
         stop: set when the run ends: reading then stops, also while waiting for the writer.
@@ -91,9 +92,10 @@ class PipedVideo:
             self.close()
             raise SourceError(f"{STDIN}: has no video stream")
         self.stream = main_video_stream(self._container)
-        sound = list(self._container.streams.audio) if audio else []
-        self._packets = self._container.demux(self.stream, *sound)
-        self.audio = AudioFeed(sound, queue.Queue(maxsize=_AUDIO_PACKETS)) if sound else None
+        self._sound = list(self._container.streams.audio) if audio else []
+        self._packets = self._container.demux(self.stream, *self._sound)
+        self._feeds: list[AudioFeed] = []
+        self._unfed: list[av.Packet] | None = []  # sound demuxed by probe(), before the outputs took feeds
         self._early: list[av.VideoFrame] = []
         self._rest: Iterator[av.VideoFrame] = iter(())
 
@@ -116,22 +118,34 @@ class PipedVideo:
         rotation = display_rotation(self._early[0]) if self._early else 0
         return describe(STDIN, self._container, self.stream, rotation)
 
+    def feed(self) -> AudioFeed | None:
+        """The sound for one more output, or None where there is none; make them before reading frames."""
+        if not self._sound:
+            return None
+        feed = AudioFeed(self._sound, queue.Queue(maxsize=_AUDIO_PACKETS))
+        self._feeds.append(feed)
+        return feed
+
     def _pictures(self) -> Iterator[av.VideoFrame]:
-        """The video's decoded pictures, in order; the sound's packets go to :attr:`audio` on the way."""
+        """The video's decoded pictures, in order; the sound's packets go to the feeds on the way."""
         try:
             for packet in self._packets:
                 if packet.stream is self.stream:
                     yield from packet.decode()
-                elif self.audio is not None and packet.dts is not None:
-                    self.audio.put(packet)
+                elif packet.dts is not None and self._unfed is not None:
+                    self._unfed.append(packet)
+                elif packet.dts is not None:
+                    put_each(self._feeds, packet)
         finally:
-            if self.audio is not None:
-                self.audio.put(None)
+            put_each(self._feeds, None)
 
     def frames(self, name: str, *, yuv: bool = False) -> Iterator[Frame]:
         """Every frame, as :func:`~.file.read_frames` gives a file's."""
 
         def pictures() -> Iterator[av.VideoFrame]:
+            for packet in self._unfed or ():
+                put_each(self._feeds, packet)
+            self._unfed = None
             yield from self._early
             self._early = []
             yield from self._rest
