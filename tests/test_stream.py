@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
+import socket
+import threading
 import time
 from pathlib import Path
 
@@ -10,9 +13,9 @@ import av
 import pytest
 
 from streamseg import ConfigError, Pipeline, load_config
-from streamseg.sinks.stream import stream_url
+from streamseg.sinks.stream import server_answers, stream_url
 
-from .conftest import RtspServer, free_port, needs_rtsp, run_cli, write_clip
+from .conftest import RtspServer, free_port, needs_rtsp, read_video, run_cli, write_clip
 
 
 def _received(path: Path) -> list[av.VideoFrame]:
@@ -158,6 +161,79 @@ def test_a_server_that_is_not_there_does_not_fail_the_run(tmp_path: Path, tiny_m
     assert len(masks.read_text().splitlines()) == 20
     assert "cannot connect" in proc.stderr and "frames could not be sent" in proc.stderr
     assert "secret" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+class SilentServer:
+    """A server that takes connections and never answers (a hung media server, a firewall that swallows
+    the packets): each try to publish lasts until its time limit."""
+
+    def __init__(self) -> None:
+        self.socket = socket.create_server(("127.0.0.1", 0))
+        self.port = self.socket.getsockname()[1]
+        self.held: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                self.held.append(self.socket.accept()[0])
+            except OSError:  # closed
+                return
+
+    def __enter__(self) -> SilentServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.socket.shutdown(socket.SHUT_RDWR)  # wakes the accept() (closing alone would not)
+        self.socket.close()
+        self._thread.join(timeout=5)
+        for conn in self.held:
+            conn.close()
+
+
+@pytest.mark.parametrize("scheme", ["rtsp", "rtmp", "rtmps", "tcp"])
+def test_a_server_is_asked_for_an_answer_before_ffmpeg_connects(scheme: str) -> None:
+    """Each protocol's first words (RTSP's OPTIONS, RTMP's handshake, TLS's) go unanswered by a silent
+    server, and a closed port refuses; plain TCP (MPEG-TS) has no words, so taking the connection is its
+    answer; UDP, which answers nothing, is not asked."""
+    with SilentServer() as silent:
+        why = server_answers(f"{scheme}://user:pw@127.0.0.1:{silent.port}/x", timeout=0.5)
+        assert why == (None if scheme == "tcp" else "no answer in 0.5 s")
+    assert "refused" in server_answers(f"{scheme}://127.0.0.1:{free_port()}/x", timeout=0.5)
+    assert server_answers(f"udp://127.0.0.1:{free_port()}", timeout=0.5) is None
+
+
+@needs_rtsp
+def test_a_real_rtsp_server_answers(tmp_path: Path) -> None:
+    server = RtspServer(f"out:record={tmp_path / 'got.mkv'}").start()
+    try:
+        assert server_answers(server.url("out")) is None
+    finally:
+        server.stop()
+
+
+@needs_rtsp
+def test_a_server_that_never_answers_does_not_hold_up_the_other_outputs(tmp_path: Path, tiny_model: Path) -> None:
+    """Connecting waits up to its time limit (5 s) for a server that does not answer, again at every retry;
+    it waits beside the run, not in its way: the camera's recording has no gap, and the run ends on time.
+    (FFmpeg waiting on such a server froze the whole process, holding the interpreter lock: run as a
+    command, which the test can stop.)"""
+    camera = RtspServer("cam:15").start()
+    recorded = tmp_path / "rec.mp4"
+    try:
+        with SilentServer() as silent:
+            proc = run_cli("segment", camera.url("cam"), "--model", str(tiny_model), "-o", str(recorded),
+                           "--duration", "8", "--stream", f"rtsp://127.0.0.1:{silent.port}/out", timeout=60)
+            assert silent.held, "nothing tried to connect"
+    finally:
+        camera.stop()
+    assert proc.returncode == 0, proc.stderr
+    assert "cannot connect (no answer in 5 s)" in proc.stderr
+    pts, time_base, _ = read_video(recorded)
+    times = [float(t * time_base) for t in pts]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert len(times) >= 30 and max(gaps) < 2.0, (len(times), max(gaps))
 
 
 @needs_rtsp

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import errno
 import logging
+import queue
 import random
+import socket
+import ssl
+import threading
 import time
 from collections.abc import Callable
 from urllib.parse import urlsplit, urlunsplit
@@ -22,7 +26,8 @@ __all__ = ["StreamSink", "stream_open_args", "stream_url"]
 
 log = logging.getLogger(__name__)
 
-OPEN_TIMEOUT_S = 5.0  # a server that does not answer holds the output's thread no longer than this
+OPEN_TIMEOUT_S = 5.0  # how long a server has to answer a connection, or a packet once connected
+_DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322, "rtmp": 1935, "rtmps": 443}
 _PLACEHOLDER = "{source}"
 _NETWORK_ERRNOS = (errno.EPIPE, errno.ENETUNREACH, errno.ECONNABORTED, errno.ECONNRESET, errno.ETIMEDOUT,
                    errno.ECONNREFUSED, errno.EHOSTUNREACH)
@@ -31,8 +36,42 @@ _NETWORK_ERRNOS = (errno.EPIPE, errno.ENETUNREACH, errno.ECONNABORTED, errno.ECO
 def stream_open_args(url: str) -> dict:
     """What ``av.open`` needs to publish to ``url``: the container, RTSP over TCP, a time limit."""
     scheme = urlsplit(url).scheme.lower()
-    options = {"rtsp_transport": "tcp"} if STREAM_FORMATS[scheme] == "rtsp" else {}
+    options = {}
+    if STREAM_FORMATS[scheme] == "rtsp":  # a server that stops answering fails the session, in microseconds
+        options = {"rtsp_transport": "tcp", "timeout": str(int(OPEN_TIMEOUT_S * 1e6))}
     return {"format": STREAM_FORMATS[scheme], "options": options, "timeout": OPEN_TIMEOUT_S}
+
+
+def server_answers(url: str, timeout: float = OPEN_TIMEOUT_S) -> str | None:
+    """Ask the server at ``url`` for a first answer, as its protocol starts (RTSP's OPTIONS, RTMP's
+    handshake); None if it answers, else why not. FFmpeg connects holding the interpreter lock: a server
+    that takes connections and then says nothing (hung, or behind a firewall that swallows packets) would
+    freeze every thread of the run, so each connection is first tried here, where waiting holds nothing.
+    Connectionless protocols (UDP, SRT) answer nothing and are not asked."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in (*_DEFAULT_PORTS, "tcp"):
+        return None
+    bare = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))  # no credentials in the request
+    hello = {"rtsp": f"OPTIONS {bare} RTSP/1.0\r\nCSeq: 1\r\n\r\n".encode(),
+             "rtmp": b"\x03" + bytes(1536)}.get(scheme.rstrip("s"))
+    try:
+        port = parts.port or _DEFAULT_PORTS.get(scheme)
+        with socket.create_connection((parts.hostname or "", port or 0), timeout=timeout) as raw:
+            conn: socket.socket = raw
+            if scheme.endswith("s") and scheme != "tcp":
+                context = ssl.create_default_context()
+                context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # FFmpeg checks; this asks
+                conn = context.wrap_socket(raw, server_hostname=parts.hostname)
+            if hello is not None:
+                conn.sendall(hello)
+                if not conn.recv(1):
+                    return "the server closed the connection"
+    except TimeoutError:
+        return f"no answer in {timeout:g} s"
+    except (OSError, ValueError) as exc:  # refused, unreachable, a name that does not resolve, a bad port
+        return exc.strerror or str(exc) if isinstance(exc, OSError) else str(exc)
+    return None
 
 
 def stream_url(template: str, source: str, several: bool) -> str:
@@ -67,10 +106,11 @@ class StreamSink:
 
     A file is sent at its own speed (as ``ffmpeg -re`` sends it), so players show it in real time; a live
     source as its frames come. The encoding is for a live viewer (see ``VideoSink(low_latency=True)``).
-    When the server cannot be reached or drops the connection, frames are dropped (and counted) and the
-    connection is tried again with backoff, for as long as the run lasts. A failure of the very first
-    connection that is not about the network (the server refuses the path or the codec) fails the run:
-    trying again cannot fix it.
+    Each connection starts with :func:`server_answers`, in a thread of its own: a live source's frames
+    are dropped (and counted) until the server has answered, a file's wait. When the server cannot be
+    reached or drops the connection, frames are dropped and the connection is tried again with backoff,
+    for as long as the run lasts. A failure of the very first connection that is not about the network
+    (the server refuses the path or the codec) fails the run: trying again cannot fix it.
 
     Args:
         url: where to publish; the log shows it without credentials.
@@ -97,13 +137,13 @@ class StreamSink:
         self._last_time: float | None = None  # the last frame's time, and the one before's distance to it
         self._last_gap = 0.0
         self._rng = random.Random()
+        self._asking: threading.Thread | None = None  # asks the server for an answer (server_answers)
+        self._answer: queue.Queue[str | None] = queue.Queue(maxsize=1)
 
     def write(self, result: FrameResult) -> None:
-        if self._session is None:
-            if time.monotonic() < self._retry_at:
-                self.dropped += 1
-                return
-            self._session = self.open_video()
+        if self._session is None and not self._connect():
+            self.dropped += 1
+            return
         if self.pace:
             self._wait_for(result.time)
         try:
@@ -115,6 +155,28 @@ class StreamSink:
             log.warning("%s: streaming again", redact(self.url))
             self._failures = 0
         self.sent += 1
+
+    def _connect(self) -> bool:
+        """Whether a session is open: one is opened once the server has answered."""
+        if self._asking is None:
+            if time.monotonic() < self._retry_at:
+                return False
+            self._asking = threading.Thread(target=lambda: self._answer.put(server_answers(self.url)),
+                                            name="streamseg-stream-connect", daemon=True)
+            self._asking.start()
+        try:  # a file waits for the answer (no frame of it is lost), a live source goes on meanwhile
+            why = self._answer.get(timeout=3 * OPEN_TIMEOUT_S) if self.pace else self._answer.get_nowait()
+        except queue.Empty:
+            if not self.pace:
+                return False
+            why = "no answer"
+        self._asking.join()
+        self._asking = None
+        if why is not None:
+            self._retry_later(why)
+            return False
+        self._session = self.open_video()
+        return True
 
     def _wait_for(self, frame_time: float) -> None:
         now = time.monotonic()
@@ -143,15 +205,20 @@ class StreamSink:
         if self.sent == 0 and self._failures == 0 and not _connection_trouble(cause):
             raise SinkError(f"{redact(self.url)}: cannot publish: {getattr(cause, 'strerror', None) or cause or exc}")
         self.dropped += 1
+        self._retry_later(getattr(cause, "strerror", None) or cause or exc)
+
+    def _retry_later(self, reason: object) -> None:
         self._failures += 1
         delay = self.backoff.delay(self._failures, self._rng)
         self._retry_at = time.monotonic() + delay
-        reason = getattr(cause, "strerror", None) or cause or exc
         log.warning("%s: %s (%s); trying again in %.1f s", redact(self.url),
                     "cannot connect" if self.sent == 0 else "connection lost", reason, delay)
 
     def close(self) -> None:
         """End the session with the server (it sees the stream end); safe to call twice."""
+        if self._asking is not None:  # a server being asked has OPEN_TIMEOUT_S to answer
+            self._asking.join(timeout=3 * OPEN_TIMEOUT_S)
+            self._asking = None
         session, self._session = self._session, None
         if session is not None:
             if self.pace and self._last_time is not None:
