@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import socket
 import threading
 import time
@@ -234,6 +235,45 @@ def test_a_server_that_never_answers_does_not_hold_up_the_other_outputs(tmp_path
     times = [float(t * time_base) for t in pts]
     gaps = [b - a for a, b in itertools.pairwise(times)]
     assert len(times) >= 30 and max(gaps) < 2.0, (len(times), max(gaps))
+
+
+@needs_rtsp
+def test_a_stream_nobody_reads_does_not_hold_up_the_recording(tmp_path: Path, tiny_model: Path,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    """A server that stops reading mid-stream (a stalled RTMP server: nothing times it out) blocks the
+    stream's sender; the camera's recording goes on without a gap, the stream's frames are left out and
+    counted, and the run ends, leaving the stuck sender behind. The stream here is a FIFO whose reader
+    never reads: it takes 64 KiB, then blocks."""
+    from streamseg.sinks.stream import StreamSink
+    from streamseg.sinks.video import VideoSink
+    from streamseg.sources.live import LIVE_TIME_BASE
+
+    fifo = tmp_path / "stream.ts"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # there, never reading
+    camera = RtspServer("cam:15").start()
+    recorded = tmp_path / "rec.mp4"
+    stuck = StreamSink(str(fifo), pace=False, open_video=lambda: VideoSink(
+        fifo, time_base=LIVE_TIME_BASE, crf=0, preset="ultrafast", low_latency=True, rebase=True,
+        open_args={"format": "mpegts"}))
+    caplog.set_level(logging.WARNING, logger="streamseg")
+    try:
+        cfg = _config([camera.url("cam")], tiny_model, output__video=str(recorded), duration=8.0)
+        with Pipeline(cfg, sinks=[stuck]) as pipeline:
+            pipeline.run()
+    finally:
+        camera.stop()
+        os.close(reader)  # the stuck write fails now, and the sender ends
+    for thread in threading.enumerate():
+        if thread.name == "streamseg-stream-send":
+            thread.join(timeout=10)
+            assert not thread.is_alive()
+    pts, time_base, _ = read_video(recorded)
+    times = [float(t * time_base) for t in pts]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert len(times) >= 30 and max(gaps) < 2.0, (len(times), max(gaps))
+    assert "frames left out while the server was slow" in caplog.text
+    assert "stopped taking the stream" in caplog.text
 
 
 @needs_rtsp

@@ -12,10 +12,12 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import av
 
+from ..batching import POLL_S
 from ..config import STREAM_FORMATS
 from ..exceptions import ConfigError, SinkError
 from ..sources.live import Backoff, redact
@@ -27,6 +29,9 @@ __all__ = ["StreamSink", "stream_open_args", "stream_url"]
 log = logging.getLogger(__name__)
 
 OPEN_TIMEOUT_S = 5.0  # how long a server has to answer a connection, or a packet once connected
+_QUEUED = 4  # frames queued for the sender: a live source's slack while a frame is being sent
+_CLOSE_TIMEOUT_S = OPEN_TIMEOUT_S + 2.0  # the queued frames sent (a file's paced), the session ended
+_END = object()
 _DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322, "rtmp": 1935, "rtmps": 443}
 _PLACEHOLDER = "{source}"
 _NETWORK_ERRNOS = (errno.EPIPE, errno.ENETUNREACH, errno.ECONNABORTED, errno.ECONNRESET, errno.ETIMEDOUT,
@@ -106,8 +111,10 @@ class StreamSink:
 
     A file is sent at its own speed (as ``ffmpeg -re`` sends it), so players show it in real time; a live
     source as its frames come. The encoding is for a live viewer (see ``VideoSink(low_latency=True)``).
-    Each connection starts with :func:`server_answers`, in a thread of its own: a live source's frames
-    are dropped (and counted) until the server has answered, a file's wait. When the server cannot be
+    Frames are sent by a thread of its own, behind a short queue, so that a server that stops reading
+    holds up no other output: a live source's frames are dropped (and counted) while the queue is full,
+    a file's wait. Each connection starts with :func:`server_answers`, in another thread: a live source's
+    frames are dropped until the server has answered, a file's wait. When the server cannot be
     reached or drops the connection, frames are dropped and the connection is tried again with backoff,
     for as long as the run lasts. A failure of the very first connection that is not about the network
     (the server refuses the path or the codec) fails the run: trying again cannot fix it.
@@ -139,8 +146,54 @@ class StreamSink:
         self._rng = random.Random()
         self._asking: threading.Thread | None = None  # asks the server for an answer (server_answers)
         self._answer: queue.Queue[str | None] = queue.Queue(maxsize=1)
+        self._queue: queue.Queue = queue.Queue(maxsize=_QUEUED)  # frames for the sender, then _END
+        self._sender: threading.Thread | None = None
+        self._failure: BaseException | None = None  # the sender's, raised to the caller
+        self._skipped = 0  # frames a live source had to leave out while the queue was full
 
     def write(self, result: FrameResult) -> None:
+        """Queue a frame for the sender (a live source's oldest queued one makes room when it is full).
+
+        Raises:
+            SinkError: the server refused the stream, or this FFmpeg cannot send it.
+        """
+        self._raise_failure()
+        if self._sender is None:
+            self._sender = threading.Thread(target=self._send_all, name="streamseg-stream-send", daemon=True)
+            self._sender.start()
+        self._enqueue(result)
+
+    def _enqueue(self, item: Any) -> None:
+        while True:
+            try:
+                self._queue.put(item, timeout=POLL_S) if self.pace else self._queue.put_nowait(item)
+                return
+            except queue.Full:
+                self._raise_failure()
+                if not self._sender or not self._sender.is_alive():
+                    return  # nothing reads it any more
+                if not self.pace:
+                    try:
+                        self._queue.get_nowait()
+                        self._skipped += 1
+                    except queue.Empty:
+                        pass
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            raise failure
+
+    def _send_all(self) -> None:
+        try:
+            while (item := self._queue.get()) is not _END:
+                self._send(item)
+        except BaseException as exc:  # noqa: BLE001 - raised to the caller by write() or close()
+            self._failure = exc
+        finally:
+            self._finish()
+
+    def _send(self, result: FrameResult) -> None:
         if self._session is None and not self._connect():
             self.dropped += 1
             return
@@ -215,7 +268,26 @@ class StreamSink:
                     "cannot connect" if self.sent == 0 else "connection lost", reason, delay)
 
     def close(self) -> None:
-        """End the session with the server (it sees the stream end); safe to call twice."""
+        """Send what is queued and end the session with the server (it sees the stream end); safe to call
+        twice. A sender still held by a server that stopped reading is left behind, with a warning.
+
+        Raises:
+            SinkError: the server refused the stream.
+        """
+        if self._sender is not None:
+            self._enqueue(_END)
+            self._sender.join(timeout=_CLOSE_TIMEOUT_S)
+            if self._sender.is_alive():
+                log.warning("%s: the server stopped taking the stream; leaving it", redact(self.url))
+            self._sender = None
+        if self._skipped:
+            log.warning("%s: %d frames left out while the server was slow to take them", redact(self.url),
+                        self._skipped)
+            self._skipped = 0
+        self._raise_failure()
+
+    def _finish(self) -> None:
+        """The sender's end: the last frame shown its time, the session ended."""
         if self._asking is not None:  # a server being asked has OPEN_TIMEOUT_S to answer
             self._asking.join(timeout=3 * OPEN_TIMEOUT_S)
             self._asking = None
