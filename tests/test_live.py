@@ -385,7 +385,10 @@ def test_preview_page_shows_moving_frames_in_a_browser(rtsp, tmp_path: Path, tin
                       "--timeout=3000", f"http://127.0.0.1:{port}/")
             shots.append(shot)
             time.sleep(1.5)
-        page = _headless(tmp_path, "--dump-dom", "--timeout=2500", f"http://127.0.0.1:{port}/")
+        for wait_ms in (2500, 5000, 10000):  # the page's first /stats answer, later on a loaded machine
+            page = _headless(tmp_path, "--dump-dom", f"--timeout={wait_ms}", f"http://127.0.0.1:{port}/")
+            if " fps · latency p50 " in page:
+                break
         pipeline.stop()
         consumer.join(timeout=30)
     import cv2
