@@ -111,10 +111,9 @@ class StreamSink:
 
     A file is sent at its own speed (as ``ffmpeg -re`` sends it), so players show it in real time; a live
     source as its frames come. The encoding is for a live viewer (see ``VideoSink(low_latency=True)``).
-    Frames are sent by a thread of its own, behind a short queue, so that a server that stops reading
-    holds up no other output: a live source's frames are dropped (and counted) while the queue is full,
-    a file's wait. Each connection starts with :func:`server_answers`, in another thread: a live source's
-    frames are dropped until the server has answered, a file's wait. When the server cannot be
+    Frames are sent by a thread of its own, behind a short queue, so that a server that is slow to answer
+    or stops reading holds up no other output: a live source's frames are dropped (and counted) while the
+    queue is full, a file's wait. Each connection starts with :func:`server_answers`. When the server cannot be
     reached or drops the connection, frames are dropped and the connection is tried again with backoff,
     for as long as the run lasts. A failure of the very first connection that is not about the network
     (the server refuses the path or the codec) fails the run: trying again cannot fix it.
@@ -144,8 +143,6 @@ class StreamSink:
         self._last_time: float | None = None  # the last frame's time, and the one before's distance to it
         self._last_gap = 0.0
         self._rng = random.Random()
-        self._asking: threading.Thread | None = None  # asks the server for an answer (server_answers)
-        self._answer: queue.Queue[str | None] = queue.Queue(maxsize=1)
         self._queue: queue.Queue = queue.Queue(maxsize=_QUEUED)  # frames for the sender, then _END
         self._sender: threading.Thread | None = None
         self._failure: BaseException | None = None  # the sender's, raised to the caller
@@ -211,20 +208,9 @@ class StreamSink:
 
     def _connect(self) -> bool:
         """Whether a session is open: one is opened once the server has answered."""
-        if self._asking is None:
-            if time.monotonic() < self._retry_at:
-                return False
-            self._asking = threading.Thread(target=lambda: self._answer.put(server_answers(self.url)),
-                                            name="streamseg-stream-connect", daemon=True)
-            self._asking.start()
-        try:  # a file waits for the answer (no frame of it is lost), a live source goes on meanwhile
-            why = self._answer.get(timeout=3 * OPEN_TIMEOUT_S) if self.pace else self._answer.get_nowait()
-        except queue.Empty:
-            if not self.pace:
-                return False
-            why = "no answer"
-        self._asking.join()
-        self._asking = None
+        if time.monotonic() < self._retry_at:
+            return False
+        why = server_answers(self.url)
         if why is not None:
             self._retry_later(why)
             return False
@@ -278,7 +264,7 @@ class StreamSink:
             self._enqueue(_END)
             self._sender.join(timeout=_CLOSE_TIMEOUT_S)
             if self._sender.is_alive():
-                log.warning("%s: the server stopped taking the stream; leaving it", redact(self.url))
+                log.warning("%s: the server is not taking the stream; leaving it", redact(self.url))
             self._sender = None
         if self._skipped:
             log.warning("%s: %d frames left out while the server was slow to take them", redact(self.url),
@@ -288,9 +274,6 @@ class StreamSink:
 
     def _finish(self) -> None:
         """The sender's end: the last frame shown its time, the session ended."""
-        if self._asking is not None:  # a server being asked has OPEN_TIMEOUT_S to answer
-            self._asking.join(timeout=3 * OPEN_TIMEOUT_S)
-            self._asking = None
         session, self._session = self._session, None
         if session is not None:
             if self.pace and self._last_time is not None:

@@ -331,14 +331,15 @@ class VideoSink:
             streams, packets = tuple(self._audio_in.streams.audio), None
         for stream in streams:
             bare = self._out.format.name in _CONFIG_UP_FRONT and _is_adts(stream)
-            if bare and _adts_config(stream) is None:
+            config = _adts_config(stream) if bare else None
+            if bare and config is None:
                 log.warning("%s: %s audio (%s) cannot be sent this way; sending video only", self.name,
                             stream.codec_context.name, stream.codec_context.profile)
                 continue
             try:
                 self._audio_map[stream.index] = self._out.add_stream_from_template(stream)
-                if bare:
-                    self._audio_map[stream.index].codec_context.extradata = _adts_config(stream)
+                if config is not None:
+                    self._audio_map[stream.index].codec_context.extradata = config
                     self._unwrap[stream.index] = BitStreamFilterContext("aac_adtstoasc", stream)
             except (av.FFmpegError, ValueError) as exc:
                 fits = [suffix for suffix, muxer in CONTAINERS.items() if _takes_sound(muxer, stream)]
