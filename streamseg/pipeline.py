@@ -389,7 +389,7 @@ class Pipeline:
                    "fallback": fallback}
         several = len(self.names) > 1
         # A camera's sound for its recording (each of whose segments takes up where the last one stopped).
-        sounds = {name: sound.feed() for name, sound in self._sounds.items() if out.video}
+        sounds = {name: self._sound_for(name) for name in self._sounds if out.video}
 
         def open_video(file: Path, first: FrameResult) -> VideoSink:  # a live recording's next segment
             return VideoSink(file, time_base=first.frame.time_base, rebase=True, audio_from=sounds.get(first.source),
@@ -410,10 +410,8 @@ class Pipeline:
                                            **encoder))
                 else:
                     info = self.infos[name]
-                    sound = self._pipes[name].feed() if name in self._pipes else info.path
                     group.append(VideoSink(
-                        path, time_base=info.time_base, rate=info.average_rate,
-                        audio_from=sound if out.audio and info.has_audio else None,
+                        path, time_base=info.time_base, rate=info.average_rate, audio_from=self._sound_for(name),
                         sample_aspect_ratio=info.sample_aspect_ratio, **encoder,
                     ))
                 self.outputs.append(path)
@@ -448,21 +446,25 @@ class Pipeline:
     def _stream_sink(self, name: str, url: str, encoder: dict[str, Any]) -> StreamSink:
         info = self.infos.get(name)
         time_base, rate = (info.time_base, info.average_rate) if info is not None else (LIVE_TIME_BASE, None)
-        # A file's sound, read again by each session from where its picture starts; a camera's or a pipe's,
-        # from a feed of its own, each session taking it up from its first frame.
-        sound: str | AudioFeed | None = None
-        if name in self._sounds:
-            sound = self._sounds[name].feed()
-        elif name in self._pipes:
-            sound = self._pipes[name].feed() if self.config.output.audio else None
-        elif info is not None and info.has_audio and self.config.output.audio:
-            sound = info.path
+        sound = self._sound_for(name)  # each session takes it up from its own first frame
 
         def open_video() -> VideoSink:  # one session with the server
             return VideoSink(url, time_base=time_base, rate=rate, rebase=True, low_latency=True, audio_from=sound,
                              open_args=stream_open_args(url), **encoder)
 
         return StreamSink(url, open_video=open_video, pace=not self.live[name])
+
+    def _sound_for(self, name: str) -> str | AudioFeed | None:
+        """The sound of source ``name`` for one more output to copy: a file's path (reopened by each output),
+        a camera's or a pipe's feed of its own (read once, so each output takes a copy); None without."""
+        if not self.config.output.audio:
+            return None
+        if name in self._sounds:
+            return self._sounds[name].feed()
+        if name in self._pipes:
+            return self._pipes[name].feed()
+        info = self.infos.get(name)
+        return info.path if info is not None and info.has_audio else None
 
     def _spawn(self, name: str, target: Callable[..., None], *args: Any) -> None:
         thread = threading.Thread(target=target, args=args, name=f"streamseg-{name}", daemon=True)
