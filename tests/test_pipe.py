@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import array
+import fcntl
 import json
 import os
 import signal
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 
@@ -145,3 +148,33 @@ def test_ctrl_c_ends_a_run_whose_writer_has_gone_quiet(tmp_path: Path, tiny_mode
     assert frames == len(_records(masks)) >= 20
     assert "audio" in _streams(out)
 
+
+def _unread(fd: int) -> int:
+    """Bytes waiting in a pipe, not yet read."""
+    count = array.array("i", [0])
+    fcntl.ioctl(fd, termios.FIONREAD, count)
+    return count[0]
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_the_piped_video_is_opened_ends_the_run(tmp_path: Path, tiny_model: Path) -> None:
+    """A writer that sent only the start of a video, then stalled: Ctrl-C while FFmpeg waits for the rest
+    to open it ends the run (PyAV drops an interrupt raised inside its read, which left the run waiting)."""
+    src = write_clip(tmp_path / "in.ts", frames=30, audio=True)
+    read_end, write_end = os.pipe()  # both held by the test: no end of input comes, and what waits is seen
+    proc = subprocess.Popen([sys.executable, "-m", "streamseg", "segment", "-", "-o", str(tmp_path / "o.mp4"),
+                             "--model", str(tiny_model)], cwd=ROOT, stdin=read_end, stderr=subprocess.PIPE)
+    try:
+        os.write(write_end, src.read_bytes()[:6000])  # less than FFmpeg needs to open it
+        deadline = time.monotonic() + 120
+        while _unread(read_end):  # read by FFmpeg, which now waits for more
+            assert proc.poll() is None and time.monotonic() < deadline, "the video's start was not read"
+            time.sleep(0.05)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        os.close(read_end)
+        os.close(write_end)
+    assert proc.returncode == 130 and stderr.decode().strip().endswith("aborted"), stderr.decode()

@@ -51,17 +51,30 @@ def stdin_file() -> str | None:
 
 class _Reader:
     """Standard input for FFmpeg, read so that it ends when ``stop`` is set: a writer that stalls
-    (a download paused, a tool waiting) must not hold the run open."""
+    (a download paused, a tool waiting) must not hold the run open.
+
+    FFmpeg calls :meth:`read` from C, where PyAV drops a Ctrl-C raised inside it: the interrupt is kept
+    here instead, reading ends, and :meth:`check` raises it again once FFmpeg has returned.
+    """
 
     def __init__(self, fd: int, stop: threading.Event) -> None:
         self.fd, self.stop = fd, stop
+        self.interrupted = False
 
     def read(self, size: int) -> bytes:
-        while not self.stop.is_set():
-            ready, _, _ = select.select([self.fd], [], [], _POLL_S)
-            if ready:
-                return os.read(self.fd, size)
+        try:
+            while not (self.stop.is_set() or self.interrupted):
+                ready, _, _ = select.select([self.fd], [], [], _POLL_S)
+                if ready:
+                    return os.read(self.fd, size)
+        except KeyboardInterrupt:
+            self.interrupted = True
         return b""
+
+    def check(self) -> None:
+        """Raise the Ctrl-C that came while FFmpeg was reading, if one did."""
+        if self.interrupted:
+            raise KeyboardInterrupt
 
 
 class PipedVideo:
@@ -83,11 +96,16 @@ class PipedVideo:
     def __init__(self, stop: threading.Event, *, audio: bool = True) -> None:
         if os.isatty(_FD):
             raise SourceError(f"{STDIN}: standard input is a terminal: pipe a video in (... | streamseg segment -)")
+        self._reader = _Reader(_FD, stop)
         try:
-            self._container = av.open(_Reader(_FD, stop), mode="r")
+            self._container = av.open(self._reader, mode="r")
         except av.FFmpegError as exc:
+            self._reader.check()
             why = exc.strerror or exc
             raise SourceError(f"{STDIN}: not a video, or one a pipe cannot carry ({why}; {_HINT})") from exc
+        if self._reader.interrupted:
+            self.close()
+            self._reader.check()
         if not self._container.streams.video:
             self.close()
             raise SourceError(f"{STDIN}: has no video stream")
@@ -114,7 +132,9 @@ class PipedVideo:
         except StopIteration:
             pass
         except av.FFmpegError as exc:
+            self._reader.check()
             raise SourceError(f"{STDIN}: cannot decode: {exc.strerror or exc} ({_HINT})") from exc
+        self._reader.check()
         rotation = display_rotation(self._early[0]) if self._early else 0
         return describe(STDIN, self._container, self.stream, rotation)
 
