@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -23,6 +24,11 @@ SAMPLE_MODEL = ROOT / "samples" / "model"
 SAMPLE_CLIP = ROOT / "samples" / "shapes.mp4"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait on the network in tests
+# The tests that press Ctrl-C send SIGINT to a streamseg process, which keeps a SIGINT it was started ignoring
+# (as under nohup). A suite started in the background of a shell script ignores SIGINT, and its processes with
+# it: they get Python's default back, so those tests test the same thing wherever the suite runs.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def reference_processor(**kwargs):
