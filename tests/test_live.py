@@ -404,7 +404,6 @@ def test_preview_page_shows_moving_frames_in_a_browser(rtsp, tmp_path: Path, tin
     assert caption is not None and " fps · latency p50 " in caption.group(1), page[-2000:]
 
 
-@needs_rtsp
 def _spans(path: Path) -> dict[str, tuple[float, float]]:
     """Each stream's kind: (its first packet's time, its last packet's end), in seconds."""
     times: dict[str, list[float]] = {}
@@ -424,6 +423,7 @@ def _sound_with_picture(spans: dict[str, tuple[float, float]]) -> bool:
     return abs(sound_start - video_start) < 0.3 and video_end - 2.5 < sound_end < video_end + 0.3
 
 
+@needs_rtsp
 def test_live_recording_is_split_into_playable_segments(rtsp, tmp_path: Path, tiny_model: Path) -> None:
     """Recording and masks split every 2 s, the newest two of each kept: a 24/7 job never fills the disk.
     The camera's sound is in each file, beside the picture it came with."""
