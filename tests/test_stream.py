@@ -276,6 +276,46 @@ def test_a_stream_nobody_reads_does_not_hold_up_the_recording(tmp_path: Path, ti
     assert "the server is not taking the stream; leaving it" in caplog.text
 
 
+def test_a_file_published_to_a_server_that_stops_reading_fails_the_run_in_time(
+        tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A file's frames wait for the stream's sender, never dropped; a server that stops reading, where nothing
+    times the write out (RTMP), held the whole run for ever. After STALL_TIMEOUT_S without room the run fails
+    with one line, and the recording is finished with what was done. The server here is a FIFO whose reader
+    never reads: it takes 64 KiB, then blocks."""
+    from streamseg import SinkError
+    from streamseg.sinks import stream
+    from streamseg.sinks.video import VideoSink
+
+    monkeypatch.setattr(stream, "STALL_TIMEOUT_S", 2.0)
+    fifo = tmp_path / "stream.ts"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # there, never reading
+    src = write_clip(tmp_path / "in.mp4", frames=150)  # 5 s, sent at its own speed
+    recorded = tmp_path / "rec.mp4"
+    with av.open(str(src)) as container:
+        time_base = container.streams.video[0].time_base
+    stuck = stream.StreamSink(str(fifo), pace=True, open_video=lambda: VideoSink(
+        fifo, time_base=time_base, crf=0, preset="ultrafast", low_latency=True,
+        open_args={"format": "mpegts"}))
+    caplog.set_level(logging.WARNING, logger="streamseg")
+    started = time.monotonic()
+    try:
+        cfg = _config([str(src)], tiny_model, output__video=str(recorded))
+        with pytest.raises(SinkError, match="the server has taken nothing for 2 s"), \
+                Pipeline(cfg, sinks=[stuck]) as pipeline:
+            pipeline.run()
+        took = time.monotonic() - started
+    finally:
+        os.close(reader)  # the stuck write fails now, and the sender ends
+    for thread in threading.enumerate():
+        if thread.name == "streamseg-stream-send":
+            thread.join(timeout=10)
+            assert not thread.is_alive()
+    assert took < 30, took  # not the 5 s clip sent whole, nor held for ever
+    assert "the server is not taking the stream; leaving it" in caplog.text
+    assert 0 < len(read_video(recorded)[0]) < 150  # what was done, in a file that plays
+
+
 @needs_rtsp
 def test_a_server_that_refuses_the_stream_is_one_line(tmp_path: Path, tiny_model: Path) -> None:
     """Publishing to a path the server does not have cannot work on any retry: exit 5, one line."""

@@ -3,6 +3,7 @@ video systems to watch while the run goes on."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import queue
@@ -31,6 +32,9 @@ log = logging.getLogger(__name__)
 OPEN_TIMEOUT_S = 5.0  # how long a server has to answer a connection, or a packet once connected
 _QUEUED = 4  # frames queued for the sender: a live source's slack while a frame is being sent
 _CLOSE_TIMEOUT_S = OPEN_TIMEOUT_S + 2.0  # the queued frames sent (a file's paced), the session ended
+# A file's frame waits this long for room before the server counts as gone: a sender that is well takes a
+# frame a second at least, and a connection tried takes two OPEN_TIMEOUT_S at most (the answer, the session).
+STALL_TIMEOUT_S = 20.0
 _END = object()
 _DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322, "rtmp": 1935, "rtmps": 443}
 _PLACEHOLDER = "{source}"
@@ -113,7 +117,8 @@ class StreamSink:
     source as its frames come. The encoding is for a live viewer (see ``VideoSink(low_latency=True)``).
     Frames are sent by a thread of its own, behind a short queue, so that a server that is slow to answer
     or stops reading holds up no other output: a live source's frames are dropped (and counted) while the
-    queue is full, a file's wait. Each connection starts with :func:`server_answers`. When the server cannot be
+    queue is full, a file's wait (``STALL_TIMEOUT_S`` at most: then the run fails, as the file cannot be
+    sent whole). Each connection starts with :func:`server_answers`. When the server cannot be
     reached or drops the connection, frames are dropped and the connection is tried again with backoff,
     for as long as the run lasts. A failure of the very first connection that is not about the network
     (the server refuses the path or the codec) fails the run: trying again cannot fix it.
@@ -147,6 +152,7 @@ class StreamSink:
         self._sender: threading.Thread | None = None
         self._failure: BaseException | None = None  # the sender's, raised to the caller
         self._skipped = 0  # frames a live source had to leave out while the queue was full
+        self._stuck = False  # a file's frame found no room for STALL_TIMEOUT_S: the sender is not waited for
 
     def write(self, result: FrameResult) -> None:
         """Queue a frame for the sender (a live source's oldest queued one makes room when it is full).
@@ -161,6 +167,7 @@ class StreamSink:
         self._enqueue(result)
 
     def _enqueue(self, item: Any) -> None:
+        since = time.monotonic()
         while True:
             try:
                 self._queue.put(item, timeout=POLL_S) if self.pace else self._queue.put_nowait(item)
@@ -175,6 +182,10 @@ class StreamSink:
                         self._skipped += 1
                     except queue.Empty:
                         pass
+                elif time.monotonic() - since > STALL_TIMEOUT_S:  # held in a write that nothing times out
+                    self._stuck = True
+                    raise SinkError(f"{redact(self.url)}: the server has taken nothing for "
+                                    f"{STALL_TIMEOUT_S:.0f} s; giving up on it")
 
     def _raise_failure(self) -> None:
         if self._failure is not None:
@@ -261,11 +272,19 @@ class StreamSink:
             SinkError: the server refused the stream.
         """
         if self._sender is not None:
-            self._enqueue(_END)
-            self._sender.join(timeout=_CLOSE_TIMEOUT_S)
-            if self._sender.is_alive():
-                log.warning("%s: the server is not taking the stream; leaving it", redact(self.url))
-            self._sender = None
+            try:
+                if self._stuck:  # what is queued is not sent: the sender ends once its write does
+                    with contextlib.suppress(queue.Empty):
+                        while True:
+                            self._queue.get_nowait()
+                    self._queue.put_nowait(_END)
+                else:
+                    self._enqueue(_END)
+                    self._sender.join(timeout=_CLOSE_TIMEOUT_S)
+            finally:
+                if self._sender.is_alive():
+                    log.warning("%s: the server is not taking the stream; leaving it", redact(self.url))
+                self._sender = None
         if self._skipped:
             log.warning("%s: %d frames left out while the server was slow to take them", redact(self.url),
                         self._skipped)
