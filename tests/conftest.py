@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -158,6 +159,60 @@ class RtspServer:
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.kill()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+
+# -- a real RTMP server (nginx's RTMP module, from Debian's packages) --------------------------------
+
+NGINX, RTMP_MODULE = Path("/usr/sbin/nginx"), Path("/usr/lib/nginx/modules/ngx_rtmp_module.so")
+needs_rtmp = pytest.mark.skipif(not (NGINX.exists() and RTMP_MODULE.exists()),
+                                reason="nginx's RTMP module not installed (see .ci/run)")
+_NGINX_CONF = """load_module {module};
+daemon off;
+master_process off;
+pid {folder}/nginx.pid;
+error_log {folder}/error.log info;
+events {{ worker_connections 64; }}
+rtmp {{ server {{ listen 127.0.0.1:{port}; application live {{ live on; record all; record_path {folder}; }} }} }}
+"""
+
+
+class RtmpServer:
+    """An nginx RTMP server on loopback that records each stream published to it, to ``folder``/NAME.flv;
+    can be stopped and started again on the same port (into another folder)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.port = free_port()
+        self.folder = folder
+        self.proc: subprocess.Popen | None = None
+
+    def url(self, name: str) -> str:
+        return f"rtmp://127.0.0.1:{self.port}/live/{name}"
+
+    def recording(self, name: str) -> Path:
+        return self.folder / f"{name}.flv"
+
+    def start(self) -> RtmpServer:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        conf = self.folder / "nginx.conf"
+        conf.write_text(_NGINX_CONF.format(module=RTMP_MODULE, folder=self.folder, port=self.port))
+        self.proc = subprocess.Popen([str(NGINX), "-p", str(self.folder), "-c", str(conf),
+                                      "-e", str(self.folder / "error.log")], stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 10
+        while True:  # listening
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return self
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"nginx did not start: {self.proc.stderr.read() if self.proc.stderr else ''}")
+                assert time.monotonic() < deadline, "nginx is not listening after 10 s"
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()  # nginx's fast shutdown: recordings closed
             self.proc.wait(timeout=10)
             self.proc = None
 

@@ -16,7 +16,7 @@ import pytest
 from streamseg import ConfigError, Pipeline, load_config
 from streamseg.sinks.stream import server_answers, stream_url
 
-from .conftest import RtspServer, free_port, needs_rtsp, read_video, run_cli, write_clip
+from .conftest import RtmpServer, RtspServer, free_port, needs_rtmp, needs_rtsp, read_video, run_cli, write_clip
 
 
 def _received(path: Path) -> list[av.VideoFrame]:
@@ -314,6 +314,64 @@ def test_a_file_published_to_a_server_that_stops_reading_fails_the_run_in_time(
     assert took < 30, took  # not the 5 s clip sent whole, nor held for ever
     assert "the server is not taking the stream; leaving it" in caplog.text
     assert 0 < len(read_video(recorded)[0]) < 150  # what was done, in a file that plays
+
+
+def _packets(path: Path) -> dict[str, list[float]]:
+    """Each kind of stream's packet times, in seconds."""
+    times: dict[str, list[float]] = {}
+    with av.open(str(path)) as container:
+        for packet in container.demux():
+            if packet.dts is not None:
+                times.setdefault(packet.stream.type, []).append(float(packet.pts * packet.time_base))
+    return times
+
+
+@needs_rtmp
+def test_a_file_and_its_sound_are_published_over_rtmp(tmp_path: Path, tiny_model: Path) -> None:
+    """RTMP, as YouTube, Twitch and nginx-rtmp take it (FLV): every frame, at the file's own speed, and the
+    sound over the picture's 2 s. The server here is nginx's RTMP module, which records what it gets."""
+    src = write_clip(tmp_path / "in.mp4", frames=60, audio=True)
+    server = RtmpServer(tmp_path / "rtmp").start()
+    try:
+        proc = run_cli("segment", str(src), "--model", str(tiny_model), "--stream", server.url("cam"))
+    finally:
+        server.stop()
+    assert proc.returncode == 0 and "WARNING" not in proc.stderr, proc.stderr
+    got = _packets(server.recording("cam"))
+    assert len(got["video"]) == 60 and 1.9 < got["video"][-1] < 2.0
+    assert got["audio"][0] < 0.05 and 1.9 < got["audio"][-1] < 2.1, got["audio"]
+
+
+@needs_rtsp
+@needs_rtmp
+def test_a_camera_is_republished_over_rtmp_and_comes_back_after_the_server_restarts(
+        tmp_path: Path, tiny_model: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A camera's stream sent on to an RTMP server that restarts mid-run: the connection is tried again, the
+    handshake answered, and the camera is published again into the server's new recording."""
+    camera = RtspServer("cam:15").start()
+    server = RtmpServer(tmp_path / "first").start()
+    first = server.recording("cam")
+    cfg = _config([camera.url("cam")], tiny_model, output__stream=server.url("cam"))
+    caplog.set_level(logging.WARNING, logger="streamseg")
+    second = None
+    try:
+        with Pipeline(cfg) as pipeline:
+            started = time.monotonic()
+            for _ in pipeline.results():
+                elapsed = time.monotonic() - started
+                if second is None and elapsed > 4:
+                    server.stop()
+                    server.folder = tmp_path / "second"
+                    time.sleep(1.0)
+                    second = server.start().recording("cam")  # on the same port
+                if second is not None and len(_received(second)) >= 15 or elapsed > 40:
+                    break
+    finally:
+        server.stop()
+        camera.stop()
+    assert len(_received(first)) >= 15
+    assert second is not None and len(_received(second)) >= 15, caplog.text
+    assert "connection lost" in caplog.text and "streaming again" in caplog.text
 
 
 @needs_rtsp
