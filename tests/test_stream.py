@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -274,6 +275,75 @@ def test_a_stream_nobody_reads_does_not_hold_up_the_recording(tmp_path: Path, ti
     assert len(times) >= 30 and max(gaps) < 2.0, (len(times), max(gaps))
     assert "frames left out while the server was slow" in caplog.text
     assert "the server is not taking the stream; leaving it" in caplog.text
+
+
+class QuietServer:
+    """A TCP server that reads nothing of the connections it takes until ``reading`` is set, then reads
+    those that come after to their end (what one that stopped and recovered, or a new route, would do)."""
+
+    def __init__(self) -> None:
+        self._sock = socket.socket()
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills at once
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen()
+        self.url = f"tcp://127.0.0.1:{self._sock.getsockname()[1]}"
+        self.reading = threading.Event()
+        self.received = 0
+        self._held: list[socket.socket] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = self._sock.accept()
+                if self.reading.is_set():
+                    threading.Thread(target=self._read, args=(conn,), daemon=True).start()
+                else:
+                    self._held.append(conn)
+
+    def _read(self, conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            while data := conn.recv(65536):
+                self.received += len(data)
+
+    def close(self) -> None:
+        self._sock.close()
+        for conn in self._held:
+            conn.close()
+
+
+@needs_rtsp
+def test_a_camera_published_to_a_server_that_stops_reading_is_sent_again_on_a_new_connection(
+        tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A server that stops reading (or a network path gone silent: TCP gives up after many minutes) held a
+    camera's stream for ever. After STALL_TIMEOUT_S without taking a frame, the connection counts as lost:
+    the sender held in its write is left behind, and a new connection carries the stream on."""
+    from streamseg.sinks import stream
+    from streamseg.sinks.video import VideoSink
+    from streamseg.sources.live import LIVE_TIME_BASE
+
+    monkeypatch.setattr(stream, "STALL_TIMEOUT_S", 2.0)
+    server = QuietServer()
+    camera = RtspServer("cam:15").start()
+    url = f"{server.url}?send_buffer_size=4096"  # FFmpeg's buffer, like the server's, fills at once
+    sink = stream.StreamSink(url, pace=False, open_video=lambda: VideoSink(
+        url, time_base=LIVE_TIME_BASE, crf=0, preset="ultrafast", low_latency=True, rebase=True,
+        open_args={"format": "mpegts"}))
+    caplog.set_level(logging.WARNING, logger="streamseg")
+    try:
+        with Pipeline(_config([camera.url("cam")], tiny_model), sinks=[sink]) as pipeline:
+            started = time.monotonic()
+            for _ in pipeline.results():
+                if "the server has taken nothing for 2 s" in caplog.text:
+                    server.reading.set()
+                if server.received > 100_000 or time.monotonic() - started > 40:
+                    break
+    finally:
+        camera.stop()
+        server.close()
+    assert server.received > 100_000, caplog.text  # lossless 320x180 frames, a few dozen KB each
+    assert "connection lost (the server has taken nothing for 2 s)" in caplog.text
+    assert "streaming again" in caplog.text
 
 
 def test_a_file_published_to_a_server_that_stops_reading_fails_the_run_in_time(

@@ -13,6 +13,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -32,8 +33,8 @@ log = logging.getLogger(__name__)
 OPEN_TIMEOUT_S = 5.0  # how long a server has to answer a connection, or a packet once connected
 _QUEUED = 4  # frames queued for the sender: a live source's slack while a frame is being sent
 _CLOSE_TIMEOUT_S = OPEN_TIMEOUT_S + 2.0  # the queued frames sent (a file's paced), the session ended
-# A file's frame waits this long for room before the server counts as gone: a sender that is well takes a
-# frame a second at least, and a connection tried takes two OPEN_TIMEOUT_S at most (the answer, the session).
+# A sender that takes no frame for this long is held by a server gone quiet: one that is well takes a frame
+# a second at least, and a connection tried takes two OPEN_TIMEOUT_S at most (the answer, the session).
 STALL_TIMEOUT_S = 20.0
 _END = object()
 _DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322, "rtmp": 1935, "rtmps": 443}
@@ -110,6 +111,18 @@ def _connection_trouble(exc: BaseException | None) -> bool:
     return isinstance(exc, gone) or (isinstance(exc, OSError) and getattr(exc, "errno", None) in _NETWORK_ERRNOS)
 
 
+@dataclass(eq=False)
+class _Sender:
+    """A thread that sends queued frames, and its session with the server. One that a server holds in a
+    write is left behind (``left``): it ends when the write does, and touches nothing but its own session."""
+
+    queue: queue.Queue = field(default_factory=lambda: queue.Queue(maxsize=_QUEUED))  # frames, then _END
+    session: VideoSink | None = None
+    taken_at: float = field(default_factory=time.monotonic)  # when it last took a frame
+    left: bool = False
+    thread: threading.Thread | None = None
+
+
 class StreamSink:
     """Publishes a source's annotated frames to ``url`` as they are made.
 
@@ -117,11 +130,13 @@ class StreamSink:
     source as its frames come. The encoding is for a live viewer (see ``VideoSink(low_latency=True)``).
     Frames are sent by a thread of its own, behind a short queue, so that a server that is slow to answer
     or stops reading holds up no other output: a live source's frames are dropped (and counted) while the
-    queue is full, a file's wait (``STALL_TIMEOUT_S`` at most: then the run fails, as the file cannot be
-    sent whole). Each connection starts with :func:`server_answers`. When the server cannot be
-    reached or drops the connection, frames are dropped and the connection is tried again with backoff,
-    for as long as the run lasts. A failure of the very first connection that is not about the network
-    (the server refuses the path or the codec) fails the run: trying again cannot fix it.
+    queue is full, a file's wait. Each connection starts with :func:`server_answers`. When the server cannot
+    be reached or drops the connection, frames are dropped and the connection is tried again with backoff,
+    for as long as the run lasts. A server that takes nothing for ``STALL_TIMEOUT_S`` (stopped reading,
+    or a network path gone silent, which TCP notices only after many minutes) counts as a lost connection
+    for a live source, whose sender is left behind; a file cannot be sent whole then, and the run fails.
+    A failure of the very first connection that is not about the network (the server refuses the path or
+    the codec) fails the run: trying again cannot fix it.
 
     Args:
         url: where to publish; the log shows it without credentials.
@@ -141,83 +156,101 @@ class StreamSink:
         self.backoff = backoff
         self.sent = 0
         self.dropped = 0
-        self._session: VideoSink | None = None
         self._failures = 0
         self._retry_at = 0.0
         self._clock: tuple[float, float] | None = None  # (monotonic, frame time) of the pace's start
         self._last_time: float | None = None  # the last frame's time, and the one before's distance to it
         self._last_gap = 0.0
         self._rng = random.Random()
-        self._queue: queue.Queue = queue.Queue(maxsize=_QUEUED)  # frames for the sender, then _END
-        self._sender: threading.Thread | None = None
+        self._sender: _Sender | None = None
         self._failure: BaseException | None = None  # the sender's, raised to the caller
         self._skipped = 0  # frames a live source had to leave out while the queue was full
-        self._stuck = False  # a file's frame found no room for STALL_TIMEOUT_S: the sender is not waited for
+        self._stuck = False  # a file's sender took nothing for STALL_TIMEOUT_S: it is not waited for
 
     def write(self, result: FrameResult) -> None:
         """Queue a frame for the sender (a live source's oldest queued one makes room when it is full).
 
         Raises:
-            SinkError: the server refused the stream, or this FFmpeg cannot send it.
+            SinkError: the server refused the stream, this FFmpeg cannot send it, or (a file) it has
+                taken nothing for ``STALL_TIMEOUT_S``.
         """
         self._raise_failure()
         if self._sender is None:
-            self._sender = threading.Thread(target=self._send_all, name="streamseg-stream-send", daemon=True)
-            self._sender.start()
+            self._sender = self._start_sender()
         self._enqueue(result)
 
+    def _start_sender(self) -> _Sender:
+        sender = _Sender()
+        sender.thread = threading.Thread(target=self._send_all, args=(sender,), name="streamseg-stream-send",
+                                         daemon=True)
+        sender.thread.start()
+        return sender
+
     def _enqueue(self, item: Any) -> None:
-        since = time.monotonic()
-        while True:
+        while (sender := self._sender) is not None and sender.thread is not None:
             try:
-                self._queue.put(item, timeout=POLL_S) if self.pace else self._queue.put_nowait(item)
+                sender.queue.put(item, timeout=POLL_S) if self.pace else sender.queue.put_nowait(item)
                 return
             except queue.Full:
                 self._raise_failure()
-                if not self._sender or not self._sender.is_alive():
+                if not sender.thread.is_alive():
                     return  # nothing reads it any more
-                if not self.pace:
+                if item is not _END and time.monotonic() - sender.taken_at > STALL_TIMEOUT_S:
+                    self._held_up(sender)  # held in a write that nothing times out
+                elif not self.pace:
                     try:
-                        self._queue.get_nowait()
+                        sender.queue.get_nowait()
                         self._skipped += 1
                     except queue.Empty:
                         pass
-                elif time.monotonic() - since > STALL_TIMEOUT_S:  # held in a write that nothing times out
-                    self._stuck = True
-                    raise SinkError(f"{redact(self.url)}: the server has taken nothing for "
-                                    f"{STALL_TIMEOUT_S:.0f} s; giving up on it")
+
+    def _held_up(self, sender: _Sender) -> None:
+        why = f"the server has taken nothing for {STALL_TIMEOUT_S:.0f} s"
+        if self.pace:
+            self._stuck = True
+            raise SinkError(f"{redact(self.url)}: {why}; giving up on it")
+        sender.left = True
+        self.dropped += sender.queue.qsize()
+        self._retry_later(why, lost=True)
+        self._sender = self._start_sender()
 
     def _raise_failure(self) -> None:
         if self._failure is not None:
             failure, self._failure = self._failure, None
             raise failure
 
-    def _send_all(self) -> None:
+    def _send_all(self, sender: _Sender) -> None:
         try:
-            while (item := self._queue.get()) is not _END:
-                self._send(item)
+            while not sender.left and (item := sender.queue.get()) is not _END:
+                sender.taken_at = time.monotonic()
+                self._send(sender, item)
         except BaseException as exc:  # noqa: BLE001 - raised to the caller by write() or close()
-            self._failure = exc
+            if not sender.left:
+                self._failure = exc
         finally:
-            self._finish()
+            self._finish(sender)
 
-    def _send(self, result: FrameResult) -> None:
-        if self._session is None and not self._connect():
+    def _send(self, sender: _Sender, result: FrameResult) -> None:
+        if sender.session is None and not self._connect(sender):
             self.dropped += 1
             return
+        assert sender.session is not None
         if self.pace:
             self._wait_for(result.time)
         try:
-            self._session.write(result)
+            sender.session.write(result)
         except SinkError as exc:
-            self._lost(exc)
+            if not sender.left:
+                self._lost(sender, exc)
+            return
+        if sender.left:
             return
         if self._failures:
             log.warning("%s: streaming again", redact(self.url))
             self._failures = 0
         self.sent += 1
 
-    def _connect(self) -> bool:
+    def _connect(self, sender: _Sender) -> bool:
         """Whether a session is open: one is opened once the server has answered."""
         if time.monotonic() < self._retry_at:
             return False
@@ -225,7 +258,7 @@ class StreamSink:
         if why is not None:
             self._retry_later(why)
             return False
-        self._session = self.open_video()
+        sender.session = self.open_video()
         return True
 
     def _wait_for(self, frame_time: float) -> None:
@@ -241,8 +274,8 @@ class StreamSink:
         elif due > now:
             time.sleep(due - now)
 
-    def _lost(self, exc: SinkError) -> None:
-        session, self._session = self._session, None
+    def _lost(self, sender: _Sender, exc: SinkError) -> None:
+        session, sender.session = sender.session, None
         if session is not None:
             try:
                 session.close()
@@ -257,12 +290,12 @@ class StreamSink:
         self.dropped += 1
         self._retry_later(getattr(cause, "strerror", None) or cause or exc)
 
-    def _retry_later(self, reason: object) -> None:
+    def _retry_later(self, reason: object, *, lost: bool = False) -> None:
         self._failures += 1
         delay = self.backoff.delay(self._failures, self._rng)
         self._retry_at = time.monotonic() + delay
         log.warning("%s: %s (%s); trying again in %.1f s", redact(self.url),
-                    "cannot connect" if self.sent == 0 else "connection lost", reason, delay)
+                    "connection lost" if lost or self.sent else "cannot connect", reason, delay)
 
     def close(self) -> None:
         """Send what is queued and end the session with the server (it sees the stream end); safe to call
@@ -271,18 +304,19 @@ class StreamSink:
         Raises:
             SinkError: the server refused the stream.
         """
-        if self._sender is not None:
+        sender = self._sender
+        if sender is not None and sender.thread is not None:
             try:
                 if self._stuck:  # what is queued is not sent: the sender ends once its write does
                     with contextlib.suppress(queue.Empty):
                         while True:
-                            self._queue.get_nowait()
-                    self._queue.put_nowait(_END)
+                            sender.queue.get_nowait()
+                    sender.queue.put_nowait(_END)
                 else:
                     self._enqueue(_END)
-                    self._sender.join(timeout=_CLOSE_TIMEOUT_S)
+                    sender.thread.join(timeout=_CLOSE_TIMEOUT_S)
             finally:
-                if self._sender.is_alive():
+                if sender.thread.is_alive():
                     log.warning("%s: the server is not taking the stream; leaving it", redact(self.url))
                 self._sender = None
         if self._skipped:
@@ -291,15 +325,16 @@ class StreamSink:
             self._skipped = 0
         self._raise_failure()
 
-    def _finish(self) -> None:
-        """The sender's end: the last frame shown its time, the session ended."""
-        session, self._session = self._session, None
+    def _finish(self, sender: _Sender) -> None:
+        """A sender's end: the last frame shown its time, the session ended."""
+        session, sender.session = sender.session, None
         if session is not None:
-            if self.pace and self._last_time is not None:
+            if self.pace and self._last_time is not None and not sender.left:
                 self._wait_for(self._last_time + min(self._last_gap, 1.0))  # the last frame is shown its time
             try:
                 session.close()
             except SinkError as exc:
-                log.warning("%s: %s", redact(self.url), exc)
-        if self.dropped:
+                if not sender.left:
+                    log.warning("%s: %s", redact(self.url), exc)
+        if self.dropped and not sender.left:
             log.warning("%s: %d frames could not be sent", redact(self.url), self.dropped)
