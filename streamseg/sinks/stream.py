@@ -3,7 +3,6 @@ video systems to watch while the run goes on."""
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
 import queue
@@ -120,7 +119,7 @@ class _Sender:
     session: VideoSink | None = None
     taken_at: float = field(default_factory=time.monotonic)  # when it last took a frame
     left: bool = False
-    thread: threading.Thread | None = None
+    thread: threading.Thread = field(init=False)
 
 
 class StreamSink:
@@ -165,7 +164,6 @@ class StreamSink:
         self._sender: _Sender | None = None
         self._failure: BaseException | None = None  # the sender's, raised to the caller
         self._skipped = 0  # frames a live source had to leave out while the queue was full
-        self._stuck = False  # a file's sender took nothing for STALL_TIMEOUT_S: it is not waited for
 
     def write(self, result: FrameResult) -> None:
         """Queue a frame for the sender (a live source's oldest queued one makes room when it is full).
@@ -187,7 +185,7 @@ class StreamSink:
         return sender
 
     def _enqueue(self, item: Any) -> None:
-        while (sender := self._sender) is not None and sender.thread is not None:
+        while (sender := self._sender) is not None:
             try:
                 sender.queue.put(item, timeout=POLL_S) if self.pace else sender.queue.put_nowait(item)
                 return
@@ -206,10 +204,9 @@ class StreamSink:
 
     def _held_up(self, sender: _Sender) -> None:
         why = f"the server has taken nothing for {STALL_TIMEOUT_S:.0f} s"
-        if self.pace:
-            self._stuck = True
-            raise SinkError(f"{redact(self.url)}: {why}; giving up on it")
         sender.left = True
+        if self.pace:
+            raise SinkError(f"{redact(self.url)}: {why}; giving up on it")
         self.dropped += sender.queue.qsize()
         self._retry_later(why, lost=True)
         self._sender = self._start_sender()
@@ -305,14 +302,9 @@ class StreamSink:
             SinkError: the server refused the stream.
         """
         sender = self._sender
-        if sender is not None and sender.thread is not None:
+        if sender is not None:
             try:
-                if self._stuck:  # what is queued is not sent: the sender ends once its write does
-                    with contextlib.suppress(queue.Empty):
-                        while True:
-                            sender.queue.get_nowait()
-                    sender.queue.put_nowait(_END)
-                else:
+                if not sender.left:  # else it ends once its write does, sending nothing more
                     self._enqueue(_END)
                     sender.thread.join(timeout=_CLOSE_TIMEOUT_S)
             finally:
