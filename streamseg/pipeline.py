@@ -717,7 +717,7 @@ class Pipeline:
                 self.final_stats = list(item.stats)
             elif isinstance(item, Failure):
                 self._finished = True
-                self._stop.set()
+                self.abort()  # nothing more is read: the stages still passing results on end without them
                 log.debug("%s failed:\n%s", item.stage, item.trace)
                 raise item.error
             else:

@@ -25,13 +25,15 @@ def _config(src: Path, model: Path, **overrides) -> streamseg.Config:
 
 
 class FailingSink:
-    def __init__(self, after: int) -> None:
+    def __init__(self, after: int, slow: float = 0.0) -> None:
         self.after = after
+        self.slow = slow  # seconds the failing write takes: the stages before it fill their queues meanwhile
         self.written = 0
         self.closed = False
 
     def write(self, result: FrameResult) -> None:
         if self.written == self.after:
+            time.sleep(self.slow)
             raise SinkError("disk full (test)")
         self.written += 1
 
@@ -65,10 +67,13 @@ def test_annotate_draws_every_result_for_the_caller(tmp_path: Path) -> None:
     assert all((a.annotated == b.annotated).all() for a, b in zip(with_output, drawn))
 
 
-def test_sink_failure_reaches_the_caller_and_outputs_are_closed(tmp_path: Path, tiny_model: Path) -> None:
-    src = write_clip(tmp_path / "in.mp4", frames=40)
+def test_sink_failure_reaches_the_caller_and_outputs_are_closed(tmp_path: Path, tiny_model: Path,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    """The failure ends the run at once: the stages that were still passing results on (more than the
+    queues hold) stop without them, where they used to wait out the threads' join timeout, and stay."""
+    src = write_clip(tmp_path / "in.mp4", frames=120)
     out = tmp_path / "o.mp4"
-    sink = FailingSink(after=5)
+    sink = FailingSink(after=5, slow=2.0)
     with pytest.raises(SinkError, match="disk full"):
         with Pipeline(_config(src, tiny_model, output__video=str(out), batching__batch_size=2),
                       sinks=[sink]) as pipeline:
@@ -76,6 +81,7 @@ def test_sink_failure_reaches_the_caller_and_outputs_are_closed(tmp_path: Path, 
     assert sink.closed
     assert len(read_video(out)[2]) >= 5  # what was written before the failure still plays
     assert not _streamseg_threads()
+    assert "did not stop" not in caplog.text
 
 
 def test_inference_failure_reaches_the_caller(tmp_path: Path, tiny_model: Path, monkeypatch) -> None:
