@@ -35,6 +35,7 @@ _CLOSE_TIMEOUT_S = OPEN_TIMEOUT_S + 2.0  # the queued frames sent (a file's pace
 # A sender that takes no frame for this long is held by a server gone quiet: one that is well takes a frame
 # a second at least, and a connection tried takes two OPEN_TIMEOUT_S at most (the answer, the session).
 STALL_TIMEOUT_S = 20.0
+_MAX_LEFT = 2  # senders left behind at once, at most
 _END = object()
 _DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322, "rtmp": 1935, "rtmps": 443}
 _PLACEHOLDER = "{source}"
@@ -162,6 +163,7 @@ class StreamSink:
         self._last_gap = 0.0
         self._rng = random.Random()
         self._sender: _Sender | None = None
+        self._left: list[_Sender] = []  # senders left behind, held by a server that stopped reading
         self._failure: BaseException | None = None  # the sender's, raised to the caller
         self._skipped = 0  # frames a live source had to leave out while the queue was full
 
@@ -193,23 +195,36 @@ class StreamSink:
                 self._raise_failure()
                 if not sender.thread.is_alive():
                     return  # nothing reads it any more
-                if item is not _END and time.monotonic() - sender.taken_at > STALL_TIMEOUT_S:
-                    self._held_up(sender)  # held in a write that nothing times out
-                elif not self.pace:
+                if item is not _END and time.monotonic() - sender.taken_at > STALL_TIMEOUT_S and self._leave(sender):
+                    continue  # it was held in a write that nothing times out: a new sender takes over
+                if not self.pace:
                     try:
                         sender.queue.get_nowait()
                         self._skipped += 1
                     except queue.Empty:
                         pass
 
-    def _held_up(self, sender: _Sender) -> None:
+    def _leave(self, sender: _Sender) -> bool:
+        """Leave a sender the server has stopped reading behind; whether a new one took over (not while
+        _MAX_LEFT are still held: a server that answers each new connection and then reads nothing would
+        hold a thread and a session each, as long as it lives).
+
+        Raises:
+            SinkError: the source is a file, which cannot be sent whole now.
+        """
         why = f"the server has taken nothing for {STALL_TIMEOUT_S:.0f} s"
-        sender.left = True
         if self.pace:
+            sender.left = True
             raise SinkError(f"{redact(self.url)}: {why}; giving up on it")
+        self._left = [held for held in self._left if held.thread.is_alive()]
+        if len(self._left) >= _MAX_LEFT:
+            return False
+        sender.left = True
+        self._left.append(sender)
         self.dropped += sender.queue.qsize()
         self._retry_later(why, lost=True)
         self._sender = self._start_sender()
+        return True
 
     def _raise_failure(self) -> None:
         if self._failure is not None:
