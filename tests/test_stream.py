@@ -166,21 +166,42 @@ def test_a_server_that_is_not_there_does_not_fail_the_run(tmp_path: Path, tiny_m
 
 
 class SilentServer:
-    """A server that takes connections and never answers (a hung media server, a firewall that swallows
-    the packets): each try to publish lasts until its time limit."""
+    """A server that takes connections and never answers nor reads (a hung media server, a firewall that
+    swallows the packets): each try to publish lasts until its time limit, and a stream fills the buffers
+    at once. After :meth:`release` it reads the connections that come, to their end, counting the bytes,
+    and closes those it held (a server that recovered, a new route)."""
 
     def __init__(self) -> None:
-        self.socket = socket.create_server(("127.0.0.1", 0))
+        self.socket = socket.socket()
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # inherited by each connection
+        self.socket.bind(("127.0.0.1", 0))
+        self.socket.listen()
         self.port = self.socket.getsockname()[1]
         self.held: list[socket.socket] = []
+        self.reading = threading.Event()
+        self.received = 0
         self._thread = threading.Thread(target=self._accept, daemon=True)
 
     def _accept(self) -> None:
         while True:
             try:
-                self.held.append(self.socket.accept()[0])
+                conn = self.socket.accept()[0]
             except OSError:  # closed
                 return
+            if self.reading.is_set():
+                threading.Thread(target=self._read, args=(conn,), daemon=True).start()
+            else:
+                self.held.append(conn)
+
+    def _read(self, conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            while data := conn.recv(65536):
+                self.received += len(data)
+
+    def release(self) -> None:
+        self.reading.set()
+        for conn in self.held:
+            conn.close()
 
     def __enter__(self) -> SilentServer:
         self._thread.start()
@@ -190,8 +211,7 @@ class SilentServer:
         self.socket.shutdown(socket.SHUT_RDWR)  # wakes the accept() (closing alone would not)
         self.socket.close()
         self._thread.join(timeout=5)
-        for conn in self.held:
-            conn.close()
+        self.release()
 
 
 @pytest.mark.parametrize("scheme", ["rtsp", "rtmp", "rtmps", "tcp"])
@@ -277,46 +297,6 @@ def test_a_stream_nobody_reads_does_not_hold_up_the_recording(tmp_path: Path, ti
     assert "the server is not taking the stream; leaving it" in caplog.text
 
 
-class QuietServer:
-    """A TCP server that reads nothing of the connections it takes until ``reading`` is set, then reads
-    those that come after to their end (what one that stopped and recovered, or a new route, would do)."""
-
-    def __init__(self) -> None:
-        self._sock = socket.socket()
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills at once
-        self._sock.bind(("127.0.0.1", 0))
-        self._sock.listen()
-        self.url = f"tcp://127.0.0.1:{self._sock.getsockname()[1]}"
-        self.reading = threading.Event()
-        self.received = 0
-        self._held: list[socket.socket] = []
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        with contextlib.suppress(OSError):
-            while True:
-                conn, _ = self._sock.accept()
-                if self.reading.is_set():
-                    threading.Thread(target=self._read, args=(conn,), daemon=True).start()
-                else:
-                    self._held.append(conn)
-
-    def _read(self, conn: socket.socket) -> None:
-        with conn, contextlib.suppress(OSError):
-            while data := conn.recv(65536):
-                self.received += len(data)
-
-    def release(self) -> None:
-        """Read the connections that come from now on, and close those held."""
-        self.reading.set()
-        for conn in self._held:
-            conn.close()
-
-    def close(self) -> None:
-        self._sock.close()
-        self.release()
-
-
 @needs_rtsp
 def test_a_camera_published_to_a_server_that_stops_reading_is_sent_again_on_a_new_connection(
         tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
@@ -330,30 +310,29 @@ def test_a_camera_published_to_a_server_that_stops_reading_is_sent_again_on_a_ne
     from streamseg.sources.live import LIVE_TIME_BASE
 
     monkeypatch.setattr(stream, "STALL_TIMEOUT_S", 1.0)
-    server = QuietServer()
     camera = RtspServer("cam:15").start()
-    url = f"{server.url}?send_buffer_size=4096"  # FFmpeg's buffer, like the server's, fills at once
-    sink = stream.StreamSink(url, pace=False, open_video=lambda: VideoSink(
-        url, time_base=LIVE_TIME_BASE, crf=0, preset="ultrafast", low_latency=True, rebase=True,
-        open_args={"format": "mpegts"}))
     lost = "connection lost (the server has taken nothing for 1 s)"
     caplog.set_level(logging.WARNING, logger="streamseg")
     senders, capped_at = 0, None
-    try:
-        with Pipeline(_config([camera.url("cam")], tiny_model), sinks=[sink]) as pipeline:
-            started = time.monotonic()
-            for _ in pipeline.results():
-                senders = max(senders, sum(t.name == "streamseg-stream-send" for t in threading.enumerate()))
-                if capped_at is None and caplog.text.count(lost) == 2:
-                    capped_at = time.monotonic()
-                elif capped_at is not None and time.monotonic() - capped_at > 4 and not server.reading.is_set():
-                    assert caplog.text.count(lost) == 2 and senders == 3  # the two left, the one held now
-                    server.release()  # reads from now on; the held connections close, and their senders end
-                if server.received > 100_000 or time.monotonic() - started > 60:
-                    break
-    finally:
-        camera.stop()
-        server.close()
+    with SilentServer() as server:
+        url = f"tcp://127.0.0.1:{server.port}?send_buffer_size=4096"  # FFmpeg's buffer fills at once too
+        sink = stream.StreamSink(url, pace=False, open_video=lambda: VideoSink(
+            url, time_base=LIVE_TIME_BASE, crf=0, preset="ultrafast", low_latency=True, rebase=True,
+            open_args={"format": "mpegts"}))
+        try:
+            with Pipeline(_config([camera.url("cam")], tiny_model), sinks=[sink]) as pipeline:
+                started = time.monotonic()
+                for _ in pipeline.results():
+                    senders = max(senders, sum(t.name == "streamseg-stream-send" for t in threading.enumerate()))
+                    if capped_at is None and caplog.text.count(lost) == 2:
+                        capped_at = time.monotonic()
+                    elif capped_at is not None and time.monotonic() - capped_at > 4 and not server.reading.is_set():
+                        assert caplog.text.count(lost) == 2 and senders == 3  # the two left, the one held now
+                        server.release()  # reads from now on; the held connections close, and their senders end
+                    if server.received > 100_000 or time.monotonic() - started > 60:
+                        break
+        finally:
+            camera.stop()
     assert server.received > 100_000, caplog.text  # lossless 320x180 frames, a few dozen KB each
     assert caplog.text.count(lost) == 2 and caplog.text.count("streaming again") == 3, caplog.text
 
