@@ -9,6 +9,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import av
@@ -120,35 +121,59 @@ def test_a_cameras_sound_is_published_and_recorded_alike(tmp_path: Path, tiny_mo
         assert sound[-1] - sound[0] > 0.6 * (picture[-1] - picture[0]), (path, sound[0], sound[-1], picture[-1])
 
 
+def _restartable_receiver(protocol: str, tmp_path: Path) -> tuple[RtspServer | RtmpServer, str, Path,
+                                                                    Callable[[], Path]]:
+    """A recording media server: it, the URL to publish to, its first recording, and a restart on the same
+    port into a second recording (which it returns)."""
+    if protocol == "rtsp":
+        first, second = tmp_path / "first.mkv", tmp_path / "second.mkv"
+        rtsp = RtspServer(f"out:record={first}").start()
+
+        def restart_rtsp() -> Path:
+            rtsp.stop()
+            rtsp.mounts = (f"out:record={second}",)
+            time.sleep(1.0)
+            rtsp.start()
+            return second
+
+        return rtsp, rtsp.url("out"), first, restart_rtsp
+    rtmp = RtmpServer(tmp_path / "first").start()
+
+    def restart_rtmp() -> Path:
+        rtmp.stop()
+        rtmp.folder = tmp_path / "second"
+        time.sleep(1.0)
+        return rtmp.start().recording("cam")
+
+    return rtmp, rtmp.url("cam"), rtmp.recording("cam"), restart_rtmp
+
+
 @needs_rtsp
+@pytest.mark.parametrize("protocol", ["rtsp", pytest.param("rtmp", marks=needs_rtmp)])
 def test_a_camera_is_republished_and_the_stream_comes_back_after_the_server_restarts(
-        tmp_path: Path, tiny_model: Path, caplog: pytest.LogCaptureFixture) -> None:
+        tmp_path: Path, tiny_model: Path, caplog: pytest.LogCaptureFixture, protocol: str) -> None:
     """A media server restarted (an update, a crash) is a dropped connection, not the end of the run:
-    the stream is tried again with backoff, and the camera goes on being published once it is back."""
+    the stream is tried again with backoff (RTMP's handshake answered again), and the camera goes on being
+    published once it is back."""
     camera = RtspServer("cam:15").start()
-    first, second = tmp_path / "first.mkv", tmp_path / "second.mkv"
-    server = RtspServer(f"out:record={first}").start()
-    cfg = _config([camera.url("cam")], tiny_model, output__stream=server.url("out"))
+    server, url, first, restart = _restartable_receiver(protocol, tmp_path)
+    cfg = _config([camera.url("cam")], tiny_model, output__stream=url)
     caplog.set_level(logging.WARNING, logger="streamseg")
+    second = None
     try:
         with Pipeline(cfg) as pipeline:
-            restarted = False
             started = time.monotonic()
             for _ in pipeline.results():
                 elapsed = time.monotonic() - started
-                if not restarted and elapsed > 4:
-                    server.stop()
-                    server.mounts = (f"out:record={second}",)
-                    time.sleep(1.0)
-                    server.start()  # on the same port
-                    restarted = True
-                if restarted and len(_received(second)) >= 15 or elapsed > 40:
+                if second is None and elapsed > 4:
+                    second = restart()  # on the same port
+                if second is not None and len(_received(second)) >= 15 or elapsed > 40:
                     break
     finally:
         server.stop()
         camera.stop()
     assert len(_received(first)) >= 15
-    assert len(_received(second)) >= 15, caplog.text
+    assert second is not None and len(_received(second)) >= 15, caplog.text
     assert "connection lost" in caplog.text and "streaming again" in caplog.text
 
 
@@ -401,38 +426,6 @@ def test_a_file_and_its_sound_are_published_over_rtmp(tmp_path: Path, tiny_model
     got = _packets(server.recording("cam"))
     assert len(got["video"]) == 60 and 1.9 < got["video"][-1] < 2.0
     assert got["audio"][0] < 0.05 and 1.9 < got["audio"][-1] < 2.1, got["audio"]
-
-
-@needs_rtsp
-@needs_rtmp
-def test_a_camera_is_republished_over_rtmp_and_comes_back_after_the_server_restarts(
-        tmp_path: Path, tiny_model: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """A camera's stream sent on to an RTMP server that restarts mid-run: the connection is tried again, the
-    handshake answered, and the camera is published again into the server's new recording."""
-    camera = RtspServer("cam:15").start()
-    server = RtmpServer(tmp_path / "first").start()
-    first = server.recording("cam")
-    cfg = _config([camera.url("cam")], tiny_model, output__stream=server.url("cam"))
-    caplog.set_level(logging.WARNING, logger="streamseg")
-    second = None
-    try:
-        with Pipeline(cfg) as pipeline:
-            started = time.monotonic()
-            for _ in pipeline.results():
-                elapsed = time.monotonic() - started
-                if second is None and elapsed > 4:
-                    server.stop()
-                    server.folder = tmp_path / "second"
-                    time.sleep(1.0)
-                    second = server.start().recording("cam")  # on the same port
-                if second is not None and len(_received(second)) >= 15 or elapsed > 40:
-                    break
-    finally:
-        server.stop()
-        camera.stop()
-    assert len(_received(first)) >= 15
-    assert second is not None and len(_received(second)) >= 15, caplog.text
-    assert "connection lost" in caplog.text and "streaming again" in caplog.text
 
 
 @needs_rtsp
