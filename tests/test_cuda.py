@@ -213,15 +213,22 @@ def test_pipeline_with_cuda_graphs_agrees_without(tmp_path: Path) -> None:
     assert agree >= 0.995
 
 
-def test_nvdec_frames_kept_on_the_gpu_are_the_ones_it_copies_out(tmp_path: Path) -> None:
+def test_nvdec_frames_kept_on_the_gpu_are_the_ones_it_copies_out(tmp_path: Path, caplog) -> None:
     """``gpu_frames``: each NV12 frame read through DLPack on the GPU is, byte for byte, what NVDEC hands
     the host (a frame read before NVDEC's copy finished, or after its buffer went back to FFmpeg's
-    pool, would differ). A rotated video's frames are copied out and turned upright in RGB, as without."""
+    pool, would differ). A rotated video's frames are copied out and turned upright in RGB, as without.
+    Read on a thread of its own after torch has started CUDA, as a pipeline's source does."""
+    import logging
+    from concurrent.futures import ThreadPoolExecutor
+
     from streamseg.sources import read_frames
 
     from .conftest import write_clip
 
-    on_gpu = list(read_frames(SAMPLE_CLIP, hwaccel="cuda", yuv=True, gpu_frames=True))
+    torch.zeros(1, device="cuda")
+    with caplog.at_level(logging.INFO), ThreadPoolExecutor(1) as pool:
+        on_gpu = pool.submit(lambda: list(read_frames(SAMPLE_CLIP, hwaccel="cuda", yuv=True, gpu_frames=True))).result()
+    assert "hardware decoding unavailable" not in caplog.text
     on_host = list(read_frames(SAMPLE_CLIP, hwaccel="cuda", yuv=True))
     assert len(on_gpu) == len(on_host) == 300
     assert all(isinstance(f.pixels, torch.Tensor) and f.pixels.is_cuda and f.pixel_format == "nv12" for f in on_gpu)
@@ -235,12 +242,16 @@ def test_nvdec_frames_kept_on_the_gpu_are_the_ones_it_copies_out(tmp_path: Path)
 
 
 @pytest.mark.skipif(not SAMPLE_MODEL.exists(), reason="sample model not built")
-def test_pipeline_with_gpu_frames_agrees_without(tmp_path: Path) -> None:
+def test_pipeline_with_gpu_frames_agrees_without(tmp_path: Path, caplog) -> None:
+    import logging
+
     runs = {}
     for keep in (True, False):
         results = streamseg.segment(SAMPLE_CLIP, model=str(SAMPLE_MODEL), task="panoptic", device="cuda",
                                     batch_size=8, gpu_frames=keep, output=tmp_path / f"{keep}.mp4")
-        runs[keep] = [(r.segmentation.label_map(), r.frame.image) for r in results]
+        with caplog.at_level(logging.INFO):
+            runs[keep] = [(r.segmentation.label_map(), r.frame.image) for r in results]
+    assert "hardware decoding unavailable" not in caplog.text  # NVDEC decoded both, not the CPU
     assert len(runs[True]) == len(runs[False]) == 300
     agree = np.mean([(a[0] == b[0]).float().mean().item() for a, b in zip(runs[True], runs[False])])
     assert agree >= 0.999

@@ -63,7 +63,7 @@ def _open(path: str, hwaccel: Any = None) -> av.container.InputContainer:
         try:
             return _with_video(path, av.open(path, mode="r", hwaccel=hwaccel))
         except (av.FFmpegError, OSError) as exc:  # the device opened, this file's decoder did not
-            log.info("%s: hardware decoding unavailable (%s); decoding on the CPU", path, exc)
+            log.warning("%s: hardware decoding unavailable (%s); decoding on the CPU", path, exc)
     try:
         container = av.open(path, mode="r")
     except av.error.InvalidDataError as exc:

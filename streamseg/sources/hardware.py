@@ -21,8 +21,8 @@ log = logging.getLogger(__name__)
 def hardware_decoder(device: str | None, on_gpu: bool = False) -> Any:
     """PyAV's settings for NVDEC decoding on ``device`` ("cuda" or "cuda:N"), or None when no hardware
     decoding is asked for or none is possible here. Codecs NVDEC lacks decode on the CPU by themselves.
-    ``on_gpu``: decoded frames stay on the GPU (read through DLPack) instead of being copied to the host;
-    PyAV then opens CUDA's primary context, the one torch computes in."""
+    ``on_gpu``: decoded frames stay on the GPU (read through DLPack) instead of being copied to the host,
+    in the CUDA context torch computes in; call it on the thread that decodes."""
     if device is None or not device.startswith("cuda"):
         return None
     try:
@@ -35,7 +35,24 @@ def hardware_decoder(device: str | None, on_gpu: bool = False) -> Any:
     if reason is not None:
         _unavailable(device, reason)
         return None
-    return HWAccel("cuda", device=index, allow_software_fallback=True, is_hw_owned=on_gpu)
+    if not on_gpu:
+        return HWAccel("cuda", device=index, allow_software_fallback=True)
+    # Frames kept on the GPU must live in torch's context, the device's primary one. FFmpeg's way to it
+    # (primary_ctx, PyAV's default with is_hw_owned) wants that context made with blocking sync and refuses
+    # one torch has started ("Primary context already active with incompatible flags"), which left every
+    # such file decoding on the CPU (seen on an H200). So torch's context is made current on this thread,
+    # and FFmpeg takes the current one.
+    _make_torch_context_current(index)
+    return HWAccel("cuda", device=index, allow_software_fallback=True, is_hw_owned=True,
+                   options={"primary_ctx": "0", "current_ctx": "1"})
+
+
+def _make_torch_context_current(index: str | None) -> None:
+    import torch
+
+    device = torch.device("cuda", int(index or 0))
+    torch.cuda.set_device(device)
+    torch.cuda.current_stream(device).query()  # a runtime call: CUDA binds the primary context to this thread
 
 
 @functools.cache
