@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import resource
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -351,9 +352,11 @@ def _once(path: Path, make) -> Path:
 
 
 def _child(mode: str, args: argparse.Namespace) -> dict:
-    source = []
+    source, variant = [], []
     if mode == "baseline":  # streamseg's run, with the package imported from the baseline's tree
         mode, source = "streamseg", ["--source", str(Path(args.baseline).resolve())]
+    if mode == "variant":  # streamseg's run with other settings: the flags given last win
+        mode, variant = "streamseg", shlex.split(args.variant)
     cmd = [sys.executable, __file__, "--child", mode, *source, "--model-dir", args.model_dir, "--clip", args.clip,
            "--workdir", args.workdir, "--task", args.task, "--batch-size", str(args.batch_size),
            "--frames", str(args.frames), "--device", args.device, "--dtype", args.dtype,
@@ -365,6 +368,7 @@ def _child(mode: str, args: argparse.Namespace) -> dict:
     cmd += ["--channels-last"] if args.channels_last else []
     cmd += [] if args.cuda_graphs else ["--no-cuda-graphs"]
     cmd += ["--profile"] if args.profile else []
+    cmd += variant
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     if proc.returncode != 0:
         raise SystemExit(f"{mode} failed:\n{proc.stderr[-3000:]}")
@@ -404,6 +408,8 @@ def main() -> None:
     parser.add_argument("--skip-ceiling", action="store_true", help="streamseg alone (a variant of a run that has one)")
     parser.add_argument("--baseline", metavar="DIR",
                         help="also run streamseg from this source tree (an earlier commit's checkout) each round")
+    parser.add_argument("--variant", metavar="FLAGS",
+                        help="also run streamseg with these flags in each round, e.g. '--decoder cpu'")
     parser.add_argument("--rounds", type=int, default=3, help="alternate the runs this many times (median)")
     parser.add_argument("--naive-frames", type=int, default=60, help="frames timed in the naive loop")
     parser.add_argument("--json", help="also write the results here")
@@ -444,7 +450,8 @@ def main() -> None:
                               lambda path: make_clip(path, width, height, frames)))
         # Rounds alternate the runs, so that a machine whose speed drifts (a shared CPU does) weighs on
         # each ratio's two sides alike; each ratio is taken within a round, then the median is reported.
-        runs = (([] if args.skip_ceiling else ["ceiling"]) + ["streamseg"] + (["baseline"] if args.baseline else [])
+        runs = (([] if args.skip_ceiling else ["ceiling"]) + ["streamseg"] + (["variant"] if args.variant else [])
+                + (["baseline"] if args.baseline else [])
                 + ([] if args.skip_naive else ["naive"]))
         rounds = []
         for i in range(args.rounds):
@@ -483,6 +490,10 @@ def main() -> None:
         ratios = [r["streamseg"]["fps"] / r[other]["fps"] for r in rounds]
         each = " ".join(f"{x:.2f}" for x in ratios)
         print(f"streamseg / {other:<7} = {statistics.median(ratios):.2f}  (each round: {each})")
+    if args.variant and "ceiling" in runs:
+        ratios = [r["variant"]["fps"] / r["ceiling"]["fps"] for r in rounds]
+        print(f"variant / ceiling   = {statistics.median(ratios):.2f}  (each round: "
+              f"{' '.join(f'{x:.2f}' for x in ratios)}; variant: {args.variant})")
     print("streamseg per-frame stage times (ms, median round; stages overlap across threads):")
     middle = sorted(rounds, key=lambda r: r["streamseg"]["fps"])[len(rounds) // 2]["streamseg"]
     print("  " + "  ".join(f"{k}={v:.1f}" for k, v in middle["stages_ms"].items()))
