@@ -259,6 +259,22 @@ def test_pipeline_with_gpu_frames_agrees_without(tmp_path: Path, caplog) -> None
     assert len(read_video(tmp_path / "True.mp4")[2]) == 300
 
 
+def test_frames_go_up_through_pinned_memory_unchanged() -> None:
+    """Two sizes in one batch, host frames beside one already on the GPU, through the runner's upload."""
+    from streamseg.inference.runner import _through_pinned, upload_together
+
+    rng = np.random.default_rng(1)
+    host = [torch.from_numpy(rng.integers(0, 255, (540, 640), dtype=np.uint8)) for _ in range(3)]
+    host += [torch.from_numpy(rng.integers(0, 255, (270, 320), dtype=np.uint8)) for _ in range(2)]
+    frames = [host[0], host[3], host[1], host[0].cuda(), host[2], host[4]]
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        got = upload_together(frames, lambda parts: _through_pinned(parts, torch.device("cuda")))
+    stream.synchronize()
+    assert got[3] is frames[3]
+    assert all(g.is_cuda and torch.equal(g.cpu(), f.cpu()) for g, f in zip(got, frames))
+
+
 def test_copies_queued_into_pinned_memory_are_the_blocking_ones() -> None:
     from streamseg.ops import download
     from streamseg.types import column_major

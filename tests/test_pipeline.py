@@ -223,6 +223,26 @@ def test_forward_passes_shrink_when_the_device_runs_out_of_memory(tmp_path: Path
     assert all(torch.equal(a, b) for a, b in zip(expected, got))
 
 
+def test_a_batch_of_frames_goes_up_once_a_size() -> None:
+    """Frames of two sources (two sizes) interleaved in a batch: one transfer a size, each frame back in
+    its place, as it was."""
+    import torch
+
+    from streamseg.inference.runner import upload_together
+
+    sizes = [(54, 64), (36, 48), (54, 64), (54, 64), (36, 48)]
+    frames = [torch.randint(0, 255, size, dtype=torch.uint8) for size in sizes]
+    sent = []
+
+    def send(parts: list[torch.Tensor]) -> torch.Tensor:
+        sent.append(len(parts))
+        return torch.stack(parts) + 1  # a copy, as a transfer makes
+
+    got = upload_together(frames, send)
+    assert sent == [3, 2]
+    assert all(torch.equal(g, f + 1) for g, f in zip(got, frames))
+
+
 def test_channels_last_gives_the_same_segments(tmp_path: Path) -> None:
     from .conftest import SAMPLE_CLIP, SAMPLE_MODEL
 
