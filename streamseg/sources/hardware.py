@@ -35,24 +35,28 @@ def hardware_decoder(device: str | None, on_gpu: bool = False) -> Any:
     if reason is not None:
         _unavailable(device, reason)
         return None
-    if not on_gpu:
-        return HWAccel("cuda", device=index, allow_software_fallback=True)
     # Frames kept on the GPU must live in torch's context, the device's primary one. FFmpeg's way to it
     # (primary_ctx, PyAV's default with is_hw_owned) wants that context made with blocking sync and refuses
     # one torch has started ("Primary context already active with incompatible flags"), which left every
     # such file decoding on the CPU (seen on an H200). So torch's context is made current on this thread,
     # and FFmpeg takes the current one.
-    _make_torch_context_current(index)
-    return HWAccel("cuda", device=index, allow_software_fallback=True, is_hw_owned=True,
-                   options={"primary_ctx": "0", "current_ctx": "1"})
+    if on_gpu and _torch_context_made_current(index):
+        return HWAccel("cuda", device=index, allow_software_fallback=True, is_hw_owned=True,
+                       options={"primary_ctx": "0", "current_ctx": "1"})
+    return HWAccel("cuda", device=index, allow_software_fallback=True)
 
 
-def _make_torch_context_current(index: str | None) -> None:
+def _torch_context_made_current(index: str | None) -> bool:
+    """Whether torch's context for CUDA device ``index`` is now current on this thread (False where this
+    torch has no CUDA: NVDEC's frames are then copied to the host)."""
     import torch
 
+    if not torch.cuda.is_available():
+        return False
     device = torch.device("cuda", int(index or 0))
     torch.cuda.set_device(device)
     torch.cuda.current_stream(device).query()  # a runtime call: CUDA binds the primary context to this thread
+    return True
 
 
 @functools.cache
