@@ -37,8 +37,8 @@ def hardware_decoder(device: str | None, on_gpu: bool = False) -> Any:
         return None
     # Frames kept on the GPU must live in torch's context, the device's primary one. FFmpeg's way to it
     # (primary_ctx, PyAV's default with is_hw_owned) wants that context made with blocking sync and refuses
-    # one torch has started ("Primary context already active with incompatible flags"), which left every
-    # such file decoding on the CPU (seen on an H200). So torch's context is made current on this thread,
+    # one torch has started ("Primary context already active with incompatible flags"); the H200 check's
+    # --gpu-frames runs decoded on the CPU, which fits. So torch's context is made current on this thread,
     # and FFmpeg takes the current one.
     if on_gpu and _torch_context_made_current(index):
         return HWAccel("cuda", device=index, allow_software_fallback=True, is_hw_owned=True,
