@@ -268,9 +268,9 @@ def upload_together(tensors: list[torch.Tensor],
     """``tensors`` on the device: those on the host of one shape and dtype are sent together by ``send``
     (which returns them stacked there); tensors already on a GPU stay as they are.
 
-    Each op in the infer thread gives the interpreter lock away, and on a busy machine taking it back
-    waits on the other threads (1.4 ms on average on the H200): so one copy and one transfer a batch,
-    not a pinned copy and a transfer a frame."""
+    One copy and one transfer a batch, not a pinned copy and a transfer a frame: on the H200 the upload
+    held the infer thread 30 ms a batch while it was mostly idle, likely waiting to take back the
+    interpreter lock that each op gives away (see benchmarks/RESULTS.md)."""
     sent = list(tensors)
     keys = [None if t.is_cuda else (tuple(t.shape), t.dtype) for t in tensors]
     for members in grouped(keys).values():
