@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import signal
@@ -30,6 +31,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait on the network in tes
 # it: they get Python's default back, so those tests test the same thing wherever the suite runs.
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """A test process that has finished but does not exit within two minutes (a thread stuck in native code
+    as the interpreter shuts down) writes every thread's stack to stderr and exits, rather than holding the
+    run until CI's time limit with nothing said."""
+    faulthandler.dump_traceback_later(120, exit=True, file=sys.__stderr__)
 
 
 def reference_processor(**kwargs):

@@ -178,22 +178,25 @@ def test_server_restart_resumes_by_itself(rtsp, tmp_path: Path, tiny_model: Path
             server.stop()
             phase["killed_at"] = time.monotonic()
 
+    deadline = time.monotonic() + 60
+
     def restart() -> None:
         while phase["killed_at"] is None:
+            if time.monotonic() > deadline:  # the run ended before the kill: nothing to restart
+                return
             time.sleep(0.05)
         time.sleep(2.0)  # down long enough to fail a few reconnects
         server.start()
         phase["restarted"] = True
 
-    restarter = threading.Thread(target=restart)
+    restarter = threading.Thread(target=restart, daemon=True)
     restarter.start()
     with Pipeline(cfg) as pipeline:
-        deadline = time.monotonic() + 60
         for r in pipeline.results():
             on_result(r)
             if len(after) >= 20 or time.monotonic() > deadline:
                 pipeline.stop()
-    restarter.join()
+    restarter.join(timeout=30)
     assert len(before) >= 20 and len(after) >= 20, (len(before), len(after))
     assert [r.index for r in before + after] == sorted(r.index for r in before + after)
     states = [s["state"] for s in pipeline.final_stats]
@@ -376,7 +379,7 @@ def test_preview_page_shows_moving_frames_in_a_browser(rtsp, tmp_path: Path, tin
             for _ in pipeline.results():
                 got.set()
 
-        consumer = threading.Thread(target=consume)
+        consumer = threading.Thread(target=consume, daemon=True)
         consumer.start()
         assert got.wait(30)
         time.sleep(1.0)
@@ -495,7 +498,7 @@ def test_http_mjpeg_source(rtsp, tmp_path: Path, tiny_model: Path) -> None:
     port = free_port()
     upstream = Pipeline(_config([server.url("cam")], tiny_model, output__serve=f"127.0.0.1:{port}"))
     upstream.start()
-    drain = threading.Thread(target=lambda: [None for _ in upstream.results()])
+    drain = threading.Thread(target=lambda: [None for _ in upstream.results()], daemon=True)
     drain.start()
     try:
         masks = tmp_path / "m.jsonl"
