@@ -114,7 +114,7 @@ def test_streams_fall_back_to_the_cpu_when_hardware_decoding_fails(rtsp, monkeyp
         caplog.clear()
         with caplog.at_level(logging.INFO):
             frames = read_stream(server.url("cam"), stall_s=3, open_s=3, hwaccel="cuda")()
-            first, pixel_format, _ = next(frames)
+            first, pixel_format, *_ = next(frames)
             frames.close()
         assert first.shape == (180, 320, 3) and pixel_format == "rgb24"
         if accel is not None:
@@ -145,7 +145,7 @@ def test_a_streams_first_frames_are_whole() -> None:
 def test_streams_can_hand_on_yuv_frames_for_the_gpu(rtsp) -> None:
     server = rtsp("cam:15")
     frames = read_stream(server.url("cam"), stall_s=3, open_s=3, yuv=True)()
-    pixels, pixel_format, matrix = next(frames)
+    pixels, pixel_format, matrix, _ = next(frames)
     frames.close()
     assert (pixels.shape, pixel_format) == ((270, 320), "yuv420p") and matrix in ("bt601", "bt709")
 
@@ -489,6 +489,41 @@ def test_a_cameras_sound_stays_with_its_picture_through_a_reconnection(rtsp, tmp
         times = [float(p.pts * p.time_base) for p in container.demux(audio=0) if p.dts is not None]
     gaps = [b - a for a, b in zip(times, times[1:])]
     assert max(gaps) > 1.0 and sorted(gaps)[-2] < 0.2, gaps
+
+
+@needs_rtsp
+def test_a_camera_read_behind_keeps_its_pictures_with_their_sound(rtsp) -> None:
+    """A source thread that falls behind (a busy machine) decodes frames later than they came: they
+    keep the camera's own spacing, on the clock their sound is stamped on, rather than the times they were
+    decoded at; else a recording plays the pictures behind their sound by as much as the thread is behind."""
+    server = rtsp("cam:15:av")
+    sound = live.LiveAudio(time.time(), "cam")
+    feed = sound.feed()
+    stop = threading.Event()
+    frames = read_live(read_stream(server.url("cam"), open_s=5, stall_s=5, audio=sound), name="cam", stop=stop,
+                       report=lambda status: None, origin=sound.origin)
+    stamps = []
+    try:
+        for frame in frames:
+            stamps.append(frame.pts / 1000)
+            if len(stamps) == 34:
+                break
+            # The first frames come at once (read while FFmpeg probes the stream); then 1.5 frames' time
+            # each, 0.8 s behind by the last: less than the second after which a camera's clock counts
+            # as having jumped (see LiveAudio).
+            time.sleep(0.1 if len(stamps) > 10 else 0)
+    finally:
+        stop.set()
+        frames.close()
+        sound.close()
+    sent = []  # the sound's packets, in seconds on the run's clock
+    while not feed.packets.empty():
+        if (packet := feed.packets.get_nowait()) is not None:
+            sent.append(float(packet.pts * packet.time_base))
+    gaps = np.diff(stamps[10:])
+    assert abs(np.median(gaps) - 1 / 15) < 0.015, gaps  # the camera's spacing, not the reader's 0.1 s
+    # The sound read with those frames ends where they do, on the same clock.
+    assert sent and abs(sent[-1] - stamps[-1]) < 0.4, (sent[-1], stamps[-1])
 
 
 @needs_rtsp

@@ -157,7 +157,8 @@ def classify(exc: BaseException) -> tuple[str, bool]:
     return text.split(":")[0][:80] or type(exc).__name__, False
 
 
-Pixels = tuple[np.ndarray, str, str]  # pixels, pixel format, colour matrix: see Frame
+# pixels, pixel format, colour matrix (see Frame); and, from a camera with sound, the frame's time (below)
+Pixels = tuple[np.ndarray, str, str] | tuple[np.ndarray, str, str, float | None]
 Connect = Callable[[], Iterator[Pixels]]
 
 
@@ -174,7 +175,9 @@ def read_live(
 
     ``connect`` opens the source and returns an iterator of frames' pixels; it raises when the
     connection fails and its iterator raises (or ends) when the connection drops or stalls. Frames are
-    stamped in milliseconds since ``origin`` (``time.time()``; now, if None).
+    stamped in milliseconds since ``origin`` (``time.time()``; now, if None): when they are handed on,
+    or, where the iterator gives a fourth item that is not None, at that many seconds since ``origin``
+    (a camera's frames placed on its sound's clock: see :class:`LiveAudio`).
 
     Raises:
         SourceError: credentials were refused (the only failure that retrying cannot fix).
@@ -194,13 +197,13 @@ def read_live(
         reason = ""
         try:
             frames = connect()
-            for pixels, pixel_format, matrix in frames:
+            for pixels, pixel_format, matrix, *placed in frames:
                 if stop.is_set():
                     break
                 if state != "live":
                     set_state("live")
                     failures = 0
-                now = time.time()
+                now = time.time() if not placed or placed[0] is None else origin + placed[0]
                 yield Frame(pixels=pixels, index=index, pts=int((now - origin) * 1000), time_base=LIVE_TIME_BASE,
                             time=now, source=name, captured=time.monotonic(), pixel_format=pixel_format,
                             matrix=matrix)
@@ -266,9 +269,10 @@ def _decode(container: av.container.InputContainer, yuv: bool, audio: LiveAudio 
         for packet in container.demux(stream, *([sound] if sound is not None else [])):
             if packet.stream is stream:
                 for decoded in packet.decode():
+                    placed = None
                     if audio is not None and decoded.time is not None:
-                        audio.anchor(decoded.time)
-                    yield frame_pixels(decoded, yuv)
+                        placed = audio.anchor(decoded.time)
+                    yield (*frame_pixels(decoded, yuv), placed)
             elif audio is not None and packet.dts is not None:
                 audio.offer(packet)
     finally:
@@ -279,13 +283,16 @@ class LiveAudio:
     """A camera's sound, for its recording: packets copied as they come, stamped on the run's clock
     like the frames (milliseconds since ``origin``), through reconnections.
 
-    Each output that copies the sound takes a :meth:`feed` of its own. A connection's sound is placed by its
-    frames: the run-clock time a frame is decoded at, less its
-    stream time, gives the connection's offset; the smallest such offset is the one with the least
-    network delay, and it follows the camera's clock drifting by a millisecond a frame at most (a jump
-    of over a second starts it anew). Sound before a connection's first frame is left out. Sound whose
-    codec, rate or channels differ from the first connection's (the camera reconfigured) is left out,
-    with a warning: one file holds one kind.
+    Each output that copies the sound takes a :meth:`feed` of its own. A connection's sound is placed by
+    its frames: the run-clock time a frame is decoded at, less its stream time, gives the connection's
+    offset; the smallest such offset is the one with the least delay, and it follows the camera's clock
+    drifting by a millisecond a frame at most (a jump of the camera's clock by over a second starts it
+    anew). The frames of a connection with sound are placed by the same offset (:meth:`anchor`), not
+    by when they were decoded: a source thread that falls behind (a busy machine) would otherwise stamp
+    its pictures later than the sound that came with them, and the recording would play them apart by
+    as much (2.6 s, seen in a loaded test run). Sound before a connection's first frame is left out.
+    Sound whose codec, rate or channels differ from the first connection's (the camera reconfigured) is
+    left out, with a warning: one file holds one kind.
 
     Args:
         origin: ``time.time()`` that frames count from (see :func:`read_live`).
@@ -302,11 +309,12 @@ class LiveAudio:
         self._kind: tuple | None = None
         self._usable = False
         self._offset: float | None = None
+        self._last_frame: float | None = None  # the stream time of this connection's last frame
         self._last_pts: int | None = None
 
     def connected(self, stream: av.AudioStream | None) -> None:
         """A new connection, whose sound is ``stream`` (None: it has none)."""
-        self._offset = None
+        self._offset = self._last_frame = None
         self._usable = False
         if stream is None:
             return
@@ -328,13 +336,20 @@ class LiveAudio:
         self._feeds.append(feed)
         return feed
 
-    def anchor(self, frame_time: float) -> None:
-        """A frame of stream time ``frame_time`` (seconds) was decoded now."""
+    def anchor(self, frame_time: float) -> float | None:
+        """A frame of stream time ``frame_time`` (seconds) was decoded now: its time on the run's clock
+        (seconds since ``origin``), the sound's, where this connection's sound is recorded; else None."""
         offset = time.time() - self.origin - frame_time
-        if self._offset is None or abs(offset - self._offset) > 1.0:
+        step = None if self._last_frame is None else frame_time - self._last_frame
+        self._last_frame = frame_time
+        # The camera's clock jumped (its frames' times went back, or on by more than a second): start anew.
+        # Frames decoded late, however late, are no jump: their own times still step as the camera's do.
+        jumped = step is None or not 0 <= step <= 1.0
+        if self._offset is None or (jumped and abs(offset - self._offset) > 1.0):
             self._offset = offset
         else:
             self._offset = min(offset, self._offset + 0.001)
+        return frame_time + self._offset if self._usable else None
 
     def offer(self, packet: av.Packet) -> None:
         """A packet of this connection's sound: stamped on the run's clock and queued, or left out."""
