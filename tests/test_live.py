@@ -6,6 +6,7 @@ python3-gi, gstreamer1.0-plugins-{base,good,ugly}, chromium.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -516,10 +517,8 @@ def test_a_camera_read_behind_keeps_its_pictures_with_their_sound(rtsp) -> None:
         stop.set()
         frames.close()
         sound.close()
-    sent = []  # the sound's packets, in seconds on the run's clock
-    while not feed.packets.empty():
-        if (packet := feed.packets.get_nowait()) is not None:
-            sent.append(float(packet.pts * packet.time_base))
+    # The sound's packets queued so far, in seconds on the run's clock.
+    sent = [float(p.pts * p.time_base) for p in itertools.takewhile(lambda p: p is not None, feed.available())]
     gaps = np.diff(stamps[10:])
     assert abs(np.median(gaps) - 1 / 15) < 0.015, gaps  # the camera's spacing, not the reader's 0.1 s
     # The sound read with those frames ends where they do, on the same clock.
