@@ -486,14 +486,12 @@ def main() -> None:
         rss = max(r[name]["peak_rss_mb"] for r in rounds)
         print(f"{name:<10} {statistics.median(fps):8.2f}  {each:<24} {rss:12.0f} "
               f"{max(r[name].get('peak_device_mb', 0) for r in rounds):12.0f}")
-    for other in (r for r in runs if r != "streamseg"):
-        ratios = [r["streamseg"]["fps"] / r[other]["fps"] for r in rounds]
-        each = " ".join(f"{x:.2f}" for x in ratios)
-        print(f"streamseg / {other:<7} = {statistics.median(ratios):.2f}  (each round: {each})")
-    if args.variant and "ceiling" in runs:
-        ratios = [r["variant"]["fps"] / r["ceiling"]["fps"] for r in rounds]
-        print(f"variant / ceiling   = {statistics.median(ratios):.2f}  (each round: "
-              f"{' '.join(f'{x:.2f}' for x in ratios)}; variant: {args.variant})")
+    pairs = [("streamseg", other) for other in runs if other != "streamseg"]
+    pairs += [("variant", "ceiling")] if args.variant and "ceiling" in runs else []
+    for top, bottom in pairs:
+        ratios = [r[top]["fps"] / r[bottom]["fps"] for r in rounds]
+        each = " ".join(f"{x:.2f}" for x in ratios) + (f"; variant: {args.variant}" if top == "variant" else "")
+        print(f"{top:<9} / {bottom:<7} = {statistics.median(ratios):.2f}  (each round: {each})")
     print("streamseg per-frame stage times (ms, median round; stages overlap across threads):")
     middle = sorted(rounds, key=lambda r: r["streamseg"]["fps"])[len(rounds) // 2]["streamseg"]
     print("  " + "  ".join(f"{k}={v:.1f}" for k, v in middle["stages_ms"].items()))
