@@ -340,11 +340,10 @@ class LiveAudio:
         """A frame of stream time ``frame_time`` (seconds) was decoded now: its time on the run's clock
         (seconds since ``origin``), the sound's, where this connection's sound is recorded; else None."""
         offset = time.time() - self.origin - frame_time
-        step = None if self._last_frame is None else frame_time - self._last_frame
-        self._last_frame = frame_time
+        last, self._last_frame = self._last_frame, frame_time
         # The camera's clock jumped (its frames' times went back, or on by more than a second): start anew.
         # Frames decoded late, however late, are no jump: their own times still step as the camera's do.
-        jumped = step is None or not 0 <= step <= 1.0
+        jumped = last is not None and not 0 <= frame_time - last <= 1.0
         if self._offset is None or (jumped and abs(offset - self._offset) > 1.0):
             self._offset = offset
         else:
