@@ -164,6 +164,17 @@ class RtspServer:
         assert line.strip() == "ready", self.proc.stderr.read() if self.proc.stderr else line
         return self
 
+    def wait_written(self, timeout: float = 5.0) -> None:
+        """Wait until each recording has stopped growing: the server's muxer has written what the ended
+        session left it (at most ``timeout`` s)."""
+        recordings = [Path(m.split("=", 1)[1]) for m in self.mounts if ":record" in m]
+        sizes, deadline = None, time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            time.sleep(0.3)
+            sizes, last = [p.stat().st_size if p.exists() else -1 for p in recordings], sizes
+            if sizes == last:
+                return
+
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.kill()

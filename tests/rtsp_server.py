@@ -45,6 +45,7 @@ def main() -> None:
             kind, path = what.split("=", 1)
             sound = "rtpmp4gdepay name=depay1 ! aacparse ! mux. " if kind == "record-av" else ""  # H.264 + AAC
             factory.set_transport_mode(GstRtspServer.RTSPTransportMode.RECORD)
+            factory.set_eos_shutdown(True)  # the session's end reaches the muxer: it writes what it held back
             factory.set_launch(f"( rtph264depay name=depay0 ! h264parse ! mux. {sound}matroskamux name=mux "
                                f"streamable=true ! filesink buffer-mode=unbuffered location={path} )")
         else:

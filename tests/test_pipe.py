@@ -71,14 +71,12 @@ def test_a_piped_videos_sound_is_published_and_recorded_alike(tmp_path: Path, ti
     try:
         proc = _cli("-", "-o", str(recorded), "--stream", server.url("out"), "--model", str(tiny_model),
                     input=src.read_bytes())
-        time.sleep(0.5)  # the server writes what it has
+        server.wait_written()
     finally:
         server.stop()
     assert proc.returncode == 0, proc.stderr
     assert 1.95 <= _streams(recorded)["audio"][1] <= 2.1  # all of the sound beside the picture's 2 s
-    # GStreamer's muxer loses the last frames it held back to interleave them with the sound (see
-    # test_stream.py): only that both came, and the sound over the picture's 2 s.
-    assert len(read_video(received)[2]) >= 50
+    assert len(read_video(received)[2]) == 60
     count, seconds = _streams(received)["audio"]
     assert 1.8 <= seconds <= 2.1, (count, seconds)
 

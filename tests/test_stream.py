@@ -65,7 +65,7 @@ def _publish_file(tmp_path: Path, model: Path, mount: str, suffix: str = ".mp4",
             started = time.monotonic()
             summary = pipeline.run()
             took = time.monotonic() - started
-        time.sleep(0.5)  # the server writes what it has
+        server.wait_written()
     finally:
         server.stop()
     assert summary.outputs == [server.url("in")]
@@ -88,9 +88,7 @@ def test_a_files_sound_is_published_with_its_picture(tmp_path: Path, tiny_model:
     """MP4's AAC is described once, up front, as RTP wants it; MPEG-TS's (ADTS) in a header on every packet,
     which RTP refuses until it is moved up front."""
     received, _, _, _ = _publish_file(tmp_path, tiny_model, "record-av", suffix, frames=60, audio=True)
-    # GStreamer's muxer holds the last frames back to interleave them with the sound, and loses them when
-    # the session ends: the count is not checked here, only that both came.
-    assert len(_received(received)) >= 50
+    assert len(_received(received)) == 60  # the server's muxer writes what it held back at the end (eos-shutdown)
     with av.open(str(received)) as container:
         sound = [p for p in container.demux(audio=0) if p.dts is not None]
     assert 1.8 <= len(sound) * 1024 / 48000 <= 2.05  # the picture's 2 s of it, in packets of 1024 samples
@@ -108,7 +106,7 @@ def test_a_cameras_sound_is_published_and_recorded_alike(tmp_path: Path, tiny_mo
     try:
         with Pipeline(cfg) as pipeline:
             pipeline.run()
-        time.sleep(0.5)
+        server.wait_written()
     finally:
         server.stop()
         camera.stop()
