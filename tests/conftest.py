@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -38,6 +39,30 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     as the interpreter shuts down) writes every thread's stack to stderr and exits, rather than holding the
     run until CI's time limit with nothing said."""
     faulthandler.dump_traceback_later(120, exit=True, file=sys.__stderr__)
+
+
+def real_time_threads() -> list[int]:
+    """This process's threads in a real-time scheduling class (SCHED_FIFO, SCHED_RR)."""
+    found = []
+    for tid in os.listdir("/proc/self/task") if hasattr(os, "sched_getscheduler") else []:
+        try:
+            if os.sched_getscheduler(int(tid)) in (os.SCHED_FIFO, os.SCHED_RR):
+                found.append(int(tid))
+        except OSError:  # a thread that just ended
+            pass
+    return found
+
+
+@pytest.fixture(autouse=True)
+def _no_real_time_threads_left() -> Iterator[None]:
+    """A test that leaves its process real-time fails, and the process is put back: real-time threads
+    (what SVT-AV1 makes of an encoder opened as root) are inherited by every later test's threads and
+    processes, and busy ones starved the 2-core CI machine until its time limit."""
+    yield
+    left = real_time_threads()
+    for tid in left:
+        os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
+    assert not left, f"{len(left)} threads left in a real-time scheduling class"
 
 
 def reference_processor(**kwargs):

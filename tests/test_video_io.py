@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import os
+import threading
 from fractions import Fraction
 from pathlib import Path
 
@@ -17,8 +19,9 @@ import streamseg
 from streamseg.exceptions import SourceError
 from streamseg.sinks.video import VideoSink
 from streamseg.sources import probe, read_frames
+from streamseg.types import Frame, FrameResult, Segmentation
 
-from .conftest import read_video, write_clip
+from .conftest import read_video, real_time_threads, write_clip
 
 
 def _segment(src: Path, out: Path, model: Path, **kw) -> list:
@@ -243,7 +246,6 @@ def test_hardware_decoding_gives_the_same_frames_or_falls_back(tmp_path: Path, c
 def test_output_says_which_colour_matrix_it_was_encoded_with(tmp_path: Path) -> None:
     """Saturated colours survive a round trip through a decoder that follows the file's tags; untagged
     HD output would be read as BT.709 by players and shift them."""
-    from streamseg.types import Frame, FrameResult, Segmentation
 
     colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (40, 200, 220), (128, 128, 128)]
     image = np.zeros((720, 1280, 3), np.uint8)
@@ -351,7 +353,6 @@ def test_an_encoder_that_does_not_open_falls_back_when_streamseg_chose_it(tmp_pa
     handful of sessions): such an output is encoded with libx264 instead, with a warning. Here NVENC
     does not open at all, which takes the same path."""
     from streamseg.sinks.video import encoder_opens
-    from streamseg.types import Frame, FrameResult, Segmentation
 
     if encoder_opens("h264_nvenc"):
         pytest.skip("NVENC opens on this machine")
@@ -374,7 +375,6 @@ def test_segmented_outputs_keep_the_newest_files(tmp_path: Path) -> None:
     each whole (the video plays, every JSON line parses); no other file is touched."""
     from streamseg.sinks.jsonl import JsonlSink
     from streamseg.sinks.segments import SegmentedSink
-    from streamseg.types import Frame, FrameResult, Segmentation
 
     bystander = tmp_path / "rec-19990101-000000.mp4"
     bystander.write_bytes(b"not ours")
@@ -422,7 +422,6 @@ def test_frames_go_to_the_encoder_without_a_copy_and_encode_the_same(tmp_path: P
 
     from streamseg.inference.color import rgb_to_yuv420
     from streamseg.synthetic import Scene
-    from streamseg.types import Frame, FrameResult, Segmentation
 
     scene = Scene(5, aspect=320 / height)
 
@@ -468,7 +467,6 @@ def test_frames_go_to_the_encoder_without_a_copy_and_encode_the_same(tmp_path: P
 def test_x264_threads_work_on_whole_frames(tmp_path: Path, threads: int, settings: bytes) -> None:
     """x264 writes its settings into the stream. Left to choose its threads (a GPU machine), it encodes
     several frames at once rather than slicing each one while the caller waits, which capped a GPU run."""
-    from streamseg.types import Frame, FrameResult, Segmentation
 
     out = tmp_path / "o.mp4"
     with VideoSink(out, time_base=Fraction(1, 30), threads=threads) as sink:
@@ -504,7 +502,6 @@ def test_nv12_planes_read_through_dlpack_are_the_frame() -> None:
 def test_a_frame_may_hold_nv12_as_a_tensor() -> None:
     import torch
 
-    from streamseg.types import Frame
 
     nv12 = np.random.default_rng(1).integers(16, 235, (90, 64), dtype=np.uint8)
     common = dict(index=0, pts=0, time_base=Fraction(1, 30), time=0.0, pixel_format="nv12", matrix="bt709")
@@ -526,7 +523,6 @@ def test_several_encoders_share_the_cores() -> None:
 def _encode_scene(path: Path, frames: int = 12, **sink_options) -> Path:
     """Write a moving scene through a VideoSink (no model): what the encoder settings alone do."""
     from streamseg.synthetic import Scene
-    from streamseg.types import Frame, FrameResult, Segmentation
 
     scene = Scene(3, aspect=160 / 96)
     with VideoSink(path, time_base=Fraction(1, 30), **sink_options) as sink:
@@ -548,6 +544,31 @@ def test_crf_sets_the_quality_of_every_encoder(tmp_path: Path, codec: str) -> No
         pytest.skip(f"{codec} is not in this FFmpeg")
     sizes = {crf: _encode_scene(tmp_path / f"crf{crf}.mkv", codec=encoder, crf=crf).stat().st_size for crf in (8, 45)}
     assert sizes[8] > 1.5 * sizes[45], sizes
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
+                    reason="SVT-AV1 makes its threads real-time only when run as root")
+def test_an_av1_encoder_does_not_make_the_run_real_time(tmp_path: Path) -> None:
+    """SVT-AV1, opened as root (as in most containers), puts the opening thread and its own threads in
+    SCHED_FIFO at priority 99: every thread the run starts afterwards would inherit it, and busy real-time
+    threads starve the machine (CI's froze). The encoder still works, its threads at normal priority."""
+    from streamseg.sinks.video import encoder_opens
+
+    if not encoder_opens("libsvtav1"):
+        pytest.skip("libsvtav1 is not in this FFmpeg")
+    assert real_time_threads() == []  # the check above opened it too
+    image = np.zeros((64, 96, 3), np.uint8)
+    with VideoSink(tmp_path / "o.mkv", time_base=Fraction(1, 30), codec="libsvtav1") as sink:
+        for i in range(3):
+            frame = Frame(pixels=image, index=i, pts=i, time_base=Fraction(1, 30), time=i / 30)
+            sink.write(FrameResult(frame, Segmentation("panoptic", [], [], [], [], [], size=(64, 96)), image))
+        while_open = real_time_threads()  # the encoder's own threads are running now
+    later: list[int] = []
+    thread = threading.Thread(target=lambda: later.append(os.sched_getscheduler(0)))
+    thread.start()
+    thread.join()
+    assert while_open == [] and later == [os.SCHED_OTHER]
+    assert len(read_video(tmp_path / "o.mkv")[0]) == 3
 
 
 def test_hevc_in_mp4_is_tagged_for_apple_players(tmp_path: Path) -> None:

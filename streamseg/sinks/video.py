@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import logging
@@ -35,6 +36,30 @@ _END = object()  # an audio iterator gave its last packet
 _QUIET = {"libx265": {"x265-params": "log-level=error"}}
 
 
+_REAL_TIME = {getattr(os, "SCHED_FIFO", -1), getattr(os, "SCHED_RR", -1)}
+# How the run was scheduled when it started: what an encoder that changes it is undone to.
+_SCHEDULING = (os.sched_getscheduler(0), os.sched_getparam(0)) if hasattr(os, "sched_getscheduler") else None
+
+
+@contextlib.contextmanager
+def _scheduling_kept():
+    """Open an encoder without letting it make the run real-time.
+
+    SVT-AV1, run as root (as in most containers), puts the thread that opens it, and every thread it
+    starts, in SCHED_FIFO at priority 99, and leaves them there: every thread the run starts afterwards
+    inherits it, and busy real-time threads starve the rest of the machine (a 2-core machine froze).
+    So once an encoder is open, every real-time thread is put back as the run started, unless it started
+    real-time (``chrt``), which is the user's choice."""
+    try:
+        yield
+    finally:
+        if _SCHEDULING is not None and _SCHEDULING[0] not in _REAL_TIME:
+            for tid in os.listdir("/proc/self/task"):
+                with contextlib.suppress(OSError):  # a thread that just ended
+                    if os.sched_getscheduler(int(tid)) in _REAL_TIME:
+                        os.sched_setscheduler(int(tid), *_SCHEDULING)
+
+
 @functools.cache
 def encoder_opens(name: str) -> bool:
     """Whether an encoder exists and opens here (a hardware encoder needs its device and driver)."""
@@ -44,7 +69,8 @@ def encoder_opens(name: str) -> bool:
         ctx = av.CodecContext.create(name, "w")
         ctx.width, ctx.height, ctx.pix_fmt, ctx.time_base = 256, 256, "yuv420p", Fraction(1, 30)
         ctx.options = dict(_QUIET.get(ctx.codec.name, {}))
-        ctx.open()
+        with _scheduling_kept():
+            ctx.open()
         return True
     except (av.FFmpegError, ValueError, OSError, AttributeError):  # AttributeError: not a video encoder
         return False
@@ -77,7 +103,7 @@ def check_encoder(name: str, path: str | Path | None = None) -> None:
 def _muxer_takes(muxer: str, encoder: str) -> bool:
     """Whether FFmpeg's ``muxer`` starts a file with ``encoder``'s video (MOV refuses VP9 and AV1)."""
     try:
-        with av.open(io.BytesIO(), "w", format=muxer) as out:
+        with _scheduling_kept(), av.open(io.BytesIO(), "w", format=muxer) as out:
             stream = out.add_stream(encoder, rate=30, options=dict(_QUIET.get(encoder, {})))
             stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
             out.start_encoding()
@@ -314,7 +340,8 @@ class VideoSink:
         if self.sample_aspect_ratio:
             stream.codec_context.sample_aspect_ratio = self.sample_aspect_ratio
         stream.time_base = self.time_base
-        stream.codec_context.open()
+        with _scheduling_kept():
+            stream.codec_context.open()
         return stream
 
     def _open_audio(self) -> None:
