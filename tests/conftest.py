@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from streamseg import synthetic
+from streamseg.sinks.video import real_time_threads
 from streamseg.synthetic import Scene
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,18 +40,6 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     as the interpreter shuts down) writes every thread's stack to stderr and exits, rather than holding the
     run until CI's time limit with nothing said."""
     faulthandler.dump_traceback_later(120, exit=True, file=sys.__stderr__)
-
-
-def real_time_threads() -> list[int]:
-    """This process's threads in a real-time scheduling class (SCHED_FIFO, SCHED_RR)."""
-    found = []
-    for tid in os.listdir("/proc/self/task") if hasattr(os, "sched_getscheduler") else []:
-        try:
-            if os.sched_getscheduler(int(tid)) in (os.SCHED_FIFO, os.SCHED_RR):
-                found.append(int(tid))
-        except OSError:  # a thread that just ended
-            pass
-    return found
 
 
 @pytest.fixture(autouse=True)

@@ -17,11 +17,11 @@ import pytest
 
 import streamseg
 from streamseg.exceptions import SourceError
-from streamseg.sinks.video import VideoSink
+from streamseg.sinks.video import VideoSink, real_time_threads
 from streamseg.sources import probe, read_frames
 from streamseg.types import Frame, FrameResult, Segmentation
 
-from .conftest import read_video, real_time_threads, write_clip
+from .conftest import read_video, write_clip
 
 
 def _segment(src: Path, out: Path, model: Path, **kw) -> list:

@@ -54,10 +54,20 @@ def _scheduling_kept():
         yield
     finally:
         if _SCHEDULING is not None and _SCHEDULING[0] not in _REAL_TIME:
-            for tid in os.listdir("/proc/self/task"):
+            for tid in real_time_threads():
                 with contextlib.suppress(OSError):  # a thread that just ended
-                    if os.sched_getscheduler(int(tid)) in _REAL_TIME:
-                        os.sched_setscheduler(int(tid), *_SCHEDULING)
+                    os.sched_setscheduler(tid, *_SCHEDULING)
+
+
+def real_time_threads() -> list[int]:
+    """The ids of this process's threads in a real-time scheduling class (none where there is no such
+    thing to ask about: not Linux)."""
+    found = []
+    for tid in os.listdir("/proc/self/task") if _SCHEDULING is not None else []:
+        with contextlib.suppress(OSError):  # a thread that just ended
+            if os.sched_getscheduler(int(tid)) in _REAL_TIME:
+                found.append(int(tid))
+    return found
 
 
 @functools.cache
