@@ -17,7 +17,7 @@ import pytest
 
 import streamseg
 from streamseg.exceptions import SourceError
-from streamseg.sinks.video import VideoSink, real_time_threads
+from streamseg.sinks.video import VideoSink, encoder_opens, real_time_threads
 from streamseg.sources import probe, read_frames
 from streamseg.types import Frame, FrameResult, Segmentation
 
@@ -246,7 +246,6 @@ def test_hardware_decoding_gives_the_same_frames_or_falls_back(tmp_path: Path, c
 def test_output_says_which_colour_matrix_it_was_encoded_with(tmp_path: Path) -> None:
     """Saturated colours survive a round trip through a decoder that follows the file's tags; untagged
     HD output would be read as BT.709 by players and shift them."""
-
     colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (40, 200, 220), (128, 128, 128)]
     image = np.zeros((720, 1280, 3), np.uint8)
     for i, colour in enumerate(colours):
@@ -467,7 +466,6 @@ def test_frames_go_to_the_encoder_without_a_copy_and_encode_the_same(tmp_path: P
 def test_x264_threads_work_on_whole_frames(tmp_path: Path, threads: int, settings: bytes) -> None:
     """x264 writes its settings into the stream. Left to choose its threads (a GPU machine), it encodes
     several frames at once rather than slicing each one while the caller waits, which capped a GPU run."""
-
     out = tmp_path / "o.mp4"
     with VideoSink(out, time_base=Fraction(1, 30), threads=threads) as sink:
         for i in range(8):
@@ -501,7 +499,6 @@ def test_nv12_planes_read_through_dlpack_are_the_frame() -> None:
 
 def test_a_frame_may_hold_nv12_as_a_tensor() -> None:
     import torch
-
 
     nv12 = np.random.default_rng(1).integers(16, 235, (90, 64), dtype=np.uint8)
     common = dict(index=0, pts=0, time_base=Fraction(1, 30), time=0.0, pixel_format="nv12", matrix="bt709")
@@ -552,8 +549,6 @@ def test_an_av1_encoder_does_not_make_the_run_real_time(tmp_path: Path) -> None:
     """SVT-AV1, opened as root (as in most containers), puts the opening thread and its own threads in
     SCHED_FIFO at priority 99: every thread the run starts afterwards would inherit it, and busy real-time
     threads starve the machine (CI's froze). The encoder still works, its threads at normal priority."""
-    from streamseg.sinks.video import encoder_opens
-
     if not encoder_opens("libsvtav1"):
         pytest.skip("libsvtav1 is not in this FFmpeg")
     assert real_time_threads() == []  # the check above opened it too
