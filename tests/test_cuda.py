@@ -321,3 +321,25 @@ def test_the_forward_pass_runs_off_the_default_stream() -> None:
     results = runner([f for _, f in zip(range(2), read_frames(SAMPLE_CLIP, hwaccel="cuda", yuv=True))])
     assert len(results) == 2 and streams
     assert all(s != torch.cuda.default_stream() for s in streams)
+
+
+def test_queueing_a_batch_never_waits_for_the_device() -> None:
+    """The infer thread's half (upload, YUV to RGB, preprocessing, the graph's replay) only queues work.
+    A wait there holds the next batch back until the GPU has finished the last one, and the GPU then
+    idles while the next is queued: a tensor made per batch from Python numbers did that."""
+    from streamseg.config import PostprocessConfig
+    from streamseg.inference.loading import load_model
+    from streamseg.inference.runner import ModelRunner
+    from streamseg.sources import read_frames
+
+    loaded = load_model(str(SAMPLE_MODEL), device="cuda")
+    runner = ModelRunner(loaded, "panoptic", PostprocessConfig(), cuda_graphs=True, batch_size=4)
+    frames = [f for _, f in zip(range(8), read_frames(SAMPLE_CLIP, yuv=True))]  # YUV in host memory
+    assert frames[0].pixel_format == "yuv420p"
+    runner.finish(runner.forward(frames[:4]))  # captures the graph, fills the caches
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        batch = runner.forward(frames[4:])
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert len(runner.finish(batch)) == 4

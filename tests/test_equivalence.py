@@ -92,6 +92,31 @@ def test_float_resize_path_is_within_one_level() -> None:
     assert np.abs(ours - ref).max() <= 1
 
 
+def test_preprocessing_makes_no_tensor_from_python_numbers_once_warm() -> None:
+    """On a GPU such a tensor is a copy from pageable memory, which waits for the whole stream: made per
+    batch, it held the infer thread until the previous forward pass had ended (test_cuda checks the
+    whole of the infer thread's half for waits; this is the part a CPU can see)."""
+    from torch.overrides import TorchFunctionMode
+
+    class FromPython(TorchFunctionMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.made: list = []
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if func in (torch.tensor, torch.as_tensor) and args and isinstance(args[0], (list, tuple, int, float)):
+                self.made.append(args[0])
+            return func(*args, **(kwargs or {}))
+
+    images = [torch.zeros(100, 150, 3, dtype=torch.uint8), torch.zeros(90, 160, 3, dtype=torch.uint8)]
+    spec = PreprocessSpec(shortest_edge=64, longest_edge=128)
+    first = preprocess(images, spec, torch.float32)
+    with torch.inference_mode(), FromPython() as mode:
+        again = preprocess(images, spec, torch.float32)
+    assert mode.made == []
+    assert torch.equal(first, again)
+
+
 def _outputs(setup):
     processor, model, spec, frames = setup
     with torch.no_grad():

@@ -8,6 +8,7 @@ the largest size in the batch. No pixel mask: the model ignores it.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -127,8 +128,7 @@ def preprocess(images: list[torch.Tensor], spec: PreprocessSpec, dtype: torch.dt
     """
     groups = grouped((image.shape[0], image.shape[1]) for image in images)
     device = images[0].device
-    mean = torch.tensor(spec.image_mean, device=device, dtype=torch.float32).view(1, 3, 1, 1)
-    std = torch.tensor(spec.image_std, device=device, dtype=torch.float32).view(1, 3, 1, 1)
+    mean, std = _per_channel(spec.image_mean, device), _per_channel(spec.image_std, device)
     resized: list[torch.Tensor | None] = [None] * len(images)
     for (h, w), members in groups.items():
         x = torch.stack([images[i] for i in members]).permute(0, 3, 1, 2)
@@ -151,3 +151,15 @@ def preprocess(images: list[torch.Tensor], spec: PreprocessSpec, dtype: torch.dt
         for i, t in enumerate(resized):
             batch[i, :, : t.shape[1], : t.shape[2]] = t  # type: ignore[union-attr]
     return batch.to(dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def _per_channel(values: tuple[float, ...], device: torch.device) -> torch.Tensor:
+    """``values`` as a (1, 3, 1, 1) float32 tensor on ``device``, made once.
+
+    A tensor made from Python numbers on a GPU is copied there from pageable memory, a copy that waits
+    for everything queued on the stream: made per batch, it held the infer thread until the previous
+    batch's forward pass had finished, so the GPU sat idle while the next batch was being queued.
+    """
+    with torch.inference_mode(False):  # an ordinary tensor: callers may run with autograd on
+        return torch.tensor(values, dtype=torch.float32).view(1, 3, 1, 1).to(device)
