@@ -202,7 +202,7 @@ def _sync(device: str) -> None:
 def measure_ceiling(args: argparse.Namespace) -> dict:
     import torch
 
-    from streamseg.inference.graphs import GraphedForward, capture_supported
+    from streamseg.inference.graphs import capture_supported, graphed_forward
     from streamseg.inference.loading import load_model
     from streamseg.inference.preprocess import preprocess
     from streamseg.sources import read_frames
@@ -217,7 +217,7 @@ def measure_ceiling(args: argparse.Namespace) -> dict:
             pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
         forward = torch.compile(loaded.model) if args.compile else loaded.model
         if device.startswith("cuda") and args.cuda_graphs and not args.compile and capture_supported():
-            graphed = GraphedForward(loaded.model, args.batch_size)
+            graphed = graphed_forward(loaded.model, args.batch_size)
 
             def forward(pixel_values):  # the same call, replayed from a CUDA graph, as streamseg runs it
                 return graphed(pixel_values)

@@ -154,10 +154,10 @@ def test_graphed_forward_matches_the_model(tiny_model_fixed: Path, monkeypatch) 
     launched kernel by kernel, for fresh inputs on every call."""
     from transformers import Mask2FormerForUniversalSegmentation
 
-    from streamseg.inference.graphs import GraphedForward
+    from streamseg.inference.graphs import graphed_forward
 
     model = Mask2FormerForUniversalSegmentation.from_pretrained(tiny_model_fixed).cuda().eval()
-    graphed = GraphedForward(model, 8)
+    graphed = graphed_forward(model, 8)
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)  # float32 compared as float32
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     with torch.inference_mode():
@@ -169,7 +169,7 @@ def test_graphed_forward_matches_the_model(tiny_model_fixed: Path, monkeypatch) 
             torch.testing.assert_close(got[1], want.masks_queries_logits, atol=2e-3, rtol=2e-3)
     assert graphed.failed is None
     assert sorted(key[0] for key in graphed._graphs) == [1, 4, 8]
-    full = GraphedForward(model, 8, max_graphs=1)  # a second input shape runs without a graph
+    full = graphed_forward(model, 8, max_graphs=1)  # a second input shape runs without a graph
     with torch.inference_mode():
         for size in (128, 96, 128):
             pixels = torch.randn(2, 3, size, size, device="cuda")
@@ -182,7 +182,7 @@ def test_a_forward_pass_that_waits_on_the_device_runs_without_graphs(caplog) -> 
     import logging
     from types import SimpleNamespace
 
-    from streamseg.inference.graphs import GraphedForward
+    from streamseg.inference.graphs import graphed_forward
 
     class Waits(torch.nn.Module):
         def forward(self, pixel_values):
@@ -190,7 +190,7 @@ def test_a_forward_pass_that_waits_on_the_device_runs_without_graphs(caplog) -> 
             return SimpleNamespace(class_queries_logits=pixel_values.mean((2, 3)),
                                    masks_queries_logits=pixel_values / scale)
 
-    graphed = GraphedForward(Waits(), 4)
+    graphed = graphed_forward(Waits(), 4)
     pixels = torch.randn(2, 3, 8, 8, device="cuda")
     with caplog.at_level(logging.WARNING), torch.inference_mode():
         class_logits, mask_logits = graphed(pixels)
@@ -323,10 +323,12 @@ def test_the_forward_pass_runs_off_the_default_stream() -> None:
     assert all(s != torch.cuda.default_stream() for s in streams)
 
 
-def test_queueing_a_batch_never_waits_for_the_device() -> None:
-    """The infer thread's half (upload, YUV to RGB, preprocessing, the graph's replay) only queues work.
-    A wait there holds the next batch back until the GPU has finished the last one, and the GPU then
-    idles while the next is queued: a tensor made per batch from Python numbers did that."""
+@pytest.mark.parametrize("whole", [True, False])
+def test_queueing_a_batch_never_waits_for_the_device(whole: bool) -> None:
+    """The infer thread's half (upload, YUV to RGB, preprocessing, the graph's replay) only queues work,
+    whether the graph holds all of it or the model alone. A wait there holds the next batch back until
+    the GPU has finished the last one, and the GPU then idles while the next is queued: a tensor made
+    per batch from Python numbers did that."""
     from streamseg.config import PostprocessConfig
     from streamseg.inference.loading import load_model
     from streamseg.inference.runner import ModelRunner
@@ -334,6 +336,8 @@ def test_queueing_a_batch_never_waits_for_the_device() -> None:
 
     loaded = load_model(str(SAMPLE_MODEL), device="cuda")
     runner = ModelRunner(loaded, "panoptic", PostprocessConfig(), cuda_graphs=True, batch_size=4)
+    if not whole:
+        runner._whole = None  # as for a batch of mixed frames: colours and preprocessing launched one by one
     frames = [f for _, f in zip(range(8), read_frames(SAMPLE_CLIP, yuv=True))]  # YUV in host memory
     assert frames[0].pixel_format == "yuv420p"
     runner.finish(runner.forward(frames[:4]))  # captures the graph, fills the caches
@@ -343,3 +347,28 @@ def test_queueing_a_batch_never_waits_for_the_device() -> None:
     finally:
         torch.cuda.set_sync_debug_mode(0)
     assert len(runner.finish(batch)) == 4
+
+
+@pytest.mark.parametrize("yuv", [True, False])
+def test_preprocessing_is_replayed_with_the_model(yuv: bool, monkeypatch) -> None:
+    """Frames of one kind go through one graph (colour conversion, preprocessing, forward pass): the
+    same images and logits as the same steps launched one by one, for full and padded batches."""
+    from streamseg.config import PostprocessConfig
+    from streamseg.inference.loading import load_model
+    from streamseg.inference.runner import ModelRunner
+    from streamseg.sources import read_frames
+
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)  # float32 compared as float32
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    loaded = load_model(str(SAMPLE_MODEL), device="cuda")
+    graphed = ModelRunner(loaded, "panoptic", PostprocessConfig(), cuda_graphs=True, batch_size=4)
+    plain = ModelRunner(loaded, "panoptic", PostprocessConfig(), cuda_graphs=False, batch_size=4)
+    frames = [f for _, f in zip(range(11), read_frames(SAMPLE_CLIP, yuv=yuv))]
+    for batch in (frames[:4], frames[4:7], frames[7:11], frames[:1]):
+        got, want = graphed.forward(batch), plain.forward(batch)
+        assert all(torch.equal(a, b) for a, b in zip(got.images, want.images))
+        torch.testing.assert_close(got.class_logits, want.class_logits, atol=2e-3, rtol=2e-3)
+        torch.testing.assert_close(got.mask_logits, want.mask_logits, atol=2e-3, rtol=2e-3)
+        assert len(graphed.finish(got)) == len(batch)
+    (whole,) = graphed._whole.values()
+    assert whole.failed is None and sorted(key[0] for key in whole._graphs) == [1, 4]

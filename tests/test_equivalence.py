@@ -117,6 +117,19 @@ def test_preprocessing_makes_no_tensor_from_python_numbers_once_warm() -> None:
     assert torch.equal(first, again)
 
 
+def test_preprocessing_hands_back_the_layout_asked_for() -> None:
+    """One size or several, resized or not: ``pixel_values`` in the layout the model runs in."""
+    spec = PreprocessSpec(shortest_edge=64, longest_edge=128)
+    one = [torch.zeros(100, 150, 3, dtype=torch.uint8)] * 2
+    mixed = [one[0], torch.zeros(90, 160, 3, dtype=torch.uint8)]
+    as_is = [torch.zeros(64, 96, 3, dtype=torch.uint8)] * 2
+    for images in (one, mixed, as_is):
+        assert preprocess(images, spec, torch.float32).is_contiguous()
+        last = preprocess(images, spec, torch.float32, torch.channels_last)
+        assert last.is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(last, preprocess(images, spec, torch.float32))
+
+
 def _outputs(setup):
     processor, model, spec, frames = setup
     with torch.no_grad():

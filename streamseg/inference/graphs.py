@@ -3,7 +3,10 @@
 Mask2Former's forward pass launches a few thousand small kernels. On a fast GPU, launching them takes
 longer than running them (H100, swin-tiny, 8 frames at 384x384: the launching thread 99% busy, the
 GPU 71%), and in a pipeline that thread also shares the interpreter lock with decoding, encoding and
-exporting. A graph captured once per input shape replays the whole pass from one call.
+exporting. A graph captured once per input shape replays the whole pass from one call. The runner
+captures the frames' colour conversion and preprocessing in the same graph where it can: each op
+launched from Python gives the interpreter lock away and must wait to take it back, and the infer
+thread waited on about 50 of them a batch.
 
 transformers builds a few small tensors from Python lists on the device in each pass (the pixel
 decoder's level shapes); such a copy waits for the device, which a capture forbids. They are the same
@@ -20,11 +23,12 @@ from typing import Any
 import torch
 from torch.overrides import TorchFunctionMode
 
-__all__ = ["GraphedForward", "capture_supported", "forward_logits", "graph_sizes"]
+__all__ = ["Graphed", "capture_supported", "forward_logits", "graph_sizes", "graphed_forward"]
 
 log = logging.getLogger(__name__)
 
 Logits = tuple[torch.Tensor, torch.Tensor]  # class logits, mask logits
+Outputs = tuple[torch.Tensor, ...]
 
 
 def forward_logits(model: Callable, pixel_values: torch.Tensor) -> Logits:
@@ -86,59 +90,61 @@ class _KeptConstants(TorchFunctionMode):
 @dataclass
 class _Graph:
     graph: torch.cuda.CUDAGraph
-    pixel_values: torch.Tensor  # the input the graph reads: copy each batch in, then replay
-    logits: Logits  # what the graph writes; overwritten by the next replay
+    inputs: torch.Tensor  # what the graph reads: copy each batch in, then replay
+    outputs: Outputs  # what the graph writes; overwritten by the next replay
     constants: _KeptConstants  # kept alive as long as the graph reads them
 
 
-class GraphedForward:
-    """``model(pixel_values=...)``'s class and mask logits, replayed from a CUDA graph per input shape.
+class Graphed:
+    """``fn(x)``, a tuple of tensors with one row per row of ``x``, replayed from a CUDA graph per input
+    shape; ``fallback(x)`` (default: ``fn`` launched as it is) where there is no graph.
 
     Batches are padded to the next size of :func:`graph_sizes` (the padding rows hold earlier frames;
-    each frame's result depends on that frame alone). If a capture fails (an older
-    transformers whose forward pass waits on the device, say), the model runs as it is from then on,
-    with one warning; running out of device memory is raised, for the caller to retry smaller.
-    Each graph keeps its own device memory: past ``max_graphs`` input shapes (checkpoints that resize
-    by the shortest edge give one per aspect ratio of the sources), new shapes run as they are.
+    each row's result must depend on that row alone). If a capture fails (an older transformers whose
+    forward pass waits on the device, say), ``fallback`` runs from then on, with one warning; running out
+    of device memory is raised, for the caller to retry smaller. Each graph keeps its own device memory:
+    past ``max_graphs`` input shapes (checkpoints that resize by the shortest edge give one per aspect
+    ratio of the sources), new shapes take the fallback.
     """
 
-    def __init__(self, model: torch.nn.Module, batch_size: int, max_graphs: int = 16) -> None:
-        self.model = model
+    def __init__(self, fn: Callable[[torch.Tensor], Outputs], batch_size: int, *,
+                 fallback: Callable[[torch.Tensor], Outputs] | None = None, max_graphs: int = 16,
+                 what: str = "this model") -> None:
+        self.fn = fn
+        self.fallback = fallback or fn
         self.sizes = graph_sizes(batch_size)
         self.max_graphs = max_graphs
+        self.what = what
         self.failed: str | None = None  # why graphs are not used, once a capture failed
         self._graphs: dict[tuple, _Graph] = {}
         self._full_said = False
 
-    def __call__(self, pixel_values: torch.Tensor) -> Logits:
-        count = len(pixel_values)
+    def __call__(self, x: torch.Tensor) -> Outputs:
+        count = len(x)
         size = next((s for s in self.sizes if s >= count), None)
         if self.failed is not None or size is None:
-            return self._eager(pixel_values)
-        key = (size, *pixel_values.shape[1:], pixel_values.dtype, _layout(pixel_values))
+            return self.fallback(x)
+        key = (size, *x.shape[1:], x.dtype, _layout(x))
         graph = self._graphs.get(key)
         if graph is None and len(self._graphs) >= self.max_graphs:
             if not self._full_said:
                 self._full_said = True
                 log.info("%d CUDA graphs captured; input shapes beyond them run without", self.max_graphs)
-            return self._eager(pixel_values)
+            return self.fallback(x)
         if graph is None:
-            graph = self._capture(pixel_values, size)
+            graph = self._capture(x, size)
             if graph is None:
-                return self._eager(pixel_values)
+                return self.fallback(x)
             self._graphs[key] = graph
-        graph.pixel_values[:count].copy_(pixel_values)
+        graph.inputs[:count].copy_(x)
         graph.graph.replay()
         # Copied out: the next replay overwrites the graph's own, while this batch is post-processed.
-        return graph.logits[0][:count].clone(), graph.logits[1][:count].clone()
+        return tuple(out[:count].clone() for out in graph.outputs)
 
-    def _eager(self, pixel_values: torch.Tensor) -> Logits:
-        return forward_logits(self.model, pixel_values)
-
-    def _capture(self, pixel_values: torch.Tensor, size: int) -> _Graph | None:
-        device = pixel_values.device
-        rows = torch.arange(size, device=device) % len(pixel_values)  # the padding repeats real frames
-        static = pixel_values[rows].contiguous(memory_format=_layout(pixel_values))
+    def _capture(self, x: torch.Tensor, size: int) -> _Graph | None:
+        device = x.device
+        rows = torch.arange(size, device=device) % len(x)  # the padding repeats real rows
+        static = x[rows].contiguous(memory_format=_layout(x))
         constants = _KeptConstants(device)
         try:
             # Warm-up on a side stream, as CUDA graphs ask (lazy initializations happen outside the capture).
@@ -146,22 +152,27 @@ class GraphedForward:
             side.wait_stream(torch.cuda.current_stream(device))
             with torch.cuda.stream(side), constants:
                 for _ in range(2):
-                    self._eager(static)
+                    self.fn(static)
             torch.cuda.current_stream(device).wait_stream(side)
             graph = torch.cuda.CUDAGraph()
             constants.reuse = True
             # thread_local: other threads (post-processing, copies to the host) go on while this one captures.
             with constants, torch.cuda.graph(graph, capture_error_mode="thread_local"):
-                logits = self._eager(static)
+                outputs = tuple(self.fn(static))
         except torch.cuda.OutOfMemoryError:
             raise
-        except Exception as exc:  # noqa: BLE001 - any failure to capture means: run the model as it is
+        except Exception as exc:  # noqa: BLE001 - any failure to capture means: run the fallback
             self.failed = f"{type(exc).__name__}: {exc}".splitlines()[0]
-            log.warning("CUDA graphs unavailable for this model (%s); running it without", self.failed)
+            log.warning("CUDA graphs unavailable for %s (%s); running it without", self.what, self.failed)
             torch.cuda.synchronize(device)
             return None
-        log.info("captured a CUDA graph for %d frames of %s", size, tuple(pixel_values.shape[1:]))
-        return _Graph(graph, static, logits, constants)
+        log.info("captured a CUDA graph of %s for %d x %s", self.what, size, tuple(x.shape[1:]))
+        return _Graph(graph, static, outputs, constants)
+
+
+def graphed_forward(model: Callable, batch_size: int, max_graphs: int = 16) -> Graphed:
+    """``model(pixel_values=...)``'s class and mask logits, replayed from CUDA graphs (see :class:`Graphed`)."""
+    return Graphed(lambda pixel_values: forward_logits(model, pixel_values), batch_size, max_graphs=max_graphs)
 
 
 def _layout(tensor: torch.Tensor) -> torch.memory_format:

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from ..exceptions import ModelError
 from ..ops import grouped
 
-__all__ = ["PreprocessSpec", "resized_size", "resize_uint8", "preprocess"]
+__all__ = ["PreprocessSpec", "resized_size", "resize_uint8", "preprocess", "preprocess_batch"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -121,36 +121,47 @@ def resize_uint8(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return y.round_().clamp_(0, 255).to(torch.uint8)
 
 
-def preprocess(images: list[torch.Tensor], spec: PreprocessSpec, dtype: torch.dtype) -> torch.Tensor:
+def preprocess(images: list[torch.Tensor], spec: PreprocessSpec, dtype: torch.dtype,
+               memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
     """Turn uint8 (H, W, 3) RGB tensors into the model's ``pixel_values``.
 
-    Frames of the same size are resized together. Returns (B, 3, H, W) in ``dtype`` on the images' device.
+    Frames of the same size are resized together. Returns (B, 3, H, W) in ``dtype`` and ``memory_format``
+    on the images' device.
     """
     groups = grouped((image.shape[0], image.shape[1]) for image in images)
-    device = images[0].device
-    mean, std = _per_channel(spec.image_mean, device), _per_channel(spec.image_std, device)
+    if len(groups) == 1:
+        return preprocess_batch(torch.stack(images), spec, dtype, memory_format)
     resized: list[torch.Tensor | None] = [None] * len(images)
-    for (h, w), members in groups.items():
-        x = torch.stack([images[i] for i in members]).permute(0, 3, 1, 2)
-        new_size = resized_size(h, w, spec)
-        if new_size != (h, w):
-            x = resize_uint8(x, new_size)
-        x = x.float()
-        if spec.do_rescale:
-            x = x * spec.rescale_factor
-        if spec.do_normalize:
-            x = (x - mean) / std
+    for members in groups.values():
+        x = _normalized(torch.stack([images[i] for i in members]), spec)
         for j, i in enumerate(members):
             resized[i] = x[j]
     out_h = max(t.shape[1] for t in resized)  # type: ignore[union-attr]
     out_w = max(t.shape[2] for t in resized)  # type: ignore[union-attr]
-    if len(groups) == 1:
-        batch = torch.stack(resized)  # type: ignore[arg-type]
-    else:
-        batch = torch.zeros((len(images), 3, out_h, out_w), device=device, dtype=torch.float32)
-        for i, t in enumerate(resized):
-            batch[i, :, : t.shape[1], : t.shape[2]] = t  # type: ignore[union-attr]
-    return batch.to(dtype)
+    batch = torch.zeros((len(images), 3, out_h, out_w), device=images[0].device, dtype=torch.float32)
+    for i, t in enumerate(resized):
+        batch[i, :, : t.shape[1], : t.shape[2]] = t  # type: ignore[union-attr]
+    return batch.to(dtype=dtype, memory_format=memory_format)
+
+
+def preprocess_batch(images: torch.Tensor, spec: PreprocessSpec, dtype: torch.dtype,
+                     memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+    """:func:`preprocess` for a (B, H, W, 3) uint8 batch of one size: the same ``pixel_values``."""
+    return _normalized(images, spec).to(dtype=dtype, memory_format=memory_format)
+
+
+def _normalized(images: torch.Tensor, spec: PreprocessSpec) -> torch.Tensor:
+    """A (B, H, W, 3) uint8 batch resized, rescaled and normalized, as (B, 3, h, w) float32."""
+    x = images.permute(0, 3, 1, 2)
+    new_size = resized_size(images.shape[1], images.shape[2], spec)
+    if new_size != tuple(images.shape[1:3]):
+        x = resize_uint8(x, new_size)
+    x = x.float()
+    if spec.do_rescale:
+        x = x * spec.rescale_factor
+    if spec.do_normalize:
+        x = (x - _per_channel(spec.image_mean, x.device)) / _per_channel(spec.image_std, x.device)
+    return x
 
 
 @functools.lru_cache(maxsize=64)

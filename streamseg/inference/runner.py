@@ -18,10 +18,10 @@ from ..exceptions import ModelError
 from ..ops import download, grouped, stacked
 from ..types import Frame, FrameResult, to_host
 from .color import rgb_to_yuv420, yuv420_to_rgb
-from .graphs import GraphedForward, capture_supported, forward_logits
+from .graphs import Graphed, capture_supported, forward_logits, graphed_forward
 from .loading import LoadedModel
 from .postprocess import postprocess
-from .preprocess import preprocess
+from .preprocess import preprocess, preprocess_batch
 
 __all__ = ["ModelRunner", "Forwarded"]
 
@@ -124,10 +124,13 @@ class ModelRunner:
             log.warning("torch.compile: the first batches compile the model, which takes a minute or more")
             self._forward = torch.compile(loaded.model)
         self.max_batch = sys.maxsize  # frames per forward pass; lowered when the device runs out of memory
-        self._graphed = None
+        self._batch_size = batch_size
+        self._graphed: Graphed | None = None  # the model alone, for batches of mixed frames
+        self._whole: dict[tuple, Graphed] | None = None  # by kind of frame: colours, preprocessing and the model
         if cuda_graphs and not compile and loaded.device.type == "cuda":
             if capture_supported():
-                self._graphed = GraphedForward(loaded.model, batch_size)
+                self._graphed = graphed_forward(loaded.model, batch_size)
+                self._whole = {}
             else:
                 log.info("CUDA graphs need transformers 5 or later; the forward pass launches its kernels one by one")
         # On CUDA, uploads and post-processing have their own streams: batch n + 1 is copied while batch n
@@ -147,13 +150,20 @@ class ModelRunner:
         """First half: upload, preprocess, forward. On a GPU this only queues work and returns at once."""
         with _model_errors(len(frames)), torch.inference_mode(), self._compute_stream_for_batch():
             timer = _Timer(self.loaded.device, self.profile)
-            images = self._upload(frames)
-            timer.lap("upload")
-            pixel_values = preprocess(images, self.loaded.spec, self.loaded.dtype)
-            pixel_values = pixel_values.contiguous(memory_format=self._layout)
-            timer.lap("preprocess")
-            class_logits, mask_logits = self._run_model(pixel_values)
-            timer.lap("forward")
+            whole = self._whole_graph(frames)
+            if whole is not None:  # one replay for all but the upload; its time is counted as the forward's
+                raw = self._upload_batch(frames)
+                timer.lap("upload")
+                rgb, class_logits, mask_logits = self._replay_whole(whole, raw)
+                images = list(rgb.unbind(0))
+                timer.lap("forward")
+            else:
+                images = self._upload(frames)
+                timer.lap("upload")
+                pixel_values = preprocess(images, self.loaded.spec, self.loaded.dtype, self._layout)
+                timer.lap("preprocess")
+                class_logits, mask_logits = self._run_model(pixel_values)
+                timer.lap("forward")
             ready = None
             if self._post_stream is not None:
                 ready = torch.cuda.Event()
@@ -185,8 +195,46 @@ class ModelRunner:
 
     def _forward_chunk(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self._graphed is not None:
-            return self._graphed(pixel_values)
+            return self._graphed(pixel_values)  # type: ignore[return-value]
         return forward_logits(self._forward, pixel_values)
+
+    def _whole_graph(self, frames: Sequence[Frame]) -> Graphed | None:
+        """The graph of colour conversion, preprocessing and forward pass for ``frames``, if they are of
+        one kind (size, layout, colour matrix, all in host memory or all on the GPU) and no smaller batch
+        was forced."""
+        if self._whole is None or len(frames) > min(self.max_batch, self._batch_size):
+            return None
+        first = frames[0]
+        kind = (first.pixel_format, first.matrix if first.pixel_format != "rgb24" else None)
+        shape, on_gpu = first.pixels.shape, isinstance(first.pixels, torch.Tensor)
+        if any(isinstance(f.pixels, torch.Tensor) != on_gpu or f.pixels.shape != shape or f.pixel_format != kind[0]
+               or (kind[1] is not None and f.matrix != kind[1]) for f in frames):
+            return None
+        if kind not in self._whole:
+            def captured(raw: torch.Tensor) -> tuple[torch.Tensor, ...]:
+                return self._prepared_forward(raw, kind, lambda values: forward_logits(self._forward, values))
+
+            def without(raw: torch.Tensor) -> tuple[torch.Tensor, ...]:  # the model alone replayed, if it can be
+                return self._prepared_forward(raw, kind, self._run_model)
+
+            self._whole[kind] = Graphed(captured, self._batch_size, fallback=without,
+                                        what="preprocessing and the model together")
+        return self._whole[kind]
+
+    def _replay_whole(self, whole: Graphed, raw: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        try:
+            return whole(raw)
+        except torch.cuda.OutOfMemoryError:  # preprocessing's memory too was too much: the model alone from now
+            self._whole = None
+            log.warning("out of device memory capturing preprocessing with the model; the model alone is replayed")
+            torch.cuda.empty_cache()
+            return whole.fallback(raw)
+
+    def _prepared_forward(self, raw: torch.Tensor, kind: tuple, model: Callable) -> tuple[torch.Tensor, ...]:
+        """(RGB images, class logits, mask logits) of a batch of one kind of frame, as uploaded."""
+        images = raw if kind[0] == "rgb24" else yuv420_to_rgb(raw, *kind)
+        pixel_values = preprocess_batch(images, self.loaded.spec, self.loaded.dtype, self._layout)
+        return (images, *model(pixel_values))
 
     def finish(self, batch: Forwarded) -> list[FrameResult]:
         """Second half: post-process, draw, copy to the host. Runs while the next batch's forward is queued."""
@@ -241,7 +289,8 @@ class ModelRunner:
             yield
             return
         self._post_stream.wait_event(batch.ready)
-        for t in (batch.class_logits, batch.mask_logits, *batch.images):
+        tensors = (batch.class_logits, batch.mask_logits, *batch.images)
+        for t in {t.untyped_storage().data_ptr(): t for t in tensors}.values():  # once an allocation
             t.record_stream(self._post_stream)  # not reused by the compute stream while this one reads it
         with torch.cuda.stream(self._post_stream):
             yield
@@ -256,11 +305,27 @@ class ModelRunner:
         with torch.cuda.stream(self._upload_stream):
             tensors = [t.to(device) if t.is_cuda else t for t in tensors]  # a decoder on another GPU
             uploaded = upload_together(tensors, lambda parts: _through_pinned(parts, device))
-        compute = torch.cuda.current_stream(device)
+        self._computed_after_upload(uploaded)
+        return _to_rgb(frames, uploaded)
+
+    def _upload_batch(self, frames: Sequence[Frame]) -> torch.Tensor:
+        """Frames of one shape, as decoded (YUV or RGB), stacked on the device."""
+        if isinstance(frames[0].pixels, torch.Tensor):  # NVDEC's, on the GPU already
+            pixels = [f.pixels for f in frames]
+            self._computed_after_upload(pixels)  # made on the default stream, read on the compute stream
+            return torch.stack(pixels).to(self.loaded.device)
+        tensors = [torch.from_numpy(f.pixels) for f in frames]
+        with torch.cuda.stream(self._upload_stream):
+            batch = _through_pinned(tensors, self.loaded.device)
+        self._computed_after_upload([batch])
+        return batch
+
+    def _computed_after_upload(self, uploaded: list[torch.Tensor]) -> None:
+        """Order the compute stream after the uploads, and keep their memory until it is done with it."""
+        compute = torch.cuda.current_stream(self.loaded.device)
         compute.wait_stream(self._upload_stream)
         for t in {t.untyped_storage().data_ptr(): t for t in uploaded}.values():  # once an allocation
-            t.record_stream(compute)  # its memory is not reused before the compute stream is done with it
-        return _to_rgb(frames, uploaded)
+            t.record_stream(compute)
 
 
 def upload_together(tensors: list[torch.Tensor],
