@@ -109,9 +109,10 @@ class Graphed:
 
     def __init__(self, fn: Callable[[torch.Tensor], Outputs], batch_size: int, *,
                  fallback: Callable[[torch.Tensor], Outputs] | None = None, max_graphs: int = 16,
-                 what: str = "this model") -> None:
+                 what: str = "this model", instead: str = "running it without") -> None:
         self.fn = fn
         self.fallback = fallback or fn
+        self.instead = instead  # what the warning of a failed capture says happens now
         self.sizes = graph_sizes(batch_size)
         self.max_graphs = max_graphs
         self.what = what
@@ -163,7 +164,7 @@ class Graphed:
             raise
         except Exception as exc:  # noqa: BLE001 - any failure to capture means: run the fallback
             self.failed = f"{type(exc).__name__}: {exc}".splitlines()[0]
-            log.warning("CUDA graphs unavailable for %s (%s); running it without", self.what, self.failed)
+            log.warning("CUDA graphs unavailable for %s (%s); %s", self.what, self.failed, self.instead)
             torch.cuda.synchronize(device)
             return None
         log.info("captured a CUDA graph of %s for %d x %s", self.what, size, tuple(x.shape[1:]))

@@ -90,7 +90,8 @@ class ModelRunner:
         yuv_out: turn drawn frames into YUV 4:2:0 on the device, for an encoder (half the bytes to copy,
             no conversion on the host).
         cuda_graphs: on CUDA and without ``compile``, replay the forward pass from a CUDA graph per input
-            shape (see :mod:`.graphs`); ``batch_size`` is the largest batch, to which smaller ones are padded.
+            shape (see :mod:`.graphs`), with the colour conversion and preprocessing where a batch's frames
+            are of one kind; ``batch_size`` is the largest batch, to which smaller ones are padded.
     """
 
     def __init__(
@@ -218,7 +219,8 @@ class ModelRunner:
                 return self._prepared_forward(raw, kind, self._run_model)
 
             self._whole[kind] = Graphed(captured, self._batch_size, fallback=without,
-                                        what="preprocessing and the model together")
+                                        what="preprocessing with the model",
+                                        instead="preprocessing runs op by op, the model alone is replayed")
         return self._whole[kind]
 
     def _replay_whole(self, whole: Graphed, raw: torch.Tensor) -> tuple[torch.Tensor, ...]:
