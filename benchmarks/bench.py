@@ -33,6 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import gil_holders
 from baselines import source_trees
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -252,7 +253,8 @@ def measure_streamseg(args: argparse.Namespace) -> dict:
         output__video=str(out_dir / "streamseg.mp4"), output__masks=str(out_dir / "streamseg.jsonl"),
     )
     totals = dict.fromkeys(STAGES, 0.0)
-    count, first_done = 0, 0.0
+    count, first_done, spy = 0, 0.0, None
+    samples = Path(args.workdir) / f"gil-{os.getpid()}.txt"
     with Pipeline(cfg, profile=args.profile) as pipeline:
         device = str(pipeline.runner.loaded.device)
         busy = Busy(device)
@@ -261,6 +263,7 @@ def measure_streamseg(args: argparse.Namespace) -> dict:
             if count == args.batch_size:  # the first batch pays for warm-up (allocator, kernels)
                 first_done = time.perf_counter()
                 busy.start()
+                spy = gil_holders.start(samples) if args.gil_profile else None
             if count > args.batch_size:
                 totals["decode"] += result.frame.decode_s
                 for stage, seconds in result.stats.items():
@@ -269,9 +272,10 @@ def measure_streamseg(args: argparse.Namespace) -> dict:
     timed = count - args.batch_size
     import streamseg
 
+    gil = {"gil_holders": gil_holders.stop(spy, samples, end - first_done)} if spy else {}
     return {"fps": timed / (end - first_done), "frames": count, "seconds": end - first_done,
             "package": str(Path(streamseg.__file__).parent),
-            "stages_ms": {k: 1000 * v / timed for k, v in totals.items()}, **busy.stop(), **_peaks(device)}
+            "stages_ms": {k: 1000 * v / timed for k, v in totals.items()}, **busy.stop(), **_peaks(device), **gil}
 
 
 def measure_naive(args: argparse.Namespace) -> dict:
@@ -368,6 +372,7 @@ def _child(mode: str, args: argparse.Namespace) -> dict:
     cmd += ["--channels-last"] if args.channels_last else []
     cmd += [] if args.cuda_graphs else ["--no-cuda-graphs"]
     cmd += ["--profile"] if args.profile else []
+    cmd += ["--gil-profile"] if args.gil_profile else []
     cmd += variant
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     if proc.returncode != 0:
@@ -396,6 +401,8 @@ def main() -> None:
     parser.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
                         help="launch the model's kernels one by one (ceiling and streamseg alike)")
     parser.add_argument("--profile", action="store_true", help="exact per-stage times (syncs after each stage)")
+    parser.add_argument("--gil-profile", action="store_true",
+                        help="sample who holds the interpreter lock in streamseg's runs (py-spy on the PATH)")
     parser.add_argument("--color-conversion", default="auto", choices=("auto", "device", "host"),
                         help="where streamseg turns YUV into RGB and back (auto: on a GPU when there is one)")
     parser.add_argument("--decoder", default="auto", choices=("auto", "cpu"),
@@ -506,6 +513,9 @@ def main() -> None:
         wait = sorted(rounds, key=lambda r: r[name]["fps"])[len(rounds) // 2][name].get("gil_wait_ms")
         if wait:
             print(f"  {name:<10}{wait['mean']:.2f}  {wait['p90']:.2f}")
+    for name in (r for r in runs if r != "naive" and "gil_holders" in rounds[0].get(r, {})):
+        print(f"who holds the interpreter lock, {name} (py-spy, median round; % of the samples holding it):")
+        print(gil_holders.report(sorted(rounds, key=lambda r: r[name]["fps"])[len(rounds) // 2][name]["gil_holders"]))
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "rounds": rounds}, indent=2))
 

@@ -17,6 +17,11 @@ if ! python3 -c "import av" 2>/dev/null; then
     benchmarks/wheels/av-*.whl || { echo "PyAV wheel did not install"; exit 1; }
   export PYTHONPATH=/tmp/site
 fi
+# py-spy, for the step that samples who holds the interpreter lock (a binary; bench.py finds it on the PATH).
+if ! command -v py-spy >/dev/null && ls benchmarks/wheels/py_spy-*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-cache-dir --target /tmp/spy benchmarks/wheels/py_spy-*.whl \
+    && export PATH=$PATH:/tmp/spy/bin
+fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 {
   python3 -c "import torch, transformers, av; print('torch', torch.__version__, 'transformers', transformers.__version__, 'av', av.__version__)"
@@ -61,8 +66,8 @@ bench() {  # name, seconds allowed, then bench.py arguments; returns bench.py's 
   cat /tmp/bench-$name.txt >> "$BENCH"
   tar -cf "$OUT/json.tar" -C /tmp/gpu-json .
   [ $rc -eq 0 ] || echo "$name: stopped (exit $rc); the rounds it finished:"
-  grep -E "^round |^run |^ceiling |^streamseg|^variant|^baseline|^naive |^  decode|^busy|^interpreter|^  ceiling|^  streamseg|^  variant|^  baseline|failed" \
-    /tmp/bench-$name.txt | tail -28
+  grep -E "^round |^run |^ceiling |^streamseg|^variant|^baseline|^naive |^  decode|^busy|^interpreter|^  ceiling|^  streamseg|^  variant|^  baseline|failed|^who |^  lock|^    " \
+    /tmp/bench-$name.txt | tail -40
   return $rc
 }
 SWIN="--model swin-tiny --size 1280x720 --task panoptic --frames 480"
@@ -70,13 +75,13 @@ SWIN="--model swin-tiny --size 1280x720 --task panoptic --frames 480"
 if bench main 240 $SWIN --batch-size 8 --rounds 2 --naive-frames 30 --variant "--gpu-frames"; then
   # The CPU's decoder side by side with the ceiling: on 16 cores it beat NVDEC's host copies in every
   # run so far (1.10x on an H100, 1.17x and 1.34x on H200s, in separate runs).
+  # Who holds the interpreter lock while the pipeline runs (py-spy), over a run long enough to sample.
+  bench gil 75 $SWIN --frames 1600 --batch-size 8 --skip-naive --skip-ceiling --rounds 1 --gil-profile
   bench cpu-decoder 120 $SWIN --batch-size 8 --skip-naive --rounds 2 --variant "--decoder cpu"
   # The trained sample model, whose segments are real (random weights find none), against the code
   # the last check measured: its tiny forward pass leaves the host's work (launches, the lock) to bind.
   bench segments 90 --model sample --size 1280x720 --task panoptic --frames 480 --batch-size 8 --skip-naive \
     --rounds 1 $BASELINE
-  ONE="--batch-size 8 --skip-naive --skip-ceiling --rounds 1"
-  bench batch-16 60 $SWIN $ONE --batch-size 16
 else
   # Something on the hardware path failed: the same run on the plain path says whether it is that.
   bench fallback 90 $SWIN --batch-size 8 --skip-naive --rounds 1 --decoder cpu --color-conversion host --no-cuda-graphs
