@@ -203,6 +203,25 @@ def test_panoptic_matches_when_mask_threshold_is_near_the_best_score(setup, marg
 
 
 @pytest.mark.skipif(not SAMPLE_MODEL.exists(), reason="sample model not built")
+def test_panoptic_frames_without_a_segment_beside_frames_with() -> None:
+    """Frames that cannot have a segment are skipped, with no work, while the others of the batch are
+    post-processed: each frame as the reference finds it."""
+    processor, model, spec, frames = _setup(SAMPLE_MODEL, SAMPLE_CLIP, count=4)
+    with torch.no_grad():
+        out = model(pixel_values=preprocess([torch.from_numpy(f) for f in frames], spec, torch.float32))
+    out.class_queries_logits[1, :, -1] = 100.0  # every query of frame 1 says "no object"
+    out.class_queries_logits[2] /= 100  # frame 2's scores all far under mask_threshold
+    sizes = [f.shape[:2] for f in frames]
+    ref = processor.post_process_panoptic_segmentation(out, target_sizes=sizes, label_ids_to_fuse=set())
+    ours = panoptic(out.class_queries_logits, out.masks_queries_logits, sizes)
+    assert [len(o) for o in ours][1:3] == [0, 0] and len(ours[0]) > 0 and len(ours[3]) > 0
+    for r, o in zip(ref, ours):
+        seg = r["segmentation"]
+        _assert_same_segments([(i["label_id"], seg == i["id"]) for i in r["segments_info"]],
+                              list(zip(o.label_ids, o.masks)))
+
+
+@pytest.mark.skipif(not SAMPLE_MODEL.exists(), reason="sample model not built")
 @pytest.mark.parametrize("task", ["semantic", "instance", "panoptic", "instance, a few pairs at once"])
 def test_a_batch_done_at_once_equals_frame_by_frame(monkeypatch, task: str) -> None:
     """A GPU does a batch's per-frame work for all frames of one size at once (ops.batch_chunks), the

@@ -65,7 +65,7 @@ class MaskAnnotator:
     def _draw(self, scenes: list[torch.Tensor], segmentations: list[Segmentation]) -> list[torch.Tensor]:
         """Frames of one size, drawn as one (B, H, W, 3) stack."""
         if not any(len(seg) for seg in segmentations):
-            return [scene.clone() for scene in scenes]
+            return list(torch.stack(scenes))  # a copy, made in one op
         device = scenes[0].device
         height, width = scenes[0].shape[:2]
         stack = stacked(scenes)

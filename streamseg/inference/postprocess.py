@@ -313,14 +313,17 @@ def panoptic(
     # torch compares float32 scores with the threshold cast to float32: so does the check below.
     mask_threshold_32 = float(np.float32(mask_threshold))
 
+    # A segment needs pixels where score * probability >= mask_threshold, and probabilities are at most
+    # 1: a frame none of whose kept queries scores that high has no segment in transformers either, and
+    # costs no work (nor, on a GPU, a launch) here.
+    work = [b for b, kept in enumerate(kept_h) if kept and max(scores_h[b][q] for q in kept) >= mask_threshold_32]
+    kept_index = dict(zip(work, upload_each([torch.tensor(kept_h[b], dtype=torch.int64) for b in work],
+                                            mask_logits.device)))
     winners: list[torch.Tensor | None] = []
     area_stats = []
-    kept_index = upload_each([torch.tensor(k, dtype=torch.int64) for k in kept_h], mask_logits.device)
-    for b, (size, kept_d) in enumerate(zip(target_sizes, kept_index)):
-        kept = kept_h[b]
-        # A segment needs pixels where score * probability >= mask_threshold, and probabilities are at
-        # most 1: when no kept query scores that high, transformers finds no segment, so skip the work.
-        if not kept or max(scores_h[b][q] for q in kept) < mask_threshold_32:
+    for b, size in enumerate(target_sizes):
+        kept, kept_d = kept_h[b], kept_index.get(b)
+        if kept_d is None:
             winners.append(None)
             continue
         probs = _masks_384(mask_logits[b, kept_d][None]).sigmoid()  # only kept queries: each resizes alone
@@ -333,10 +336,10 @@ def panoptic(
         [s.shape[1] for s in area_stats], dim=1)] if area_stats else []
 
     fuse = set(label_ids_to_fuse)
-    ids, labels, out_scores, positions = [], [], [], []
+    ids, labels, out_scores = [], [], []
+    positions: dict[int, torch.Tensor] = {}  # by frame with a segment map
     stats_iter = iter(areas_h)
     for b in range(len(target_sizes)):
-        positions.append(torch.zeros(0, dtype=torch.int32))
         ids.append([]), labels.append([]), out_scores.append([])
         if winners[b] is None:
             continue
@@ -367,8 +370,8 @@ def panoptic(
         positions[b] = torch.tensor([seg_ids.index(i) + 1 if i else 0 for i in lut], dtype=torch.int32)
         ids[b], labels[b], out_scores[b] = seg_ids, seg_labels, seg_scores
 
-    segment_maps = [None if winner is None else lookup(position, winner)
-                    for winner, position in zip(winners, upload_each(positions, mask_logits.device))]
+    on_device = dict(zip(positions, upload_each(list(positions.values()), mask_logits.device)))
+    segment_maps = [None if winner is None else lookup(on_device[b], winner) for b, winner in enumerate(winners)]
     return _finish("panoptic", target_sizes, ids, labels, out_scores, id2label or {}, maps=segment_maps)
 
 
