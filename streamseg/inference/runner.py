@@ -139,6 +139,8 @@ class ModelRunner:
         # The forward pass has its own too, off CUDA's default stream: FFmpeg decodes on that one, and its
         # copy of each frame to the host waits for everything queued there, a forward pass included.
         cuda = loaded.device.type == "cuda"
+        index = loaded.device.index if loaded.device.index is not None or not cuda else torch.cuda.current_device()
+        self._gpu = torch.device("cuda", index) if cuda else None  # the model's, as its tensors name it
         self._upload_stream = torch.cuda.Stream(loaded.device) if cuda else None
         self._post_stream = torch.cuda.Stream(loaded.device) if cuda else None
         self._compute_stream = torch.cuda.Stream(loaded.device) if cuda else None
@@ -210,6 +212,8 @@ class ModelRunner:
         shape, on_gpu = first.pixels.shape, isinstance(first.pixels, torch.Tensor)
         if any(isinstance(f.pixels, torch.Tensor) != on_gpu or f.pixels.shape != shape or f.pixel_format != kind[0]
                or (kind[1] is not None and f.matrix != kind[1]) for f in frames):
+            return None
+        if on_gpu and any(f.pixels.device != self._gpu for f in frames):  # a decoder on another GPU
             return None
         if kind not in self._whole:
             def captured(raw: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -312,10 +316,10 @@ class ModelRunner:
 
     def _upload_batch(self, frames: Sequence[Frame]) -> torch.Tensor:
         """Frames of one shape, as decoded (YUV or RGB), stacked on the device."""
-        if isinstance(frames[0].pixels, torch.Tensor):  # NVDEC's, on the GPU already
+        if isinstance(frames[0].pixels, torch.Tensor):  # NVDEC's, on the model's GPU already
             pixels = [f.pixels for f in frames]
             self._computed_after_upload(pixels)  # made on the default stream, read on the compute stream
-            return torch.stack(pixels).to(self.loaded.device)
+            return torch.stack(pixels)
         tensors = [torch.from_numpy(f.pixels) for f in frames]
         with torch.cuda.stream(self._upload_stream):
             batch = _through_pinned(tensors, self.loaded.device)
