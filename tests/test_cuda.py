@@ -360,7 +360,7 @@ def test_preprocessing_is_replayed_with_the_model(yuv: bool, monkeypatch) -> Non
 
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)  # float32 compared as float32
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-    loaded = load_model(str(SAMPLE_MODEL), device="cuda")
+    loaded = load_model(str(SAMPLE_MODEL), device="cuda", dtype="float32")
     graphed = ModelRunner(loaded, "panoptic", PostprocessConfig(), cuda_graphs=True, batch_size=4)
     plain = ModelRunner(loaded, "panoptic", PostprocessConfig(), cuda_graphs=False, batch_size=4)
     frames = [f for _, f in zip(range(11), read_frames(SAMPLE_CLIP, yuv=yuv))]

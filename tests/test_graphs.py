@@ -67,3 +67,43 @@ def test_cuda_graphs_are_on_by_default_and_can_be_turned_off() -> None:
                                                     ("4.57.1", False), ("6.1", True)])
 def test_capture_is_tried_from_transformers_5(version: str, supported: bool) -> None:
     assert capture_supported(version) is supported
+
+
+def test_a_batch_of_one_kind_of_frame_takes_the_whole_graph() -> None:
+    """Which batches go through the graph that holds colour conversion and preprocessing too (on CUDA):
+    frames of one size, layout and colour matrix, no more than the batch size. What that graph runs, and
+    what it falls back to, compute what the plain path does (shown here on the CPU, without capturing)."""
+    import dataclasses
+
+    from streamseg.config import PostprocessConfig
+    from streamseg.inference.loading import load_model
+    from streamseg.inference.runner import ModelRunner
+    from streamseg.sources import read_frames
+
+    from .conftest import SAMPLE_CLIP, SAMPLE_MODEL
+
+    loaded = load_model(str(SAMPLE_MODEL), device="cpu")
+    runner = ModelRunner(loaded, "panoptic", PostprocessConfig(), batch_size=4)
+    plain_runner = ModelRunner(loaded, "panoptic", PostprocessConfig(), batch_size=4)
+    assert runner._whole is None  # only on CUDA
+    runner._whole = {}
+    yuv = [f for _, f in zip(range(4), read_frames(SAMPLE_CLIP, yuv=True))]
+    rgb = [f for _, f in zip(range(4), read_frames(SAMPLE_CLIP))]
+    assert yuv[0].pixel_format == "yuv420p" and rgb[0].pixel_format == "rgb24"
+    other_matrix = dataclasses.replace(yuv[1], matrix="bt709")
+    assert runner._whole_graph(yuv) is not None and runner._whole_graph(rgb[:3]) is not None
+    assert sorted(runner._whole) == [("rgb24", None), ("yuv420p", "bt601")]
+    smaller = dataclasses.replace(rgb[1], pixels=rgb[1].pixels[:-2])
+    for mixed in ([yuv[0], rgb[1]], [yuv[0], other_matrix], [rgb[0], smaller], [*yuv, yuv[0]]):
+        assert runner._whole_graph(mixed) is None
+    with torch.inference_mode():
+        for frames in (yuv, rgb):
+            whole = runner._whole_graph(frames)
+            raw = torch.stack([torch.from_numpy(f.pixels) for f in frames])
+            plain = plain_runner.forward(frames)  # the CPU's path: conversion, preprocessing, the model
+            for got in (whole.fn(raw), whole.fallback(raw)):
+                assert torch.equal(got[0], torch.stack(plain.images))
+                torch.testing.assert_close(got[1], plain.class_logits)
+                torch.testing.assert_close(got[2], plain.mask_logits)
+    runner.max_batch = 2  # after running out of memory: batches are split, outside the whole graph
+    assert runner._whole_graph(yuv[:2]) is not None and runner._whole_graph(yuv[:3]) is None
