@@ -12,6 +12,8 @@ ops of post-processing, drawing, the YUV conversion and the copies to the host f
 runner runs them on a GPU (drawn frames made YUV; per-frame work done for frames of one size at once,
 ``streamseg.ops.frames_at_once``). Ops on host tensors count too: they cost the host as well. Not
 counted: what a GPU does apart from a CPU beyond that (copies of the maps back, one-op mask fills).
+Also counted: the torch calls made from Python (a rough count of the thread's hand-overs of the
+interpreter lock, which a GPU run pays for in waits to take it back).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,6 +59,20 @@ class OpCounter(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+class CallCounter(TorchFunctionMode):
+    """Counts the torch functions and tensor methods called from Python in its scope (attribute reads
+    apart): each one a hand-over of the interpreter lock, which the calling thread then waits to take back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if getattr(func, "__name__", "") != "__get__":
+            self.calls += 1
+        return func(*args, **(kwargs or {}))
+
+
 def make_frames(count: int, width: int, height: int) -> list[Frame]:
     scene = Scene(3)
     return [Frame(pixels=scene.render(i, width, height)[0], index=i, pts=i, time_base=Fraction(1, 30), time=i / 30)
@@ -84,7 +101,7 @@ def stage_ops(runner: ModelRunner, frames: list[Frame]) -> tuple[dict[str, int],
     MaskAnnotator.annotate_batch = counted("render", saved[1])
     ops.frames_at_once = lambda device: True
     try:
-        with OpCounter() as counter:
+        with OpCounter() as counter, CallCounter() as calls:
             results = runner.finish(forwarded)
     finally:
         runner_module.postprocess, MaskAnnotator.annotate_batch, ops.frames_at_once = saved
@@ -92,6 +109,7 @@ def stage_ops(runner: ModelRunner, frames: list[Frame]) -> tuple[dict[str, int],
     total = sum(counter.ops.values())
     counts["yuv and copies"] = total - sum(counts.values())
     counts["total"] = total
+    counts["python calls"] = calls.calls
     return counts, counter.ops, sum(len(r.segmentation) for r in results)
 
 
@@ -100,19 +118,23 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--size", default="1280x720", help="WIDTHxHEIGHT")
     parser.add_argument("--task", default="panoptic", choices=("semantic", "instance", "panoptic"))
+    parser.add_argument("--threshold", type=float, default=0.5,
+                        help="segment score threshold (1 finds no segment, as random weights in the GPU bench)")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
     torch.set_num_threads(1)  # the post-processing thread's setting
 
     loaded = load_model(str(ROOT / "samples" / "model"), device="cpu")
-    runner = ModelRunner(loaded, args.task, PostprocessConfig(), annotator=MaskAnnotator(), yuv_out=True)
+    runner = ModelRunner(loaded, args.task, PostprocessConfig(threshold=args.threshold), annotator=MaskAnnotator(),
+                         yuv_out=True)
     with torch.inference_mode():
         frames = make_frames(args.batch_size, width, height)
         counts, every, segments = stage_ops(runner, frames)
     print(f"{args.task}, batch {args.batch_size} of {width}x{height}, {segments} segments "
           f"({segments / args.batch_size:.1f} a frame)")
     for name, n in counts.items():
-        print(f"  {name:>15}: {n:5d} ops a batch, {n / args.batch_size:6.1f} a frame")
+        what = "torch calls from Python" if name == "python calls" else "ops"
+        print(f"  {name:>15}: {n:5d} {what} a batch, {n / args.batch_size:6.1f} a frame")
     print("  commonest:", ", ".join(f"{k} {v}" for k, v in every.most_common(10)))
 
 
