@@ -12,9 +12,6 @@ import numpy as np
 
 __all__ = ["encode", "encode_masks", "encode_map", "decode"]
 
-_CHUNKS = 7  # 5-bit groups enough for any signed 32-bit delta
-
-
 def encode(mask: np.ndarray) -> dict:
     """Encode an (H, W) mask as ``{"size": [h, w], "counts": str}``."""
     return encode_masks(np.asarray(mask, dtype=bool)[None])[0]
@@ -98,15 +95,21 @@ def _to_strings(runs: np.ndarray, lengths: np.ndarray) -> list[str]:
         first = starts[(lengths > k) & (starts + k >= 3)] + k
         x[first] = runs[first]
     x = x.astype(np.int32)  # any count of a frame fits; half the bytes to go through
-    groups = np.ones(len(x), dtype=np.int32)  # how many 5-bit groups each value needs, sign included
-    for k in range(1, _CHUNKS):
-        limit = 1 << (5 * k - 1)
-        groups += (x < -limit) | (x >= limit)
-    j = np.arange(int(groups.max()), dtype=np.int32)  # as many groups as the longest value needs
-    chars = ((x[:, None] >> (5 * j)) & 0x1F).astype(np.uint8)
-    chars |= (j < groups[:, None] - 1).astype(np.uint8) << 5
-    chars += 48
-    text = chars[j < groups[:, None]].tobytes().decode("ascii")
+    # Groups each value needs, sign included: one more than its magnitude's bits (x for x >= 0, -x - 1
+    # for x < 0) hold in whole groups of 5.
+    groups = np.frexp(x ^ (x >> 31))[1] // 5 + 1
+    ends = np.cumsum(groups)
+    chars = np.empty(int(ends[-1]), dtype=np.uint8)
+    first_char = ends - groups
+    # Group k of every value that has one, written where it goes: one pass per group, over ever fewer values.
+    idx = np.arange(len(x))
+    k = 0
+    while len(idx):
+        more = groups[idx] > k + 1
+        chars[first_char[idx] + k] = (((x[idx] >> (5 * k)) & 0x1F) | (more << 5)) + 48
+        idx = idx[more]
+        k += 1
+    text = chars.tobytes().decode("ascii")
     cuts = np.cumsum(np.add.reduceat(groups, starts)).tolist()  # every mask has a run at least
     return [text[a:b] for a, b in zip([0, *cuts[:-1]], cuts)]
 
