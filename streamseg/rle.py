@@ -46,7 +46,10 @@ def encode_map(segment_map: np.ndarray, n: int) -> list[dict]:
     total = height * width
     if total == 0:
         return [{"size": size, "counts": ""} for _ in range(n)]
-    flat = np.ascontiguousarray(segment_map.T).ravel()
+    columns = segment_map.T
+    if not columns.flags.c_contiguous and n < 255:  # a row-major map: transposing one byte a pixel is faster
+        columns = segment_map.astype(np.uint8).T
+    flat = np.ascontiguousarray(columns).ravel()
     starts = np.concatenate(([0], np.flatnonzero(flat[1:] != flat[:-1]) + 1))
     ends = np.append(starts[1:], total)
     values = flat[starts]
