@@ -222,6 +222,33 @@ def test_panoptic_frames_without_a_segment_beside_frames_with() -> None:
 
 
 @pytest.mark.skipif(not SAMPLE_MODEL.exists(), reason="sample model not built")
+def test_panoptic_frames_taken_at_once_with_different_numbers_of_queries(monkeypatch) -> None:
+    """On a GPU the frames of one size are post-processed together, each padded to the most kept queries
+    among them: the padding must win no pixel and count for nothing. Frames keep 5, 3, 1 and 5 queries."""
+    from streamseg import ops
+
+    processor, model, spec, frames = _setup(SAMPLE_MODEL, SAMPLE_CLIP, count=4)
+    with torch.no_grad():
+        out = model(pixel_values=preprocess([torch.from_numpy(f) for f in frames], spec, torch.float32))
+    for frame, dropped in ((1, 2), (2, 4)):  # the best-scoring queries of these frames say "no object"
+        best = out.class_queries_logits[frame, :, :-1].max(-1).values.topk(dropped).indices
+        out.class_queries_logits[frame, best, -1] = 100.0
+    sizes = [f.shape[:2] for f in frames]
+    one_by_one = panoptic(out.class_queries_logits, out.masks_queries_logits, sizes)
+    monkeypatch.setattr(ops, "frames_at_once", lambda device: True)
+    at_once = panoptic(out.class_queries_logits, out.masks_queries_logits, sizes)
+    assert len({len(s) for s in one_by_one}) > 1 and all(len(s) for s in one_by_one)
+    for a, b in zip(one_by_one, at_once):
+        assert (a.ids, a.label_ids, a.scores, a.areas, a.boxes) == (b.ids, b.label_ids, b.scores, b.areas, b.boxes)
+        assert torch.equal(a.segment_map, b.segment_map)
+    ref = processor.post_process_panoptic_segmentation(out, target_sizes=sizes, label_ids_to_fuse=set())
+    for r, o in zip(ref, at_once):
+        seg = r["segmentation"]
+        _assert_same_segments([(i["label_id"], seg == i["id"]) for i in r["segments_info"]],
+                              list(zip(o.label_ids, o.masks)))
+
+
+@pytest.mark.skipif(not SAMPLE_MODEL.exists(), reason="sample model not built")
 @pytest.mark.parametrize("task", ["semantic", "instance", "panoptic", "instance, a few pairs at once"])
 def test_a_batch_done_at_once_equals_frame_by_frame(monkeypatch, task: str) -> None:
     """A GPU does a batch's per-frame work for all frames of one size at once (ops.batch_chunks), the

@@ -41,27 +41,27 @@ def _resized_argmax(
     values: torch.Tensor, size: tuple[int, int], *, weights: torch.Tensor | None = None,
     at_least: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The first-maximum index over the channels of (C, h, w) ``values`` resized to ``size`` (bilinear, as
-    transformers resizes them) and multiplied by ``weights`` (C,); with ``at_least``, also each channel's
-    count of pixels at or above it.
+    """For (N, C, h, w) ``values`` (N frames of C channels) resized to ``size`` (bilinear, as transformers
+    resizes them) and multiplied by ``weights`` (N, C): each frame's first-maximum index over its channels,
+    as (N, H, W); with ``at_least``, also each channel's count of pixels at or above it, as (N * C,).
 
     Channels are resized a chunk at a time, within MOST_VALUES: each channel resizes on its own and the
     first maximum wins across chunks as within one, so the result is the same as all at once.
     """
-    if not len(values):
+    frames, channels = values.shape[:2]
+    if not channels:
         raise ValueError("no channel to take the maximum of")
-    chunks = -(-len(values) * size[0] * size[1] // MOST_VALUES)  # as few as the bound allows, of even sizes
-    per_chunk = -(-len(values) // chunks)
+    chunks = -(-frames * channels * size[0] * size[1] // MOST_VALUES)  # as few as the bound allows, of even sizes
+    per_chunk = -(-channels // chunks)
     best = winner = None
     counts = []
-    for start in range(0, len(values), per_chunk):
-        up = F.interpolate(values[None, start : start + per_chunk], size=size, mode="bilinear",
-                           align_corners=False)[0]
+    for start in range(0, channels, per_chunk):
+        up = F.interpolate(values[:, start : start + per_chunk], size=size, mode="bilinear", align_corners=False)
         if weights is not None:
-            up *= weights[start : start + per_chunk].view(-1, 1, 1)
+            up *= weights[:, start : start + per_chunk, None, None]
         if at_least is not None:
-            counts.append(_count(up >= at_least))
-        chunk_best, chunk_winner = up.max(0)  # max: argmax's first maximum, faster on the CPU
+            counts.append(_count(up.flatten(0, 1) >= at_least).view(frames, -1))
+        chunk_best, chunk_winner = up.max(1)  # max: argmax's first maximum, faster on the CPU
         if best is None:
             best, winner = chunk_best, chunk_winner
         else:
@@ -71,7 +71,7 @@ def _resized_argmax(
         del up
     if at_least is None:
         return winner, None
-    return winner, counts[0] if len(counts) == 1 else torch.cat(counts)
+    return winner, (counts[0] if len(counts) == 1 else torch.cat(counts, dim=1)).flatten()
 
 
 def _masks_384(mask_logits: torch.Tensor) -> torch.Tensor:
@@ -187,7 +187,7 @@ def semantic(
     num_classes = classes.shape[-1]
     maps: list[torch.Tensor] = [torch.empty(0)] * len(target_sizes)
     for i, size in enumerate(target_sizes):  # per frame, like transformers: (C, H, W) at full size is large
-        maps[i] = _resized_argmax(scores[i], tuple(size))[0]
+        maps[i] = _resized_argmax(scores[i][None], tuple(size))[0][0]
     present = torch.stack([torch.bincount(m.flatten(), minlength=num_classes) > 0 for m in maps]).cpu()
     present_labels = [row.nonzero().flatten() for row in present]
     positions = []  # class -> its segment's index + 1
@@ -316,35 +316,52 @@ def panoptic(
     # A segment needs pixels where score * probability >= mask_threshold, and probabilities are at most
     # 1: a frame none of whose kept queries scores that high has no segment in transformers either, and
     # costs no work (nor, on a GPU, a launch) here.
-    work = [b for b, kept in enumerate(kept_h) if kept and max(scores_h[b][q] for q in kept) >= mask_threshold_32]
-    kept_index = dict(zip(work, upload_each([torch.tensor(kept_h[b], dtype=torch.int64) for b in work],
-                                            mask_logits.device)))
-    winners: list[torch.Tensor | None] = []
-    area_stats = []
-    for b, size in enumerate(target_sizes):
-        kept, kept_d = kept_h[b], kept_index.get(b)
-        if kept_d is None:
-            winners.append(None)
-            continue
-        probs = _masks_384(mask_logits[b, kept_d][None]).sigmoid()  # only kept queries: each resizes alone
-        winner, original = _resized_argmax(probs[0], tuple(size), weights=pred_scores[b, kept_d],
+    work = {b for b, kept in enumerate(kept_h) if kept and max(scores_h[b][q] for q in kept) >= mask_threshold_32}
+    # The frames with work, by size; on a GPU those of a size go together (see batch_chunks), each padded to
+    # the most kept queries among them with copies of its first: a copy ties with that query at every pixel,
+    # where the first maximum wins, so it wins none, and its counts are not read.
+    device = mask_logits.device
+    chunks, hosted = [], []
+    for size, members in grouped(tuple(size) if b in work else None for b, size in enumerate(target_sizes)).items():
+        most = max(len(kept_h[b]) for b in members)
+        for chunk in batch_chunks(members, device, [most * size[0] * size[1]] * len(members), MOST_VALUES):
+            width = max(len(kept_h[b]) for b in chunk)
+            padded = [kept_h[b] + [kept_h[b][0]] * (width - len(kept_h[b])) for b in chunk]
+            index = [b for b in chunk for _ in range(width)] + [q for row in padded for q in row]
+            chunks.append((size, chunk, width))
+            hosted.append(torch.tensor(index, dtype=torch.int64))
+    winners: list[torch.Tensor | None] = [None] * len(target_sizes)
+    first_column: dict[int, int] = {}  # frame -> where its kept queries' area and count start in `stats`
+    parts, column = [], 0
+    for (size, chunk, width), index in zip(chunks, upload_each(hosted, device)):
+        rows = len(chunk) * width
+        frame_d, query_d = index[:rows], index[rows : 2 * rows]
+        weights = pred_scores[frame_d, query_d]
+        # Only kept queries: each resizes alone.
+        probs = _masks_384(mask_logits[frame_d, query_d].view(len(chunk), width, *mask_logits.shape[-2:])).sigmoid()
+        winner, original = _resized_argmax(probs, size, weights=weights.view(len(chunk), width),
                                            at_least=mask_threshold)
-        winners.append(winner)
-        area = torch.bincount(winner.flatten(), minlength=len(kept))
-        area_stats.append(torch.stack([area, original]))
-    areas_h = [s.tolist() for s in torch.cat(area_stats, dim=1).cpu().split(
-        [s.shape[1] for s in area_stats], dim=1)] if area_stats else []
+        keys = winner
+        if len(chunk) > 1:  # frame c's queries counted in bins [c * width, (c + 1) * width)
+            keys = winner + (torch.arange(len(chunk), device=device) * width).view(-1, 1, 1)
+        area = torch.bincount(keys.flatten(), minlength=rows)
+        parts.append(torch.stack([area, original]))
+        for c, b in enumerate(chunk):
+            winners[b] = winner[c]
+            first_column[b] = column + c * width
+        column += rows
+    stats = torch.cat(parts, dim=1).cpu().tolist() if parts else [[], []]
 
     fuse = set(label_ids_to_fuse)
     ids, labels, out_scores = [], [], []
     positions: dict[int, torch.Tensor] = {}  # by frame with a segment map
-    stats_iter = iter(areas_h)
     for b in range(len(target_sizes)):
         ids.append([]), labels.append([]), out_scores.append([])
         if winners[b] is None:
             continue
-        (area, original) = next(stats_iter)
         kept = kept_h[b]
+        first = first_column[b]
+        area, original = stats[0][first : first + len(kept)], stats[1][first : first + len(kept)]
         lut = [0] * len(kept)
         seg_ids: list[int] = []
         seg_labels: list[int] = []
