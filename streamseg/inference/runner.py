@@ -139,8 +139,10 @@ class ModelRunner:
         # The forward pass has its own too, off CUDA's default stream: FFmpeg decodes on that one, and its
         # copy of each frame to the host waits for everything queued there, a forward pass included.
         cuda = loaded.device.type == "cuda"
-        index = loaded.device.index if loaded.device.index is not None or not cuda else torch.cuda.current_device()
-        self._gpu = torch.device("cuda", index) if cuda else None  # the model's, as its tensors name it
+        self._gpu = None  # the model's GPU, as its tensors name it
+        if cuda:
+            index = loaded.device.index
+            self._gpu = torch.device("cuda", index if index is not None else torch.cuda.current_device())
         self._upload_stream = torch.cuda.Stream(loaded.device) if cuda else None
         self._post_stream = torch.cuda.Stream(loaded.device) if cuda else None
         self._compute_stream = torch.cuda.Stream(loaded.device) if cuda else None
@@ -207,14 +209,13 @@ class ModelRunner:
         was forced."""
         if self._whole is None or len(frames) > min(self.max_batch, self._batch_size):
             return None
-        first = frames[0]
-        kind = (first.pixel_format, first.matrix if first.pixel_format != "rgb24" else None)
-        shape, on_gpu = first.pixels.shape, isinstance(first.pixels, torch.Tensor)
-        if any(isinstance(f.pixels, torch.Tensor) != on_gpu or f.pixels.shape != shape or f.pixel_format != kind[0]
-               or (kind[1] is not None and f.matrix != kind[1]) for f in frames):
+        placed = {(_kind(f), f.pixels.device if isinstance(f.pixels, torch.Tensor) else None) for f in frames}
+        if len(placed) > 1:
             return None
-        if on_gpu and any(f.pixels.device != self._gpu for f in frames):  # a decoder on another GPU
+        ((pixel_format, matrix, _), gpu), = placed
+        if gpu is not None and gpu != self._gpu:  # a decoder on another GPU
             return None
+        kind = (pixel_format, matrix)  # the graphs of each shape are Graphed's own
         if kind not in self._whole:
             def captured(raw: torch.Tensor) -> tuple[torch.Tensor, ...]:
                 return self._prepared_forward(raw, kind, lambda values: forward_logits(self._forward, values))
@@ -358,9 +359,15 @@ def _through_pinned(parts: list[torch.Tensor], device: torch.device) -> torch.Te
     return joined.to(device, non_blocking=True)
 
 
+def _kind(frame: Frame) -> tuple:
+    """What decides how a frame's pixels become the model's RGB: layout, colour matrix (YUV only), shape."""
+    yuv = frame.pixel_format != "rgb24"
+    return frame.pixel_format, frame.matrix if yuv else None, tuple(frame.pixels.shape)
+
+
 def _to_rgb(frames: Sequence[Frame], pixels: list[torch.Tensor]) -> list[torch.Tensor]:
     """Convert the YUV frames among ``pixels`` to RGB, together where they share a size, layout and matrix."""
-    keys = [None if f.pixel_format == "rgb24" else (f.pixel_format, f.matrix, f.pixels.shape) for f in frames]
+    keys = [None if f.pixel_format == "rgb24" else _kind(f) for f in frames]
     return _in_groups(pixels, keys, lambda key, batch: yuv420_to_rgb(batch, key[0], key[1]))
 
 
