@@ -71,12 +71,13 @@ bench() {  # name, seconds allowed, then bench.py arguments; returns bench.py's 
   return $rc
 }
 SWIN="--model swin-tiny --size 1280x720 --task panoptic --frames 480"
-# The measurement, with NVDEC's frames kept on the GPU as a variant in each round (side by side).
-if bench main 240 $SWIN --batch-size 8 --rounds 2 --naive-frames 30 --variant "--gpu-frames"; then
-  # The CPU's decoder side by side with the ceiling: on 16 cores it beat NVDEC's host copies in every
-  # run so far (1.10x on an H100, 1.17x and 1.34x on H200s, in separate runs).
+# The measurement, with NVDEC's frames kept on the GPU as a variant in each round, and the code
+# the last check measured (benchmarks/baseline), side by side.
+if bench main 240 $SWIN --batch-size 8 --rounds 2 --naive-frames 30 --variant "--gpu-frames" $BASELINE; then
   # Who holds the interpreter lock while the pipeline runs (py-spy), over a run long enough to sample.
   bench gil 75 $SWIN --frames 1600 --batch-size 8 --skip-naive --skip-ceiling --rounds 1 --gil-profile
+  # The CPU's decoder side by side with the ceiling: on 16 cores it beat NVDEC's host copies in every
+  # run so far (1.10x on an H100, 1.17x and 1.34x on H200s, in separate runs).
   bench cpu-decoder 120 $SWIN --batch-size 8 --skip-naive --rounds 2 --variant "--decoder cpu"
   # The trained sample model, whose segments are real (random weights find none), against the code
   # the last check measured: its tiny forward pass leaves the host's work (launches, the lock) to bind.
