@@ -296,9 +296,8 @@ class ModelRunner:
             yield
             return
         self._post_stream.wait_event(batch.ready)
-        tensors = (batch.class_logits, batch.mask_logits, *batch.images)
-        for t in {t.untyped_storage().data_ptr(): t for t in tensors}.values():  # once an allocation
-            t.record_stream(self._post_stream)  # not reused by the compute stream while this one reads it
+        # Not reused by the compute stream while this one reads it.
+        _used_on(self._post_stream, [batch.class_logits, batch.mask_logits, *batch.images])
         with torch.cuda.stream(self._post_stream):
             yield
 
@@ -331,8 +330,14 @@ class ModelRunner:
         """Order the compute stream after the uploads, and keep their memory until it is done with it."""
         compute = torch.cuda.current_stream(self.loaded.device)
         compute.wait_stream(self._upload_stream)
-        for t in {t.untyped_storage().data_ptr(): t for t in uploaded}.values():  # once an allocation
-            t.record_stream(compute)
+        _used_on(compute, uploaded)
+
+
+def _used_on(stream: torch.cuda.Stream, tensors: list[torch.Tensor]) -> None:
+    """Tell the allocator ``stream`` reads ``tensors``, once an allocation (a batch's frames share one):
+    their memory is not reused before the work queued there so far is done."""
+    for t in {t.untyped_storage().data_ptr(): t for t in tensors}.values():
+        t.record_stream(stream)
 
 
 def upload_together(tensors: list[torch.Tensor],
