@@ -14,7 +14,7 @@ def lookup(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     faster than advanced indexing on the CPU, and the same on a GPU."""
     flat = index.flatten()
     if flat.dtype not in (torch.int32, torch.int64):
-        flat = flat.long()
+        flat = flat.int()
     return table.index_select(0, flat).view(*index.shape, *table.shape[1:])
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from transformers import Mask2FormerForUniversalSegmentation
 
 from streamseg.inference.postprocess import instance, panoptic, semantic
@@ -295,6 +296,34 @@ def test_full_size_resizes_a_few_channels_at_a_time_with_the_same_result(monkeyp
     for a, b in zip(at_once, chunked):
         assert (a.ids, a.label_ids, a.scores, a.areas, a.boxes) == (b.ids, b.label_ids, b.scores, b.areas, b.boxes)
         assert torch.equal(a.segment_map, b.segment_map)
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 7, 256, 257])
+def test_first_maximum_is_torchs_max_ties_included(channels: int) -> None:
+    """The CPU's scan for the first channel reaching each pixel's maximum gives ``max(1)``'s values and
+    indices, where values tie too (few distinct values: most pixels have ties)."""
+    from streamseg.inference.postprocess import _first_max
+
+    x = torch.randint(0, 4, (2, channels, 9, 11), generator=torch.Generator().manual_seed(channels)).float()
+    best, index = _first_max(x)
+    expected = x.max(1)
+    assert torch.equal(best, expected.values)
+    assert torch.equal(index.long(), expected.indices)
+
+
+@pytest.mark.parametrize("per_chunk", [100, 200, 300])
+def test_resized_argmax_of_many_channels_in_chunks(monkeypatch, per_chunk: int) -> None:
+    """Over 256 channels (a semantic model of many classes), chunk by chunk: indices past 255 in later chunks
+    are not cut to a byte."""
+    from streamseg.inference import postprocess as module
+
+    values = torch.rand(1, 300, 6, 8, generator=torch.Generator().manual_seed(0))
+    values[0, 280] += 2  # the last chunk's channel wins where its resize is largest
+    expected = F.interpolate(values, size=(12, 15), mode="bilinear", align_corners=False).max(1).indices
+    monkeypatch.setattr(module, "MOST_VALUES", per_chunk * 12 * 15)
+    winner, _ = module._resized_argmax(values, (12, 15))
+    assert torch.equal(winner.long(), expected)
+    assert (expected == 280).any()
 
 
 @pytest.mark.skipif(not SAMPLE_MODEL.exists(), reason="sample model not built")
