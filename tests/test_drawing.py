@@ -211,17 +211,24 @@ def test_frames_go_together_on_a_gpu_within_a_bound() -> None:
     assert batch_chunks([1, 2, 3, 4], gpu, [0, 30, 2, 8], 10) == [[1], [2], [3, 4]]  # one over the bound alone
 
 
-def test_the_last_mask_wins_the_index_map_at_once_as_one_by_one() -> None:
-    """A GPU finds each pixel's last mask in one op; it must agree with filling masks in order."""
-    from streamseg.types import last_mask_index
+@pytest.mark.parametrize("count", [7, 300])
+def test_the_last_mask_wins_the_index_map_at_once_as_one_by_one(count: int) -> None:
+    """A GPU finds each pixel's last mask in one op, the CPU mask by mask (in bytes under 256 masks): both
+    must agree with filling the masks in order, whatever the stack's layout."""
+    from streamseg.types import column_major, last_mask_index
 
-    masks = torch.rand(7, 33, 41, generator=torch.Generator().manual_seed(4)) > 0.6
+    masks = torch.rand(count, 33, 41, generator=torch.Generator().manual_seed(4)) > (0.6 if count < 10 else 0.995)
     masks[3] = False  # an empty mask
-    seg = Segmentation("instance", list(range(7)), [1] * 7, [0.9] * 7, [0] * 7, [(0, 0, 0, 0)] * 7,
-                       size=(33, 41), mask_stack=masks)
-    one_by_one = seg.index_map()  # the CPU's way
-    assert torch.equal(last_mask_index(masks), one_by_one)
-    assert set(one_by_one.unique().tolist()) == {0, 1, 2, 3, 5, 6, 7}
+    filled = torch.zeros((33, 41), dtype=torch.int32)
+    for k, mask in enumerate(masks):
+        filled[mask] = k + 1
+    for stack in (masks, column_major(masks)):
+        seg = Segmentation("instance", list(range(count)), [1] * count, [0.9] * count, [0] * count,
+                           [(0, 0, 0, 0)] * count, size=(33, 41), mask_stack=stack)
+        one_by_one = seg.index_map()  # the CPU's way
+        assert one_by_one.dtype == torch.int32 and torch.equal(one_by_one, filled)
+        assert torch.equal(last_mask_index(stack), filled)
+    assert 4 not in filled.unique().tolist() and (count < 256 or int(filled.max()) > 255)
 
 
 def test_a_segmentation_checks_its_parts() -> None:

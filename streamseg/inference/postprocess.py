@@ -37,6 +37,12 @@ def _argmax(x: torch.Tensor, dim: int) -> torch.Tensor:
     return x.max(dim).indices
 
 
+def _any(masks: torch.Tensor, dim: int) -> torch.Tensor:
+    """``masks.any(dim)`` for bool masks, as the largest byte: the same answer, and on the CPU some 50 times
+    faster (five 720p masks along a row, one thread: 0.07 against 4.4 ms)."""
+    return masks.view(torch.uint8).amax(dim).view(torch.bool)
+
+
 def _first_max(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``x.max(1)`` for (N, C, H, W) ``x``: each pixel's largest value over the channels, and the first
     channel that holds it (uint8 for up to 256 channels on the CPU). On the CPU, the largest values alone
@@ -109,7 +115,7 @@ def _count(masks: torch.Tensor) -> torch.Tensor:
 
 def _stats_from_masks(masks: torch.Tensor) -> torch.Tensor:
     """(N, 5) int64 rows of area, x0, y0, x1, y1 for (N, H, W) masks that may overlap."""
-    return _stats(masks.any(2), masks.any(1), _count(masks))
+    return _stats(_any(masks, 2), _any(masks, 1), _count(masks))
 
 
 def _stats_from_maps(segment_maps: torch.Tensor, counts: Sequence[int]) -> torch.Tensor:
@@ -263,7 +269,7 @@ def instance(
         _, _, rows_used, cols_used = _nearest_lookup(tuple(target_sizes[chunk[0]]), device)
         # Nearest upsampling is a gather of source rows and columns: the mask is empty after it exactly
         # when the gathered rows and columns hold no pixel.
-        nonempty = binary[:, rows_used][:, :, cols_used].flatten(1).any(1)
+        nonempty = _any(_gathered(binary, rows_used, cols_used).flatten(1), 1)
         binaries.append(binary)
         checks.append(torch.stack([final, nonempty.float()], dim=1))
     checks_h = torch.cat(checks).cpu().tolist() if checks else []
@@ -289,11 +295,17 @@ def instance(
     for chunk, binary in zip(chunks, binaries):
         rows, cols, _, _ = _nearest_lookup(tuple(target_sizes[chunk[0]]), device)
         kept_d = upload_each([torch.tensor([r for b in chunk for r in kept_rows[b]], dtype=torch.int64)], device)[0]
-        masks = binary[kept_d][:, rows][:, :, cols]
+        masks = _gathered(binary.index_select(0, kept_d), rows, cols)
         for b, frame_masks in zip(chunk, masks.split([len(kept_rows[b]) for b in chunk])):
             out_masks[b] = frame_masks
     ids = [list(range(len(kept))) for kept in kept_rows]
     return _finish("instance", target_sizes, ids, labels, out_scores, id2label or {}, stacks=out_masks)
+
+
+def _gathered(masks: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """``masks[:, rows][:, :, cols]`` for (N, h, w) bool masks, through ``index_select`` on bytes: 1.5x
+    faster on the CPU than advanced indexing (a nearest resize of five masks to 720p: 6.6 against 9.9 ms)."""
+    return masks.view(torch.uint8).index_select(1, rows).index_select(2, cols).view(torch.bool)
 
 
 @functools.lru_cache(maxsize=64)
