@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 
 import torch
 
+from .allocator import keep_freed_memory, release_freed_memory
 from .annotators.masks import MaskAnnotator
 from .batching import POLL_S, Batcher, EndOfStream, Failure, get, produce, put
 from .config import Config
@@ -243,6 +244,7 @@ class Pipeline:
         self._decoder: str | None = None  # CUDA device for NVDEC decoding of files and streams, or None
         self._yuv = False  # sources hand on YUV frames, which the model's device turns into RGB
         self._torch_threads: int | None = None  # the model's CPU threads, when it runs on the CPU
+        self._keeps_memory = False  # freed host memory kept for reuse (see allocator)
         self.final_stats: list[dict] = []
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -311,6 +313,8 @@ class Pipeline:
             channels_last=cfg.model.channels_last, yuv_out=yuv_out,
             cuda_graphs=cfg.model.cuda_graphs, batch_size=cfg.batching.batch_size,
         )
+        keep_freed_memory()
+        self._keeps_memory = True
         source_queues: dict[str, queue.Queue] = {}
         for name, src in zip(self.names, cfg.sources):
             live = self.live[name]
@@ -499,6 +503,9 @@ class Pipeline:
                 sound.close()
         if self._torch_threads is not None:
             torch.set_num_threads(self._torch_threads)  # the default for threads started from now on
+        if self._keeps_memory:
+            release_freed_memory()
+            self._keeps_memory = False
         self._state = State.CLOSED
 
     # -- stage bodies (each runs in its own thread) ----------------------------------------------
