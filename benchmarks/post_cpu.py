@@ -36,6 +36,12 @@ def measure(task: str, width: int, height: int, batch: int, repeats: int) -> dic
     from streamseg.synthetic import Scene
     from streamseg.types import Frame
 
+    try:  # freed memory kept for reuse, as a pipeline of this tree runs (trees before it had no such thing)
+        from streamseg.allocator import keep_freed_memory
+    except ImportError:
+        pass
+    else:
+        keep_freed_memory()
     loaded = load_model(str(ROOT / "samples" / "model"), device="cpu")
     runner = ModelRunner(loaded, task, PostprocessConfig(), annotator=MaskAnnotator())
     scene = Scene(3)

@@ -56,7 +56,7 @@ def _first_max(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     before = x[:, 0] < best  # still before the first channel that reaches the maximum
     index = before.to(torch.uint8 if channels <= 256 else torch.int32)
     below = torch.empty_like(before)
-    for c in range(1, channels - 1):  # the last channel needs no look: a pixel no earlier one reached is its
+    for c in range(1, channels - 1):  # not the last: where no earlier channel reached the maximum, it does
         before.logical_and_(torch.lt(x[:, c], best, out=below))
         index.add_(before)
     return best, index
@@ -68,7 +68,8 @@ def _resized_argmax(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """For (N, C, h, w) ``values`` (N frames of C channels) resized to ``size`` (bilinear, as transformers
     resizes them) and multiplied by ``weights`` (N, C): each frame's first-maximum index over its channels,
-    as (N, H, W) integers (see :func:`_first_max`); with ``at_least``, also each channel's count of pixels at or above it, as (N * C,).
+    as (N, H, W) integers (see :func:`_first_max`); with ``at_least``, also each channel's count of pixels
+    at or above it, as (N * C,).
 
     Channels are resized a chunk at a time, within MOST_VALUES: each channel resizes on its own and the
     first maximum wins across chunks as within one, so the result is the same as all at once.
