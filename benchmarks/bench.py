@@ -203,11 +203,13 @@ def _sync(device: str) -> None:
 def measure_ceiling(args: argparse.Namespace) -> dict:
     import torch
 
+    from streamseg.allocator import keep_freed_memory
     from streamseg.inference.graphs import capture_supported, graphed_forward
     from streamseg.inference.loading import load_model
     from streamseg.inference.preprocess import preprocess
     from streamseg.sources import read_frames
 
+    keep_freed_memory()  # as a pipeline does while it runs: the model alone at its best, page faults spared
     loaded = load_model(args.model_dir, device=args.device, dtype=args.dtype)
     device = str(loaded.device)
     images = [f.image for _, f in zip(range(args.batch_size), read_frames(args.clip))]
