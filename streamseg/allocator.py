@@ -11,6 +11,7 @@ back. Elsewhere than glibc (musl, macOS, Windows) nothing changes.
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import platform
 import sys
@@ -32,6 +33,7 @@ _lock = threading.Lock()
 _users = 0  # pipelines running in this process
 
 
+@functools.cache
 def _glibc() -> ctypes.CDLL | None:
     if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
         return None
