@@ -23,6 +23,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import enum
+import functools
 import logging
 import queue
 import signal
@@ -41,9 +42,9 @@ from .annotators.masks import MaskAnnotator
 from .batching import POLL_S, Batcher, EndOfStream, Failure, get, produce, put
 from .config import Config
 from .exceptions import ConfigError, SourceError
-from .inference.loading import guess_task, load_model
+from .inference.loading import guess_task, load_model, resolve_device
 from .inference.runner import ModelRunner
-from .inference.threads import ThreadTuner, set_torch_threads
+from .inference.threads import ThreadTuner, set_torch_threads, yield_to_forward
 from .sinks.jsonl import JsonlSink
 from .sinks.preview import WindowPreviewSink
 from .sinks.segments import SegmentedSink
@@ -172,6 +173,15 @@ def _segments_of(path: str) -> str:
     return str(Path(path).with_name(f"{Path(path).stem}-*{Path(path).suffix}"))
 
 
+def _beside_forward(target: Callable[..., None], yields: bool, *args: Any) -> None:
+    """A stage thread's body on a CPU run, beside the forward pass's thread (see inference.threads): one
+    torch thread, so that no second OpenMP team exists, and over files the lowest priority."""
+    set_torch_threads(1)
+    if yields:
+        yield_to_forward()
+    target(*args)
+
+
 def _open_jsonl(path: Path, first: FrameResult) -> JsonlSink:
     sink = JsonlSink(path, wall_clock=True)
     sink.open()
@@ -244,13 +254,18 @@ class Pipeline:
         self._decoder: str | None = None  # CUDA device for NVDEC decoding of files and streams, or None
         self._yuv = False  # sources hand on YUV frames, which the model's device turns into RGB
         self._torch_threads: int | None = None  # the model's CPU threads, when it runs on the CPU
+        self._yielding = False  # threads other than the forward pass's run at the lowest priority
         self._keeps_memory = False  # freed host memory kept for reuse (see allocator)
         self.final_stats: list[dict] = []
 
     # -- lifecycle -----------------------------------------------------------------------------
 
     def __enter__(self) -> Pipeline:
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.close()  # what start changed (the caller's torch threads, the allocator) is put back
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -281,6 +296,12 @@ class Pipeline:
         self._pipes = {name: PipedVideo(self._stop, audio=bool((cfg.output.video or cfg.output.stream) and
                                                                cfg.output.audio))
                        for name, src in zip(self.names, cfg.sources) if is_stdin(src)}
+        if resolve_device(cfg.model.device).type == "cpu":
+            # The forward pass's thread takes every core; this thread keeps one, so that its OpenMP team
+            # never exists beside the forward pass's (see inference.threads). close() gives it back.
+            self._torch_threads = torch.get_num_threads()
+            set_torch_threads(1)
+            self._yielding = not any(self.live.values())  # over files, throughput first; live: latency
         loaded = load_model(cfg.model.name, device=cfg.model.device, dtype=cfg.model.dtype)
         self.task = cfg.model.task if cfg.model.task != "auto" else guess_task(cfg.model.name, loaded.id2label)
         gpu = loaded.device.type == "cuda"
@@ -291,8 +312,6 @@ class Pipeline:
         elif gpu:
             self._decoder = str(loaded.device)
         self._yuv = cfg.color_conversion == "device" or (cfg.color_conversion == "auto" and gpu)
-        if loaded.device.type == "cpu":
-            self._torch_threads = torch.get_num_threads()
         for name, pipe in self._pipes.items():
             self.infos[name] = pipe.probe(threads=self._codec_threads)
         self._live_origin = time.time()
@@ -326,7 +345,7 @@ class Pipeline:
         forwarded: queue.Queue = queue.Queue(maxsize=1)  # one batch in flight between the two halves
         handoff: queue.Queue = queue.Queue(maxsize=cfg.batching.queue_size)
         board = StatsBoard(self.live)
-        self._spawn("infer", self._infer_loop, batcher, forwarded)
+        self._spawn("infer", self._infer_loop, batcher, forwarded, forward=True)
         self._spawn("post", self._post_loop, forwarded, handoff)
         drop = threading.Event()  # set by the sink stage on a failure: outputs stop writing and close
 
@@ -470,7 +489,11 @@ class Pipeline:
         info = self.infos.get(name)
         return info.path if info is not None and info.has_audio else None
 
-    def _spawn(self, name: str, target: Callable[..., None], *args: Any) -> None:
+    def _spawn(self, name: str, target: Callable[..., None], *args: Any, forward: bool = False) -> None:
+        """Start a stage's thread. On a CPU run the ``forward`` pass's thread takes every core and the
+        others make way for it (see :func:`_beside_forward`)."""
+        if self._torch_threads is not None and not forward:
+            target = functools.partial(_beside_forward, target, self._yielding)
         thread = threading.Thread(target=target, args=args, name=f"streamseg-{name}", daemon=True)
         self._threads.append(thread)
         thread.start()
@@ -502,7 +525,7 @@ class Pipeline:
             for sound in self._sounds.values():
                 sound.close()
         if self._torch_threads is not None:
-            torch.set_num_threads(self._torch_threads)  # the default for threads started from now on
+            torch.set_num_threads(self._torch_threads)  # the caller's own again, and the default for new threads
         if self._keeps_memory:
             release_freed_memory()
             self._keeps_memory = False
@@ -546,11 +569,6 @@ class Pipeline:
     def _post_loop(self, inbox: queue.Queue, out: queue.Queue) -> None:
         """Post-processing, drawing and download of each forwarded batch, in order."""
         assert self.runner is not None
-        if self._torch_threads is not None:
-            # OpenMP's thread count is per calling thread. Left at the default, this thread's ops would
-            # start a second team of spinning workers on cores the forward pass is using: one thread
-            # here lets the forward pass keep its team (measured: 30% more frames a second on 2 cores).
-            set_torch_threads(1)
         try:
             while True:
                 item = get(inbox, self._abort)

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from fractions import Fraction
@@ -148,6 +149,19 @@ HAVE_RTSP_SERVER = Path("/usr/bin/python3").exists() and subprocess.run(
     ["/usr/bin/python3", "-c", "import gi; gi.require_version('GstRtspServer', '1.0'); "
      "from gi.repository import GstRtspServer"], capture_output=True).returncode == 0
 needs_rtsp = pytest.mark.skipif(not HAVE_RTSP_SERVER, reason="GStreamer RTSP server not installed (see .ci/run)")
+
+
+class ThreadProbe:
+    """A sink that notes, from its output's thread, that thread's niceness and torch thread count."""
+
+    def __init__(self) -> None:
+        self.seen: set[tuple[int, int]] = set()
+
+    def write(self, result: object) -> None:
+        self.seen.add((os.getpriority(os.PRIO_PROCESS, threading.get_native_id()), torch.get_num_threads()))
+
+    def close(self) -> None:
+        pass
 
 
 def free_port() -> int:

@@ -38,7 +38,7 @@ from streamseg.sources.live import (
     redact,
 )
 
-from .conftest import ROOT, build_tiny_model, free_port, needs_rtsp, read_video
+from .conftest import ROOT, ThreadProbe, build_tiny_model, free_port, needs_rtsp, read_video
 
 
 @pytest.fixture(scope="module")
@@ -254,6 +254,19 @@ def test_a_stalled_camera_does_not_slow_the_others(rtsp, tiny_model: Path) -> No
     assert len(after) >= 0.7 * len(before) > 0, (len(before), len(after))
     states = {s["source"]: s for s in pipeline.final_stats}
     assert states["fast"]["frames"] > states["slow"]["frames"]
+
+
+def test_a_live_run_keeps_its_threads_at_the_callers_priority(rtsp, tiny_model: Path) -> None:
+    """Over live sources latency comes first: results are not held back until the next forward pass has
+    run, as over files, where the other stages' threads yield to it (see inference.threads)."""
+    camera = rtsp("cam:15")
+    probe = ThreadProbe()
+    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    with Pipeline(_config([camera.url("cam")], tiny_model, model__device="cpu"), sinks=[probe]) as pipeline:
+        for count, _ in enumerate(pipeline.results(), 1):
+            if count == 3:
+                pipeline.stop()
+    assert probe.seen == {(mine, 1)}
 
 
 @needs_rtsp

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -13,7 +15,7 @@ import streamseg
 from streamseg import ModelError, Pipeline, SinkError, load_config
 from streamseg.types import FrameResult
 
-from .conftest import read_video, write_clip
+from .conftest import ThreadProbe, read_video, write_clip
 
 
 def _streamseg_threads() -> list[threading.Thread]:
@@ -186,6 +188,35 @@ def test_torch_threads_are_per_thread_and_restored(tmp_path: Path, tiny_model: P
     torch.set_num_threads(before)
 
     list(streamseg.segment(write_clip(tmp_path / "c.mp4", frames=6), model=str(tiny_model), device="cpu"))
+    assert torch.get_num_threads() == before
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a thread's own niceness is Linux's")
+def test_a_cpu_run_over_files_gives_the_forward_pass_the_cores(tmp_path: Path, tiny_model: Path) -> None:
+    """The other stages' threads take one torch thread and the lowest priority, so that they run while the
+    forward pass waits for them; the forward pass's thread keeps the caller's priority; the caller's thread
+    takes one torch thread (no second OpenMP team) until the run ends (see inference.threads)."""
+    import torch
+
+    before, mine = torch.get_num_threads(), os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    probe = ThreadProbe()
+    with Pipeline(_config(write_clip(tmp_path / "c.mp4", frames=6), tiny_model, model__device="cpu"),
+                  sinks=[probe]) as pipeline:
+        infer = next(t for t in _streamseg_threads() if t.name == "streamseg-infer")
+        assert os.getpriority(os.PRIO_PROCESS, infer.native_id) == mine
+        during = torch.get_num_threads()
+        pipeline.run(handle_interrupt=False)
+    assert probe.seen == {(19, 1)}
+    assert during == 1 and torch.get_num_threads() == before
+
+
+def test_a_pipeline_that_fails_to_start_gives_the_caller_its_threads_back(tmp_path: Path) -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    with pytest.raises(ModelError), Pipeline(_config(write_clip(tmp_path / "c.mp4", frames=2), tmp_path / "none",
+                                                     model__device="cpu")):
+        pass
     assert torch.get_num_threads() == before
 
 

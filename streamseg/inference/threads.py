@@ -1,16 +1,44 @@
-"""How many CPU threads the forward pass gets when the model runs on the CPU."""
+"""How the forward pass shares the CPU's cores with the pipeline's other threads when the model runs there.
+
+The forward pass splits each op across every core with OpenMP, whose threads wait for each other at the
+end of each op. Two things make them wait longer than they need to, and both are handled here:
+
+- **A second OpenMP team.** libgomp shortens every team's spin-wait to almost nothing once the process
+  holds more of its threads than there are cores, and a thread that ran one parallel op keeps its
+  team (asleep) until it ends. The forward pass's workers then sleep and wake at each of their
+  thousands of waits a batch: in a thread beside a main thread that had loaded the model with every
+  core, the sample model's forward pass slept 1,000 times a batch and took 1.12x the time of one
+  beside a main thread that had loaded it with one (``python benchmarks/omp_teams.py``). So the
+  pipeline's other threads, and the caller's thread while a pipeline runs, use one torch thread
+  (:func:`set_torch_threads`); on every core, post-processing's ops also took cores the forward pass
+  was using (an earlier measurement: 30% fewer frames a second).
+- **Other threads taking a core.** Post-processing, decoding and encoding take a core from the team
+  now and then, and the whole team waits for the thread that lost it: each millisecond of their work
+  cost about a millisecond of the forward pass. Over files, where throughput is what counts,
+  :func:`yield_to_forward` lowers those threads' priority: they run when the forward pass waits for
+  them (the queue between the two is one batch deep), not in the middle of it. Together with the
+  above: 0.80x the model-only ceiling where it was 0.73-0.79x (``benchmarks/RESULTS.md``). Their
+  stage times then include their waits for a core.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import statistics
+import sys
+import threading
 import time
 
 import torch
 
-__all__ = ["ThreadTuner", "set_torch_threads"]
+__all__ = ["ThreadTuner", "set_torch_threads", "yield_to_forward"]
 
 log = logging.getLogger(__name__)
+
+# The niceness of the threads that yield to the forward pass: the lowest priority, so they take a core
+# from the forward pass's team only when it leaves one (the scheduler still gives them a small share).
+YIELDING_NICE = 19
 
 
 def set_torch_threads(count: int) -> None:
@@ -22,6 +50,20 @@ def set_torch_threads(count: int) -> None:
     """
     torch.get_num_threads()
     torch.set_num_threads(count)
+
+
+def yield_to_forward() -> bool:
+    """Lower the calling thread's priority to the lowest (nice 19), for the rest of its life, so that it
+    runs while the forward pass waits, not in the middle of it. Linux only (where niceness is a
+    thread's own, and threads it starts, FFmpeg's among them, inherit it); returns whether it did."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), YIELDING_NICE)
+    except OSError as exc:  # a sandbox may forbid it: the run goes on at the normal priority
+        log.debug("could not lower a thread's priority: %s", exc)
+        return False
+    return True
 
 
 class ThreadTuner:
