@@ -14,16 +14,13 @@ context switches a batch). Run by hand:
 
 from __future__ import annotations
 
-import argparse
 import json
-import statistics
-import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
-from baselines import ROOT
+from baselines import ROOT, alternated, forward_pass_args, report
 
 SETTINGS = ("beside", "alone")
 
@@ -72,36 +69,14 @@ def child(setting: str, batch: int, size: tuple[int, int], repeats: int) -> dict
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--input-size", default="256x448", help="HEIGHTxWIDTH")
-    parser.add_argument("--repeats", type=int, default=10, help="batches timed")
-    parser.add_argument("--child", choices=SETTINGS, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    size = tuple(int(v) for v in args.input_size.split("x"))
+    args = forward_pass_args(__doc__, SETTINGS)
     if args.child:
-        print(json.dumps(child(args.child, args.batch_size, size, args.repeats)))
+        print(json.dumps(child(args.child, args.batch_size, args.size, args.repeats)))
         return
-    results: dict[str, list[dict[str, float]]] = {s: [] for s in SETTINGS}
-    for r in range(args.rounds):
-        for setting in SETTINGS:
-            cmd = [sys.executable, __file__, "--child", setting, "--batch-size", str(args.batch_size),
-                   "--input-size", args.input_size, "--repeats", str(args.repeats)]
-            done = subprocess.run(cmd, capture_output=True, text=True, check=True)
-            result = json.loads(done.stdout.strip().splitlines()[-1])
-            results[setting].append(result)
-            print(f"round {r + 1} {setting}: {result['ms']:.1f} ms a frame, {result['sleeps']:.0f} sleeps a batch",
-                  flush=True)
-    print(f"\nsample model forward pass in a thread, batch {args.batch_size} at {args.input_size} (median of {args.rounds})")
-    for setting in SETTINGS:
-        rows = results[setting]
-        print(f"  {setting:7s} {statistics.median(r['ms'] for r in rows):7.1f} ms a frame "
-              f"{statistics.median(r['sleeps'] for r in rows):8.0f} sleeps a batch")
-    ratios = [a["ms"] / b["ms"] for a, b in zip(results["alone"], results["beside"])]
-    print(f"alone / beside, time a frame: {statistics.median(ratios):.2f} (each round: "
-          + " ".join(f"{x:.2f}" for x in ratios) + ")")
-
+    results = alternated(__file__, SETTINGS, args.rounds, args.child_args,
+                         lambda r: f"{r['ms']:.1f} ms a frame, {r['sleeps']:.0f} sleeps a batch")
+    report(f"sample model forward pass in a thread, batch {args.batch_size} at {args.input_size}", results,
+           {"ms": "ms a frame", "sleeps": "sleeps a batch"}, ("alone", "beside"))
 
 if __name__ == "__main__":
     main()

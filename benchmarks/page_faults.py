@@ -10,16 +10,13 @@ prints ms a frame, minor faults a frame and the process's system time. Run by ha
 
 from __future__ import annotations
 
-import argparse
 import json
 import resource
-import statistics
-import subprocess
 import sys
 import threading
 import time
 
-from baselines import ROOT
+from baselines import ROOT, alternated, forward_pass_args, report
 
 SETTINGS = ("default", "kept")
 
@@ -57,37 +54,14 @@ def child(setting: str, batch: int, size: tuple[int, int], repeats: int) -> dict
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--input-size", default="256x448", help="HEIGHTxWIDTH")
-    parser.add_argument("--repeats", type=int, default=10, help="batches timed")
-    parser.add_argument("--child", choices=SETTINGS, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    size = tuple(int(v) for v in args.input_size.split("x"))
+    args = forward_pass_args(__doc__, SETTINGS)
     if args.child:
-        print(json.dumps(child(args.child, args.batch_size, size, args.repeats)))
+        print(json.dumps(child(args.child, args.batch_size, args.size, args.repeats)))
         return
-    results: dict[str, list[dict[str, float]]] = {s: [] for s in SETTINGS}
-    for r in range(args.rounds):
-        for setting in SETTINGS:
-            cmd = [sys.executable, __file__, "--child", setting, "--batch-size", str(args.batch_size),
-                   "--input-size", args.input_size, "--repeats", str(args.repeats)]
-            done = subprocess.run(cmd, capture_output=True, text=True, check=True)
-            result = json.loads(done.stdout.strip().splitlines()[-1])
-            results[setting].append(result)
-            print(f"round {r + 1} {setting}: {result['ms']:.1f} ms a frame, {result['faults']:.0f} faults a frame, "
-                  f"system time {result['sys_s']:.2f} s", flush=True)
-    print(f"\nsample model forward pass in a thread, batch {args.batch_size} at {args.input_size} (median of {args.rounds})")
-    for setting in SETTINGS:
-        rows = results[setting]
-        print(f"  {setting:8s} {statistics.median(r['ms'] for r in rows):7.1f} ms a frame "
-              f"{statistics.median(r['faults'] for r in rows):8.0f} faults a frame "
-              f"{statistics.median(r['sys_s'] for r in rows):6.2f} s system time")
-    ratios = [k["ms"] / d["ms"] for k, d in zip(results["kept"], results["default"])]
-    print(f"kept / default, time a frame: {statistics.median(ratios):.2f} (each round: "
-          + " ".join(f"{x:.2f}" for x in ratios) + ")")
-
+    results = alternated(__file__, SETTINGS, args.rounds, args.child_args,
+                         lambda r: f"{r['ms']:.1f} ms a frame, {r['faults']:.0f} faults a frame, system time {r['sys_s']:.2f} s")
+    report(f"sample model forward pass in a thread, batch {args.batch_size} at {args.input_size}", results,
+           {"ms": "ms a frame", "faults": "faults a frame", "sys_s": "s system time"}, ("kept", "default"))
 
 if __name__ == "__main__":
     main()
