@@ -301,7 +301,8 @@ class Pipeline:
             # never exists beside the forward pass's (see inference.threads). close() gives it back.
             self._torch_threads = torch.get_num_threads()
             set_torch_threads(1)
-            self._yielding = not any(self.live.values())  # over files, throughput first; live: latency
+            # Over files, throughput first; from live sources, or published as a paced stream, latency.
+            self._yielding = not any(self.live.values()) and not cfg.output.stream
         loaded = load_model(cfg.model.name, device=cfg.model.device, dtype=cfg.model.dtype)
         self.task = cfg.model.task if cfg.model.task != "auto" else guess_task(cfg.model.name, loaded.id2label)
         gpu = loaded.device.type == "cuda"

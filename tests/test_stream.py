@@ -18,7 +18,7 @@ import pytest
 from streamseg import ConfigError, Pipeline, load_config
 from streamseg.sinks.stream import server_answers, stream_url
 
-from .conftest import RtmpServer, RtspServer, free_port, needs_rtmp, needs_rtsp, read_video, run_cli, write_clip
+from .conftest import RtmpServer, RtspServer, ThreadProbe, free_port, needs_rtmp, needs_rtsp, read_video, run_cli, write_clip
 
 
 def _received(path: Path) -> list[av.VideoFrame]:
@@ -53,15 +53,15 @@ def test_a_stream_url_is_checked_before_any_work(tmp_path: Path) -> None:
     assert "secret" not in proc.stderr
 
 
-def _publish_file(tmp_path: Path, model: Path, mount: str, suffix: str = ".mp4",
+def _publish_file(tmp_path: Path, model: Path, mount: str, suffix: str = ".mp4", sinks: list | None = None,
                   **clip) -> tuple[Path, float, list[str], int]:
-    """Publish a clip to a recording RTSP server: what the server kept, how long the run took, the run's
-    outputs and frames."""
+    """Publish a clip to a recording RTSP server (and to ``sinks``): what the server kept, how long the
+    run took, the run's outputs and frames."""
     received = tmp_path / "got.mkv"
     server = RtspServer(f"in:{mount}={received}").start()
     try:
         src = write_clip(tmp_path / f"in{suffix}", **clip)
-        with Pipeline(_config([str(src)], model, output__stream=server.url("in"))) as pipeline:
+        with Pipeline(_config([str(src)], model, output__stream=server.url("in")), sinks=sinks) as pipeline:
             started = time.monotonic()
             summary = pipeline.run()
             took = time.monotonic() - started
@@ -76,10 +76,14 @@ def _publish_file(tmp_path: Path, model: Path, mount: str, suffix: str = ".mp4",
 def test_a_file_is_published_whole_at_its_own_speed(tmp_path: Path, tiny_model: Path) -> None:
     """Every frame reaches the server, sent at the file's 30 fps (as ``ffmpeg -re`` sends a file), not in
     a burst that players would show as a flash of fast motion (and servers lose frames of: GStreamer's
-    kept 25 of 60)."""
-    received, took, _, frames = _publish_file(tmp_path, tiny_model, "record", frames=60)
+    kept 25 of 60). Sending on time comes first: the threads keep the caller's priority, where a file's
+    other stages otherwise yield to the forward pass on a CPU (see inference.threads)."""
+    probe = ThreadProbe()
+    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    received, took, _, frames = _publish_file(tmp_path, tiny_model, "record", frames=60, sinks=[probe])
     assert frames == 60 and len(_received(received)) == 60
     assert took >= 1.8, took  # 60 frames at 30 fps: 2 s
+    assert probe.seen == {(mine, 1)}
 
 
 @needs_rtsp
