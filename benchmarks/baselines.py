@@ -71,3 +71,17 @@ def report(title: str, results: dict[str, list[dict]], columns: dict[str, str], 
     ratios = [a["ms"] / b["ms"] for a, b in zip(results[ratio[0]], results[ratio[1]])]
     print(f"{ratio[0]} / {ratio[1]}, time a frame: {statistics.median(ratios):.2f} (each round: "
           + " ".join(f"{x:.2f}" for x in ratios) + ")")
+
+
+def forward_pass_benchmark(script: str, doc: str, settings: Sequence[str], child: Callable[..., dict],
+                           say: Callable[[dict], str], columns: dict[str, str], ratio: tuple[str, str]) -> None:
+    """The whole of a benchmark of the sample model's forward pass under ``settings``: in a ``--child``
+    process, ``child(setting, batch, (height, width), repeats)``'s result as JSON; otherwise the settings
+    alternated (:func:`alternated`) and their :func:`report`."""
+    args = forward_pass_args(doc, settings)
+    if args.child:
+        print(json.dumps(child(args.child, args.batch_size, args.size, args.repeats)))
+        return
+    results = alternated(script, settings, args.rounds, args.child_args, say)
+    report(f"sample model forward pass in a thread, batch {args.batch_size} at {args.input_size}", results,
+           columns, ratio)

@@ -14,13 +14,12 @@ context switches a batch). Run by hand:
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
 import time
 from pathlib import Path
 
-from baselines import ROOT, alternated, forward_pass_args, report
+from baselines import ROOT, forward_pass_benchmark
 
 SETTINGS = ("beside", "alone")
 
@@ -69,14 +68,10 @@ def child(setting: str, batch: int, size: tuple[int, int], repeats: int) -> dict
 
 
 def main() -> None:
-    args = forward_pass_args(__doc__, SETTINGS)
-    if args.child:
-        print(json.dumps(child(args.child, args.batch_size, args.size, args.repeats)))
-        return
-    results = alternated(__file__, SETTINGS, args.rounds, args.child_args,
-                         lambda r: f"{r['ms']:.1f} ms a frame, {r['sleeps']:.0f} sleeps a batch")
-    report(f"sample model forward pass in a thread, batch {args.batch_size} at {args.input_size}", results,
-           {"ms": "ms a frame", "sleeps": "sleeps a batch"}, ("alone", "beside"))
+    forward_pass_benchmark(__file__, __doc__, SETTINGS, child,
+                           lambda r: f"{r['ms']:.1f} ms a frame, {r['sleeps']:.0f} sleeps a batch",
+                           {"ms": "ms a frame", "sleeps": "sleeps a batch"}, ("alone", "beside"))
+
 
 if __name__ == "__main__":
     main()

@@ -10,13 +10,12 @@ prints ms a frame, minor faults a frame and the process's system time. Run by ha
 
 from __future__ import annotations
 
-import json
 import resource
 import sys
 import threading
 import time
 
-from baselines import ROOT, alternated, forward_pass_args, report
+from baselines import ROOT, forward_pass_benchmark
 
 SETTINGS = ("default", "kept")
 
@@ -54,14 +53,12 @@ def child(setting: str, batch: int, size: tuple[int, int], repeats: int) -> dict
 
 
 def main() -> None:
-    args = forward_pass_args(__doc__, SETTINGS)
-    if args.child:
-        print(json.dumps(child(args.child, args.batch_size, args.size, args.repeats)))
-        return
-    results = alternated(__file__, SETTINGS, args.rounds, args.child_args,
-                         lambda r: f"{r['ms']:.1f} ms a frame, {r['faults']:.0f} faults a frame, system time {r['sys_s']:.2f} s")
-    report(f"sample model forward pass in a thread, batch {args.batch_size} at {args.input_size}", results,
-           {"ms": "ms a frame", "faults": "faults a frame", "sys_s": "s system time"}, ("kept", "default"))
+    forward_pass_benchmark(__file__, __doc__, SETTINGS, child,
+                           lambda r: f"{r['ms']:.1f} ms a frame, {r['faults']:.0f} faults a frame, "
+                                     f"system time {r['sys_s']:.2f} s",
+                           {"ms": "ms a frame", "faults": "faults a frame", "sys_s": "s system time"},
+                           ("kept", "default"))
+
 
 if __name__ == "__main__":
     main()
