@@ -418,11 +418,15 @@ def main() -> None:
     parser.add_argument("--baseline", metavar="DIR",
                         help="also run streamseg from this source tree (an earlier commit's checkout) each round")
     parser.add_argument("--variant", metavar="FLAGS",
-                        help="also run streamseg with these flags in each round, e.g. '--decoder cpu'")
+                        help="also run streamseg with these flags in each round, e.g. --variant='--decoder cpu' "
+                             "(with '=': argparse takes a separate value that starts with a dash for an option)")
     parser.add_argument("--rounds", type=int, default=3, help="alternate the runs this many times (median)")
     parser.add_argument("--naive-frames", type=int, default=60, help="frames timed in the naive loop")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--cache", help="keep the built model and clip in this folder and reuse them")
+    parser.add_argument("--check-args", action="store_true",
+                        help="check these arguments (and --variant's flags, and --baseline's tree), then exit: "
+                             "what gpu_check.sh's ARGS_ONLY=1 asks of each step")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--source", help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
@@ -431,6 +435,10 @@ def main() -> None:
     args = parser.parse_args()
 
     source_trees(parser, args.baseline)  # refuses a baseline with no package, before anything runs
+    if args.variant:
+        parser.parse_args([*sys.argv[1:], *shlex.split(args.variant)])  # its flags, as _child adds them
+    if args.check_args:
+        return
     if args.child:
         if args.source:
             sys.path.insert(0, args.source)  # nothing has imported streamseg yet

@@ -7,7 +7,11 @@
 # hangs cannot take the others' time and what was measured comes back. The sample-model bench runs the
 # package as of benchmarks/baseline beside this tree's (bench.py --baseline), when that folder is there. Files in $OUT
 # (at most 8 come back): env.txt, tests.txt, bench.txt, and json.tar with each bench's JSON.
+# ARGS_ONLY=1 bash benchmarks/gpu_check.sh: here, in seconds, only hands each bench step's arguments, as
+# bash expands them, to bench.py --check-args, on every branch (tests/test_gpu_check.py does).
 set -uo pipefail
+ARGS_ONLY=${ARGS_ONLY:-}
+refused=0
 OUT=${OUT:-/tmp/streamseg-gpu}
 mkdir -p "$OUT"
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
@@ -23,6 +27,7 @@ if ! command -v py-spy >/dev/null && ls benchmarks/wheels/py_spy-*.whl >/dev/nul
     && export PATH=$PATH:/tmp/spy/bin
 fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+if [ -z "$ARGS_ONLY" ]; then
 {
   python3 -c "import torch, transformers, av; print('torch', torch.__version__, 'transformers', transformers.__version__, 'av', av.__version__)"
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader
@@ -47,6 +52,7 @@ timeout 150 python3 -m pytest -q -rfE -p no:cacheprovider $PER_TEST \
   tests/test_cuda.py tests/test_graphs.py tests/test_color.py > "$OUT/tests.txt" 2>&1
 echo "tests: $(tail -1 "$OUT/tests.txt")"
 grep -h "CUDA graphs unavailable" "$OUT/tests.txt" | head -3
+fi
 
 BENCH="$OUT/bench.txt"
 BUDGET=${BUDGET:-560}  # seconds for the whole script, leaving the call's limit time to send $OUT back
@@ -56,6 +62,14 @@ BASELINE=""
 bench() {  # name, seconds allowed, then bench.py arguments; returns bench.py's exit status
   local name=$1; shift
   local limit=$1; shift
+  if [ -n "$ARGS_ONLY" ]; then
+    if python3 benchmarks/bench.py --check-args --device cuda "$@" > /tmp/bench-args.txt 2>&1; then
+      echo "$name: arguments taken"
+    else
+      echo "$name: arguments refused: $(tail -1 /tmp/bench-args.txt)"; refused=1
+    fi
+    return 0
+  fi
   local left=$((BUDGET - SECONDS))
   if [ "$left" -lt 30 ]; then echo "$name: skipped, the budget is spent"; return 1; fi
   [ "$limit" -gt "$left" ] && limit=$left
@@ -73,20 +87,24 @@ bench() {  # name, seconds allowed, then bench.py arguments; returns bench.py's 
 SWIN="--model swin-tiny --size 1280x720 --task panoptic --frames 480"
 # The issue's measurement, with NVDEC's frames kept on the GPU as a variant in each round, and the code
 # the last check measured (benchmarks/baseline), side by side.
-if bench main 240 $SWIN --batch-size 8 --rounds 2 --naive-frames 30 --variant "--gpu-frames" $BASELINE; then
+bench main 240 $SWIN --batch-size 8 --rounds 2 --naive-frames 30 --variant=--gpu-frames $BASELINE
+main=$?
+if [ $main -eq 0 ]; then
   # Who holds the interpreter lock while the pipeline runs (py-spy), over a run long enough to sample.
   bench gil 75 $SWIN --frames 1600 --batch-size 8 --skip-naive --skip-ceiling --rounds 1 --gil-profile
   # The CPU's decoder side by side with the ceiling: on 16 cores it beat NVDEC's host copies in every
   # run so far (1.10x on an H100, 1.17x and 1.34x on H200s, in separate runs).
-  bench cpu-decoder 120 $SWIN --batch-size 8 --skip-naive --rounds 2 --variant "--decoder cpu"
+  bench cpu-decoder 120 $SWIN --batch-size 8 --skip-naive --rounds 2 "--variant=--decoder cpu"
   # The trained sample model, whose segments are real (random weights find none), against the code
   # the last check measured: its tiny forward pass leaves the host's work (launches, the lock) to bind.
   bench segments 90 --model sample --size 1280x720 --task panoptic --frames 480 --batch-size 8 --skip-naive \
     --rounds 1 $BASELINE
-else
+fi
+if [ $main -ne 0 ] || [ -n "$ARGS_ONLY" ]; then
   # Something on the hardware path failed: the same run on the plain path says whether it is that.
   bench fallback 90 $SWIN --batch-size 8 --skip-naive --rounds 1 --decoder cpu --color-conversion host --no-cuda-graphs
   bench no-graphs 90 $SWIN --batch-size 8 --skip-naive --rounds 1 --no-cuda-graphs
 fi
+[ -n "$ARGS_ONLY" ] && exit $refused
 grep -h "CUDA graphs unavailable" "$BENCH" | sort | uniq -c | head -3
 echo "gpu_check: ${SECONDS}s"

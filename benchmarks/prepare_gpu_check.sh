@@ -17,3 +17,5 @@ rm -rf baseline
 mkdir baseline
 git -C .. archive "$BASE" streamseg | tar -x -C baseline
 echo "baseline: $(git log -1 --format='%h %s' "$BASE" | cut -c1-100)"
+# Each step's arguments, as that machine will expand them, checked here (a refused one would cost the run).
+cd .. && ARGS_ONLY=1 OUT=$(mktemp -d) bash benchmarks/gpu_check.sh

@@ -1,0 +1,42 @@
+"""The GPU check's steps ask benchmarks/bench.py for what it can do.
+
+A lent GPU comes for 15 minutes, a few sessions apart; a step whose arguments bench.py refuses costs that
+run its measurement. ``ARGS_ONLY=1`` makes the script hand each step's arguments, as bash expands them,
+to ``bench.py --check-args`` instead of running it, on every branch.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _check(tmp_path: Path, script: Path) -> subprocess.CompletedProcess:
+    python = tmp_path / "bin" / "python3"  # the script runs python3: this interpreter, as in CI's venv
+    python.parent.mkdir()
+    python.symlink_to(sys.executable)
+    env = {**os.environ, "ARGS_ONLY": "1", "OUT": str(tmp_path / "out"), "PATH": f"{python.parent}:{os.environ['PATH']}"}
+    return subprocess.run(["bash", str(script)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_every_step_of_the_gpu_check_has_arguments_bench_takes(tmp_path: Path) -> None:
+    done = _check(tmp_path, ROOT / "benchmarks" / "gpu_check.sh")
+    assert done.returncode == 0, done.stdout + done.stderr
+    steps = [line.split(":")[0] for line in done.stdout.splitlines() if line.endswith(": arguments taken")]
+    assert steps == ["main", "gil", "cpu-decoder", "segments", "fallback", "no-graphs"], done.stdout
+
+
+def test_a_step_with_arguments_bench_refuses_fails_the_check(tmp_path: Path) -> None:
+    """A value that starts with a dash needs ``--variant=...``: argparse takes ``--variant --gpu-frames``
+    for two options."""
+    script = (ROOT / "benchmarks" / "gpu_check.sh").read_text()
+    broken = tmp_path / "gpu_check.sh"
+    broken.write_text(script.replace("--variant=--gpu-frames", "--variant --gpu-frames"))
+    assert broken.read_text() != script
+    done = _check(tmp_path, broken)
+    assert done.returncode != 0
+    assert "main: arguments refused" in done.stdout
