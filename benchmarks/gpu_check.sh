@@ -63,10 +63,10 @@ bench() {  # name, seconds allowed, then bench.py arguments; returns bench.py's 
   local name=$1; shift
   local limit=$1; shift
   if [ -n "$ARGS_ONLY" ]; then
-    if python3 benchmarks/bench.py --check-args --device cuda "$@" > /tmp/bench-args.txt 2>&1; then
+    if python3 benchmarks/bench.py --check-args --device cuda "$@" > "$OUT/args-$name.txt" 2>&1; then
       echo "$name: arguments taken"
     else
-      echo "$name: arguments refused: $(tail -1 /tmp/bench-args.txt)"; refused=1
+      echo "$name: arguments refused: $(tail -1 "$OUT/args-$name.txt")"; refused=1
     fi
     return 0
   fi
