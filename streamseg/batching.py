@@ -128,10 +128,14 @@ class Batcher:
     """Forms batches from per-source queues.
 
     Takes frames round-robin, at most one per source per round, so a fast source cannot starve a slow
-    one and a stalled source never holds a batch back; a live source gives at most one frame (its
-    newest) per batch. A live source that fails for good drops out while others remain. A batch is handed over when it has
-    ``batch_size`` frames, or ``max_wait_s`` after its first frame arrived, or when every source has
-    ended (a short last batch). A source's frames keep their order.
+    one and a stalled source never holds a batch back. A live source gives at most one frame (its
+    newest) per batch, and a batch that holds a live frame takes at most one from each source: a file
+    beside a camera, always ready, would otherwise fill the rest of every batch, and the camera, which
+    loses what waits, would get a share of the model as small as one frame in ``batch_size``. A live
+    source that fails for good drops out while others remain. A batch is handed over when it has
+    ``batch_size`` frames, or when it holds a live frame and a frame from every source, or
+    ``max_wait_s`` after its first frame arrived, or when every source has ended (a short last batch).
+    A source's frames keep their order.
     """
 
     def __init__(self, queues: dict[str, queue.Queue], batch_size: int, max_wait_s: float,
@@ -168,10 +172,13 @@ class Batcher:
             return None
         return batch
 
+    def _holds_live(self, batch: list[Frame]) -> bool:
+        return any(f.source in self.live for f in batch)
+
     def _complete(self, batch: list[Frame]) -> bool:
-        """True when no source can add to the batch: all are live and each gave its frame."""
+        """True when no source can add to the batch: it holds a live frame and each source gave one."""
         present = {f.source for f in batch}
-        return bool(batch) and all(name in self.live and name in present for name in self.active)
+        return self._holds_live(batch) and all(name in present for name in self.active)
 
     def _round(self, batch: list[Frame]) -> bool:
         took = False
@@ -180,7 +187,7 @@ class Batcher:
         for name in names:
             if len(batch) >= self.batch_size:
                 break
-            if name in self.live and any(f.source == name for f in batch):
+            if (name in self.live or self._holds_live(batch)) and any(f.source == name for f in batch):
                 continue
             try:
                 item = self.queues[name].get_nowait()
