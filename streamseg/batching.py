@@ -8,9 +8,11 @@ and checks the run's stop event, so no thread can hang on a queue nobody reads.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import queue
+import statistics
 import threading
 import time
 import traceback
@@ -147,6 +149,8 @@ class Batcher:
         self.wakeup = wakeup
         self.active = list(queues)
         self._turn = 0
+        self._last: dict[str, float] = {}  # live source -> when its last frame taken was captured
+        self._intervals: dict[str, collections.deque[float]] = {}  # live source -> its latest frame intervals
 
     def next_batch(self, stop: threading.Event) -> list[Frame] | None:
         """The next batch, or None when every source has ended or ``stop`` is set.
@@ -160,7 +164,7 @@ class Batcher:
             took = self._round(batch)
             if batch and deadline is None:
                 deadline = time.monotonic() + self.max_wait_s
-            if self._complete(batch):
+            if self._complete(batch, deadline):
                 break
             if took:
                 continue
@@ -175,10 +179,33 @@ class Batcher:
     def _holds_live(self, batch: list[Frame]) -> bool:
         return any(f.source in self.live for f in batch)
 
-    def _complete(self, batch: list[Frame]) -> bool:
-        """True when no source can add to the batch: it holds a live frame and each source gave one."""
+    def _complete(self, batch: list[Frame], deadline: float | None) -> bool:
+        """True when no source can add to the batch: it holds a live frame and each source gave one, or
+        has none due before ``deadline``."""
         present = {f.source for f in batch}
-        return self._holds_live(batch) and all(name in present for name in self.active)
+        return self._holds_live(batch) and all(name in present or not self._due(name, deadline)
+                                               for name in self.active)
+
+    def _due(self, name: str, deadline: float | None) -> bool:
+        """Whether a frame of ``name`` may come before ``deadline``: for a live source, whether its next
+        frame is due by then at its pace so far, and not late by more than ``max_wait_s`` (stalled, or
+        slower than it was), so that a slow camera beside a fast one does not hold each batch for
+        ``max_wait_s``."""
+        if name not in self._intervals or deadline is None:  # a file, or a camera's pace not known yet: as before
+            return True
+        interval = statistics.median(self._intervals[name])
+        due = self._last[name] + interval
+        return time.monotonic() - self.max_wait_s <= due <= deadline
+
+    def _paced(self, frame: Frame) -> None:
+        """Learn a live source's frame interval from the frames it delivers (and those it dropped): the
+        median of the latest few, so that frames coming together (on connecting, after a network hiccup)
+        do not make a slow camera look fast for long."""
+        name = frame.source
+        if name in self._last:
+            seen = max(0.0, frame.captured - self._last[name]) / (1 + frame.dropped)
+            self._intervals.setdefault(name, collections.deque(maxlen=5)).append(seen)
+        self._last[name] = frame.captured
 
     def _round(self, batch: list[Frame]) -> bool:
         took = False
@@ -204,6 +231,8 @@ class Batcher:
                     raise item.error  # a file's error, or the last camera gone: the run fails
                 log.error("%s: %s; the other sources go on", name, item.error)
                 continue
+            if name in self.live:
+                self._paced(item)
             batch.append(item)
             took = True
         return took
