@@ -148,7 +148,7 @@ class Batcher:
         self.max_wait_s = max_wait_s
         self.wakeup = wakeup
         self.active = list(queues)
-        self._turn = 0
+        self._after: str | None = None  # the last source to give a frame: the next round starts after it
         self._last: dict[str, float] = {}  # live source -> when its last frame taken was captured
         self._intervals: dict[str, collections.deque[float]] = {}  # live source -> its latest frame intervals
 
@@ -209,9 +209,7 @@ class Batcher:
 
     def _round(self, batch: list[Frame]) -> bool:
         took = False
-        names = self.active[self._turn :] + self.active[: self._turn]
-        self._turn = (self._turn + 1) % max(1, len(self.active))
-        for name in names:
+        for name in self._in_turn():
             if len(batch) >= self.batch_size:
                 break
             if (name in self.live or self._holds_live(batch)) and any(f.source == name for f in batch):
@@ -222,11 +220,9 @@ class Batcher:
                 continue
             if isinstance(item, EndOfStream):
                 self.active.remove(name)
-                self._turn = 0
                 continue
             if isinstance(item, Failure):
                 self.active.remove(name)
-                self._turn = 0
                 if name not in self.live or not self.active:
                     raise item.error  # a file's error, or the last camera gone: the run fails
                 log.error("%s: %s; the other sources go on", name, item.error)
@@ -234,5 +230,15 @@ class Batcher:
             if name in self.live:
                 self._paced(item)
             batch.append(item)
+            self._after = name
             took = True
         return took
+
+    def _in_turn(self) -> list[str]:
+        """The active sources in round-robin order, from the one after the last to give a frame: a source
+        whose queue is empty when its turn comes does not move the next one's turn (a stalled camera among
+        four, with batches of two, gave the one after it two thirds of the others' share)."""
+        if self._after not in self.active:
+            return list(self.active)
+        i = self.active.index(self._after) + 1
+        return self.active[i:] + self.active[:i]
