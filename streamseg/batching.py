@@ -182,16 +182,17 @@ class Batcher:
     def _complete(self, batch: list[Frame], deadline: float | None) -> bool:
         """True when no source can add to the batch: it holds a live frame and each source gave one, or
         has none due before ``deadline``."""
+        if deadline is None or not self._holds_live(batch):  # deadline: set once the batch has a frame
+            return False
         present = {f.source for f in batch}
-        return self._holds_live(batch) and all(name in present or not self._due(name, deadline)
-                                               for name in self.active)
+        return all(name in present or not self._due(name, deadline) for name in self.active)
 
-    def _due(self, name: str, deadline: float | None) -> bool:
+    def _due(self, name: str, deadline: float) -> bool:
         """Whether a frame of ``name`` may come before ``deadline``: for a live source, whether its next
         frame is due by then at its pace so far, and not late by more than ``max_wait_s`` (stalled, or
         slower than it was), so that a slow camera beside a fast one does not hold each batch for
         ``max_wait_s``."""
-        if name not in self._intervals or deadline is None:  # a file, or a camera's pace not known yet: as before
+        if name not in self._intervals:  # a file, or a camera whose pace is not known yet: as before
             return True
         interval = statistics.median(self._intervals[name])
         due = self._last[name] + interval
