@@ -31,9 +31,9 @@ def filled(source: str, count: int, *, end: bool = True) -> queue.Queue:
     return q
 
 
-def batches(batcher: Batcher, stop: threading.Event | None = None) -> list[list[tuple[str, int]]]:
+def batches(batcher: Batcher) -> list[list[tuple[str, int]]]:
     out = []
-    while (batch := batcher.next_batch(stop or threading.Event())) is not None:
+    while (batch := batcher.next_batch(threading.Event())) is not None:
         out.append([(f.source, f.index) for f in batch])
     return out
 
