@@ -8,6 +8,7 @@ to ``bench.py --check-args`` instead of running it, on every branch.
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -16,9 +17,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _check(tmp_path: Path, script: Path) -> subprocess.CompletedProcess:
-    python = tmp_path / "bin" / "python3"  # the script runs python3: this interpreter, as in CI's venv
+    # The script runs python3: this interpreter, with its packages. A wrapper that execs it, not a symlink:
+    # Python started through a link outside a venv finds no pyvenv.cfg and loses the venv's packages.
+    python = tmp_path / "bin" / "python3"
     python.parent.mkdir()
-    python.symlink_to(sys.executable)
+    python.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n')
+    python.chmod(0o755)
     env = {**os.environ, "ARGS_ONLY": "1", "OUT": str(tmp_path / "out"), "PATH": f"{python.parent}:{os.environ['PATH']}"}
     return subprocess.run(["bash", str(script)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
 

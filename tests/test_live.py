@@ -697,5 +697,7 @@ def test_one_camera_refusing_credentials_does_not_stop_the_others(rtsp, tiny_mod
     with Pipeline(cfg) as pipeline:
         results = _collect(pipeline, until=time.monotonic() + 8)
     stats = {s["source"]: s for s in pipeline.final_stats}
-    assert len(results) > 20 and {r.source for r in results} == {"cam"}
+    # The good camera went on for the whole run: its frames span most of the 8 s, whatever the load.
+    assert {r.source for r in results} == {"cam"}
+    assert len(results) >= 3 and (results[-1].frame.pts - results[0].frame.pts) / 1000 > 4.0, len(results)
     assert stats["cam#2"]["state"] == "failed" and "refused credentials" in stats["cam#2"]["detail"]

@@ -119,7 +119,7 @@ def test_a_cameras_sound_is_published_and_recorded_alike(tmp_path: Path, tiny_mo
             times = [(p.stream.type, float(p.pts * p.time_base)) for p in container.demux() if p.dts is not None]
         picture = [t for kind, t in times if kind == "video"]
         sound = [t for kind, t in times if kind == "audio"]
-        assert len(picture) >= 15 and sound, path
+        assert len(picture) >= 3 and picture[-1] - picture[0] > 3.0 and sound, path  # of a 6 s run, at any load
         assert sound[-1] - sound[0] > 0.6 * (picture[-1] - picture[0]), (path, sound[0], sound[-1], picture[-1])
 
 
@@ -262,6 +262,16 @@ def test_a_real_rtsp_server_answers(tmp_path: Path) -> None:
         server.stop()
 
 
+def _assert_recorded_throughout(path: Path) -> None:
+    """The recording of an 8 s run went on while a stream's server stalled (5 s): it spans more than half the
+    run with no gap near the stall. Not a frame count: how many frames a run segments depends on the load."""
+    pts, time_base, _ = read_video(path)
+    times = [float(t * time_base) for t in pts]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert len(times) >= 3 and times[-1] - times[0] > 4.0 and max(gaps) < 2.0, (
+        len(times), times[-1] - times[0], max(gaps))
+
+
 @needs_rtsp
 def test_a_server_that_never_answers_does_not_hold_up_the_other_outputs(tmp_path: Path, tiny_model: Path) -> None:
     """Connecting waits up to its time limit (5 s) for a server that does not answer, again at every retry;
@@ -279,10 +289,7 @@ def test_a_server_that_never_answers_does_not_hold_up_the_other_outputs(tmp_path
         camera.stop()
     assert proc.returncode == 0, proc.stderr
     assert "cannot connect (no answer in 5 s)" in proc.stderr
-    pts, time_base, _ = read_video(recorded)
-    times = [float(t * time_base) for t in pts]
-    gaps = [b - a for a, b in itertools.pairwise(times)]
-    assert len(times) >= 30 and max(gaps) < 2.0, (len(times), max(gaps))
+    _assert_recorded_throughout(recorded)
 
 
 @needs_rtsp
@@ -316,10 +323,7 @@ def test_a_stream_nobody_reads_does_not_hold_up_the_recording(tmp_path: Path, ti
         if thread.name == "streamseg-stream-send":
             thread.join(timeout=10)
             assert not thread.is_alive()
-    pts, time_base, _ = read_video(recorded)
-    times = [float(t * time_base) for t in pts]
-    gaps = [b - a for a, b in itertools.pairwise(times)]
-    assert len(times) >= 30 and max(gaps) < 2.0, (len(times), max(gaps))
+    _assert_recorded_throughout(recorded)
     assert "frames left out while the server was slow" in caplog.text
     assert "the server is not taking the stream; leaving it" in caplog.text
 
