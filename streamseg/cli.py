@@ -8,12 +8,14 @@ import logging
 import os
 import sys
 import time
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from .config import DEFAULT_MODEL, Config, load_config
 from .exceptions import ConfigError, ModelError, SinkError, SourceError, StreamsegError
+from .urls import redact_text
 
 if TYPE_CHECKING:
     from .pipeline import RunSummary
@@ -112,6 +114,8 @@ def build_config(args: argparse.Namespace) -> Config:
             lines = Path(args.sources_file).read_text().splitlines()
         except OSError as exc:
             raise ConfigError(f"cannot read sources file {args.sources_file}: {exc.strerror or exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"sources file {args.sources_file} is not UTF-8 text (byte {exc.start + 1})") from None
         sources += [ln.split("#", 1)[0].strip() for ln in lines if ln.split("#", 1)[0].strip()]
     return load_config(
         args.config,
@@ -245,20 +249,33 @@ def _segment(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``streamseg`` command; returns the exit code."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
-                        format="%(asctime)s %(levelname)s: %(message)s", datefmt="%H:%M:%S")
+    handler = logging.StreamHandler()
+    handler.setFormatter(_RedactingFormatter("%(asctime)s %(levelname)s: %(message)s", datefmt="%H:%M:%S"))
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, handlers=[handler])
     try:
         if not args.debug:
             _quiet_libraries(downloads=not args.no_progress and sys.stderr.isatty())
         return _segment(args)
     except StreamsegError as exc:
         if args.debug:
-            raise
-        _tell(f"error: {exc}")
+            _tell(redact_text("".join(traceback.format_exception(exc))).rstrip())
+        else:
+            _tell(f"error: {redact_text(str(exc))}")
         return next((code for cls, code in EXIT_CODES.items() if isinstance(exc, cls)), 1)
     except KeyboardInterrupt:
         _tell("aborted")
         return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug: its traceback, which may quote a URL, without credentials
+        _tell(redact_text("".join(traceback.format_exception(exc))).rstrip())
+        return 1
+
+
+class _RedactingFormatter(logging.Formatter):
+    """Log lines, and the tracebacks they carry, with every URL's credentials hidden: a library's message
+    or a chained PyAV error can quote a URL whole."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_text(super().format(record))
 
 
 def entry() -> NoReturn:

@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from .exceptions import ConfigError
+from .urls import redact, url_problem
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -49,6 +50,11 @@ CONTAINERS = {".mp4": "mp4", ".mkv": "matroska", ".mov": "mov", ".webm": "webm"}
 def _check(condition: bool, key: str, message: str) -> None:
     if not condition:
         raise ConfigError(f"{key}: {message}")
+
+
+def _check_url(url: str, key: str) -> None:
+    problem = url_problem(url)
+    _check(problem is None, key, f"{redact(url)}: {problem}")
 
 
 def _is_cuda(device: str) -> bool:
@@ -186,6 +192,7 @@ class OutputConfig:
             scheme = self.stream.split("://", 1)[0].lower() if "://" in self.stream else ""
             _check(scheme in STREAM_FORMATS, "output.stream", "expected an rtsp://, rtmp://, srt://, udp:// or tcp:// "
                    f"URL to publish to, got {scheme + '://...' if scheme else repr(self.stream)}")
+            _check_url(self.stream, "output.stream")
         if self.video is not None:
             suffix = Path(self.video).suffix.lower()
             _check(suffix in CONTAINERS, "output.video",
@@ -221,6 +228,8 @@ class Config:
                "needs NVDEC's frames and the colour conversion on the GPU (not decoder: cpu or color_conversion: host)")
         if self.duration is not None:
             _check(self.duration > 0, "duration", f"must be > 0 seconds, got {self.duration}")
+        for source in self.sources:
+            _check_url(source, "sources")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Config:
@@ -256,6 +265,8 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
             text = Path(path).read_text()
         except OSError as exc:
             raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start + 1})") from None
         try:
             loaded = yaml.safe_load(text)
         except yaml.YAMLError as exc:

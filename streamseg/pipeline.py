@@ -33,7 +33,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 import torch
 
@@ -63,11 +62,11 @@ from .sources.live import (
     read_live,
     read_stream,
     read_webcam,
-    redact,
 )
 from .sources.pipe import PipedVideo, is_stdin, stdin_file
 from .stats import StatsBoard
 from .types import AudioFeed, FrameResult
+from .urls import redact, url_name
 
 __all__ = ["Pipeline", "RunSummary", "Sink", "output_path", "output_tags", "source_names"]
 
@@ -148,8 +147,7 @@ def source_names(sources: tuple[str, ...] | list[str]) -> list[str]:
         elif is_webcam(src):
             base = f"webcam{src}" if src.isdigit() else src.rsplit("/", 1)[-1]
         elif "://" in src:
-            parts = urlsplit(src)
-            base = parts.path.rstrip("/").rsplit("/", 1)[-1] or parts.hostname or "stream"
+            base = url_name(src)
         else:
             base = src.rstrip("/").rsplit("/", 1)[-1] or src
         name, n = base, 2

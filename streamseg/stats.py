@@ -14,6 +14,7 @@ import numpy as np
 
 from .sources.live import TROUBLE, SourceStatus
 from .types import FrameResult
+from .urls import redact_text
 
 __all__ = ["SourceStats", "StatsBoard"]
 
@@ -49,8 +50,8 @@ class SourceStats:
             "source": self.name,
             "live": self.live,
             "state": self.state if self.live else ("ended" if self.state == "ended" else "running"),
-            "detail": self.detail,
-            "trouble": self.trouble,
+            "detail": redact_text(self.detail),  # a library's message may name the URL
+            "trouble": redact_text(self.trouble),
             "frames": self.frames_out,
             "dropped": self.dropped,
             "fps_in": sum(n for _, n in recent) / span,

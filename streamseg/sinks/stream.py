@@ -21,7 +21,8 @@ import av
 from ..batching import POLL_S
 from ..config import STREAM_FORMATS
 from ..exceptions import ConfigError, SinkError
-from ..sources.live import Backoff, redact
+from ..sources.live import Backoff
+from ..urls import redact, scrub
 from ..types import FrameResult
 from .video import VideoSink
 
@@ -287,6 +288,7 @@ class StreamSink:
             time.sleep(due - now)
 
     def _lost(self, sender: _Sender, exc: SinkError) -> None:
+        scrub(exc)  # PyAV's error, chained below, names the URL with its credentials
         session, sender.session = sender.session, None
         if session is not None:
             try:

@@ -17,8 +17,8 @@ from av.bitstream import BitStreamFilterContext
 
 from ..config import CONTAINERS
 from ..exceptions import ConfigError, SinkError
-from ..sources.live import redact
 from ..types import AudioFeed, FrameResult
+from ..urls import redact, scrub
 
 __all__ = ["VideoSink", "check_encoder", "check_writable", "encoder_opens", "encoder_threads", "pick_encoder"]
 
@@ -527,4 +527,7 @@ def _quality(codec: str, crf: int, preset: str) -> dict[str, str]:
 
 
 def _reason(exc: BaseException) -> str:
+    """Why a PyAV call failed, for a message; the error itself, chained to that message, is redacted too
+    (it names a URL's credentials)."""
+    scrub(exc)
     return str(getattr(exc, "strerror", None) or exc)

@@ -21,13 +21,14 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import av
 import numpy as np
 
 from ..exceptions import SourceError
 from ..types import AudioFeed, Frame, put_each
+from ..urls import redact
 from .file import main_video_stream
 from .hardware import hardware_decoder
 from .pixels import frame_pixels
@@ -111,19 +112,6 @@ def _is_video_on_demand(url: str, timeout_s: float = 10.0) -> bool:
             return bool(container.duration)
     except (av.FFmpegError, OSError):
         return False  # unreachable now: treat as live, so it is retried rather than failing at once
-
-
-def redact(url: str) -> str:
-    """The URL without user name, password or query string, safe for logs."""
-    if "://" not in url:
-        return url
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    if parts.username or parts.password:
-        host = f"***@{host}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 # Failures of the connection itself, which opening the stream without hardware decoding cannot fix.
