@@ -84,7 +84,11 @@ def _parser() -> argparse.ArgumentParser:
     live = seg.add_argument_group("live sources")
     live.add_argument("--show", action="store_true", default=None, help="a window per source (q quits)")
     live.add_argument("--serve", metavar="[HOST:]PORT",
-                      help="web page with each source's annotated stream and stats (host 127.0.0.1 by default)")
+                      help="web page with each source's annotated stream and stats (host 127.0.0.1 by default; "
+                           "[::]:PORT for IPv6)")
+    live.add_argument("--serve-token", metavar="TOKEN",
+                      help="asked of every request to the page (?token= or Authorization: Bearer); made up and "
+                           "printed once when --serve listens beyond this machine")
     live.add_argument("--stream", metavar="URL",
                       help="publish the annotated video live to a media server: rtsp://, rtmp://, srt://, udp://; "
                            "{source} in the URL is each source's name (files are sent at their own speed)")
@@ -143,6 +147,7 @@ def build_config(args: argparse.Namespace) -> Config:
         output__preset=args.preset,
         output__show=args.show,
         output__serve=args.serve,
+        output__serve_token=args.serve_token,
         output__stream=args.stream,
         output__segment_time=args.segment_time,
         output__keep_segments=args.keep_segments,

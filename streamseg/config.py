@@ -174,6 +174,8 @@ class OutputConfig:
     keep_segments: int | None = None
     show: bool = False
     serve: str | None = None
+    # Asked of every request to the page; None: made up (and printed once) when serving beyond loopback.
+    serve_token: str | None = None
 
     def __post_init__(self) -> None:
         _check(0 <= self.crf <= 51, "output.crf", f"must be between 0 and 51, got {self.crf}")
@@ -187,7 +189,10 @@ class OutputConfig:
         if self.serve is not None:
             host, _, port = self.serve.rpartition(":")
             _check(port.isdigit() and 0 <= int(port) < 65536, "output.serve",
-                   f"expected [HOST:]PORT, got {self.serve!r}")
+                   f"expected [HOST:]PORT or [IPV6]:PORT, got {self.serve!r}")
+        if self.serve_token is not None:
+            _check(self.serve is not None, "output.serve_token", "needs output.serve (--serve)")
+            _check(len(self.serve_token) >= 8, "output.serve_token", "must be at least 8 characters")
         if self.stream is not None:
             scheme = self.stream.split("://", 1)[0].lower() if "://" in self.stream else ""
             _check(scheme in STREAM_FORMATS, "output.stream", "expected an rtsp://, rtmp://, srt://, udp:// or tcp:// "

@@ -459,7 +459,7 @@ class Pipeline:
         if out.show:
             shared.append(WindowPreviewSink(on_quit=self.stop))
         if out.serve:
-            self.web = WebPreviewSink(out.serve, self.names)
+            self.web = WebPreviewSink(out.serve, self.names, token=out.serve_token)
             self.web.open()
             opened.append(self.web)
             shared.append(self.web)

@@ -392,7 +392,9 @@ def _kill_processes_naming(text: str) -> None:
 def test_preview_page_shows_moving_frames_in_a_browser(rtsp, tmp_path: Path, tiny_model: Path) -> None:
     server = rtsp("cam:15")
     port = free_port()
-    cfg = _config([server.url("cam")], tiny_model, output__serve=f"127.0.0.1:{port}")
+    # With a token, which the page's own links (its streams, its stats) must carry.
+    cfg = _config([server.url("cam")], tiny_model, output__serve=f"127.0.0.1:{port}",
+                  output__serve_token="page-token-1")
     shots = []
     with Pipeline(cfg) as pipeline:
         got = threading.Event()
@@ -410,14 +412,15 @@ def test_preview_page_shows_moving_frames_in_a_browser(rtsp, tmp_path: Path, tin
         for i in range(5):
             shot = tmp_path / f"shot{i}.png"
             _headless(tmp_path, "--hide-scrollbars", f"--screenshot={shot}", "--window-size=700,500",
-                      "--timeout=3000", f"http://127.0.0.1:{port}/")
+                      "--timeout=3000", f"http://127.0.0.1:{port}/?token=page-token-1")
             shots.append(cv2.imread(str(shot)))
             assert shots[-1] is not None
             if i and _moved(shots[0], shots[-1]):
                 break
             time.sleep(1.5)
         for wait_ms in (2500, 5000, 10000):  # the page's first /stats answer, later on a loaded machine
-            page = _headless(tmp_path, "--dump-dom", f"--timeout={wait_ms}", f"http://127.0.0.1:{port}/")
+            page = _headless(tmp_path, "--dump-dom", f"--timeout={wait_ms}",
+                             f"http://127.0.0.1:{port}/?token=page-token-1")
             if " fps · latency p50 " in page:
                 break
         pipeline.stop()

@@ -1,18 +1,26 @@
 """A live web preview: each source's annotated stream as MJPEG, with live stats, on a small page.
 
-The sink owns an HTTP server thread (one more thread per viewer, from ThreadingHTTPServer), started
-by :meth:`WebPreviewSink.open` and joined by :meth:`WebPreviewSink.close`. It listens on 127.0.0.1
-unless told otherwise. Viewers only ever see the newest frame: a slow browser never slows the run.
+The sink owns an HTTP server thread (one more thread per viewer, at most ``MAX_CLIENTS`` of them; a
+connection that sends nothing, or stops reading, is dropped after ``CLIENT_TIMEOUT_S``), started by
+:meth:`WebPreviewSink.open` and joined by :meth:`WebPreviewSink.close`. It listens on 127.0.0.1 unless told
+otherwise. With a token, every path asks for it (``?token=`` or an ``Authorization: Bearer`` header); one
+is made up when the server listens beyond loopback and none was given. Viewers only ever see the newest
+frame: a slow browser never slows the run.
 """
 
 from __future__ import annotations
 
+import hmac
 import html
+import ipaddress
 import json
 import logging
+import secrets
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, quote, urlsplit
 
 import cv2
 
@@ -24,6 +32,9 @@ __all__ = ["WebPreviewSink", "Latest", "parse_address"]
 log = logging.getLogger(__name__)
 
 BOUNDARY = "streamsegframe"
+MAX_CLIENTS = 64  # connections served at once, each a thread; more are answered 503 at once
+CLIENT_TIMEOUT_S = 10.0  # a connection that sends no request, or takes no bytes, for this long is closed
+BACKLOG = 128  # connections the kernel holds before they are taken: a page with many streams opens them at once
 
 
 class Latest:
@@ -64,25 +75,67 @@ class Latest:
 
 
 def parse_address(address: str) -> tuple[str, int]:
-    """``PORT`` or ``HOST:PORT``; the host defaults to 127.0.0.1 (loopback only)."""
+    """``PORT``, ``HOST:PORT`` or ``[IPV6]:PORT``; the host defaults to 127.0.0.1 (loopback only)."""
     host, _, port = address.rpartition(":")
-    return host or "127.0.0.1", int(port)
+    return host.removeprefix("[").removesuffix("]") or "127.0.0.1", int(port)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether only this machine can reach ``host``."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name: where it resolves is not known here, so it counts as reachable
+        return False
+
+
+class _Server(ThreadingHTTPServer):
+    """ThreadingHTTPServer with a deeper backlog, IPv6 addresses, and a bound on the threads it runs."""
+
+    request_queue_size = BACKLOG
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type) -> None:
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self._slots = threading.BoundedSemaphore(MAX_CLIENTS)
+        super().__init__(address, handler)
+
+    def process_request(self, request, client_address) -> None:  # noqa: ANN001 - the stdlib's signature
+        if not self._slots.acquire(blocking=False):
+            try:
+                request.sendall(b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 5\r\n\r\n")
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address) -> None:  # noqa: ANN001
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 class WebPreviewSink:
     """Serves ``/`` (the page), ``/stream/N.mjpg``, ``/frame/N.jpg`` and ``/stats`` for sources 0..N-1.
 
     Args:
-        address: ``PORT`` or ``HOST:PORT``.
+        address: ``PORT``, ``HOST:PORT`` or ``[IPV6]:PORT``.
         sources: source names, in the order of their stream numbers.
         max_fps: at most this many JPEGs encoded per source and second.
+        token: asked of every request; None makes one up where the server listens beyond loopback, and
+            leaves a loopback server open.
     """
 
     stage = "serve"
     wants_annotated = True
 
-    def __init__(self, address: str, sources: list[str], *, max_fps: float = 15.0, quality: int = 80) -> None:
+    def __init__(self, address: str, sources: list[str], *, max_fps: float = 15.0, quality: int = 80,
+                 token: str | None = None) -> None:
         self.host, self.port = parse_address(address)
+        self.token = token or (None if is_loopback(self.host) else secrets.token_urlsafe(16))
         self.sources = list(sources)
         self.max_fps = max_fps
         self.quality = quality
@@ -94,16 +147,20 @@ class WebPreviewSink:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}/"
+        """The page's address, with its token: what a viewer opens."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/" + (f"?token={quote(self.token)}" if self.token else "")
 
     def open(self) -> None:
-        handler = type("Handler", (_Handler,), {"sink": self})
+        handler = type("Handler", (_Handler,), {"sink": self, "timeout": CLIENT_TIMEOUT_S})
         try:
-            self._server = ThreadingHTTPServer((self.host, self.port), handler)
-        except OSError as exc:
-            raise SinkError(f"cannot serve on {self.host}:{self.port}: {exc.strerror or exc}") from exc
-        self._server.daemon_threads = True
+            self._server = _Server((self.host, self.port), handler)
+        except (OSError, OverflowError) as exc:
+            raise SinkError(f"cannot serve on {self.host}:{self.port}: {getattr(exc, 'strerror', None) or exc}") from exc
         self.port = self._server.server_address[1]
+        if not is_loopback(self.host):
+            log.warning("the live preview listens beyond this machine (%s); every request needs its token",
+                        self.host)
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
                                         name="streamseg-web", daemon=True)
         self._thread.start()
@@ -143,9 +200,13 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("web: " + format, *args)
 
     def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
-        path = self.path.split("?")[0]
+        parts = urlsplit(self.path)
+        path = parts.path
+        if not self._allowed(parse_qs(parts.query).get("token", [""])[0]):
+            self._send(401, "text/plain", b"a token is needed: ?token=... or Authorization: Bearer ...\n")
+            return
         if path == "/":
-            self._send(200, "text/html; charset=utf-8", _page(self.sink.sources).encode())
+            self._send(200, "text/html; charset=utf-8", _page(self.sink.sources, self.sink.token).encode())
         elif path == "/stats":
             self._send(200, "application/json", self.sink.stats.get()[1] or b"[]")
         elif path.startswith("/frame/") and path.endswith(".jpg"):
@@ -163,6 +224,14 @@ class _Handler(BaseHTTPRequestHandler):
                 self._stream(latest)
         else:
             self._send(404, "text/plain", b"not found\n")
+
+    def _allowed(self, query_token: str) -> bool:
+        token = self.sink.token
+        if token is None:
+            return True
+        header = self.headers.get("Authorization", "")
+        given = header[len("Bearer "):] if header.startswith("Bearer ") else query_token
+        return hmac.compare_digest(given.encode(), token.encode())
 
     def _source(self, key: str) -> Latest | None:
         if key.isdigit() and int(key) < len(self.sink.sources):
@@ -194,13 +263,15 @@ class _Handler(BaseHTTPRequestHandler):
                 assert jpeg is not None
                 self.wfile.write(f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n"
                                  .encode() + jpeg + b"\r\n")
-        except (BrokenPipeError, ConnectionResetError):
+        except OSError:  # gone, or took nothing for CLIENT_TIMEOUT_S
             return
 
 
-def _page(sources: list[str]) -> str:
+def _page(sources: list[str], token: str | None) -> str:
+    """The page; its own links carry the token it was opened with."""
+    query = f"?token={quote(token)}" if token else ""
     figures = "\n".join(
-        f'<figure><img src="/stream/{i}.mjpg" alt="{html.escape(name)}">'
+        f'<figure><img src="/stream/{i}.mjpg{html.escape(query)}" alt="{html.escape(name)}">'
         f'<figcaption><b>{html.escape(name)}</b> <span id="s{i}">waiting…</span></figcaption></figure>'
         for i, name in enumerate(sources)
     )
@@ -218,7 +289,7 @@ figcaption {{ font-size: 0.9em; padding: 0.3em 0; }}
 <script>
 async function refresh() {{
   try {{
-    const stats = await (await fetch('/stats', {{cache: 'no-store'}})).json();
+    const stats = await (await fetch('/stats{json.dumps(query)[1:-1]}', {{cache: 'no-store'}})).json();
     stats.forEach((s, i) => {{
       const el = document.getElementById('s' + i);
       if (el) el.textContent = `${{s.state}} · ${{s.fps_out.toFixed(1)}} fps · ` +
