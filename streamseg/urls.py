@@ -14,7 +14,8 @@ __all__ = ["redact", "redact_text", "scrub", "url_name", "url_problem"]
 # ``streamKey=``, ``user=``): its value is a secret. Keys are matched by what they contain, so that a
 # vendor's spelling is caught too; hiding a harmless value is the cheaper mistake.
 _SECRET_PAIR = re.compile(
-    r"(?i)(?P<key>[\w.\-]*(?:pass|pwd|token|key|auth|sig|secret|user|login|cred|session)[\w.\-]*)=(?P<value>[^&;/?#\s]*)"
+    r"(?i)(?P<key>[\w.\-]*(?:pass|pwd|token|key|auth|sig|secret|user|login|cred|session)[\w.\-]*)"
+    r"=(?P<value>[^&;/?#\s]*)"
 )
 # A URL in free text: a scheme, ``://``, and everything up to white space or a quote.
 _URL_IN_TEXT = re.compile(r"(?:[A-Za-z][A-Za-z0-9+.\-]*)?://[^\s'\"<>]+")

@@ -156,7 +156,8 @@ class WebPreviewSink:
         try:
             self._server = _Server((self.host, self.port), handler)
         except (OSError, OverflowError) as exc:
-            raise SinkError(f"cannot serve on {self.host}:{self.port}: {getattr(exc, 'strerror', None) or exc}") from exc
+            why = getattr(exc, "strerror", None) or exc
+            raise SinkError(f"cannot serve on {self.host}:{self.port}: {why}") from exc
         self.port = self._server.server_address[1]
         if not is_loopback(self.host):
             log.warning("the live preview listens beyond this machine (%s); every request needs its token",
