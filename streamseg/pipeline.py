@@ -434,7 +434,7 @@ class Pipeline:
                     info = self.infos[name]
                     group.append(VideoSink(
                         path, time_base=info.time_base, rate=info.average_rate, audio_from=self._sound_for(name),
-                        sample_aspect_ratio=info.sample_aspect_ratio, **encoder,
+                        sample_aspect_ratio=info.sample_aspect_ratio, stopped=self._stop, **encoder,
                     ))
                 self.outputs.append(path)
             if out.stream:

@@ -6,7 +6,9 @@ import contextlib
 import functools
 import io
 import logging
+import math
 import os
+import threading
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -245,6 +247,10 @@ class VideoSink:
         open_args: what else ``av.open`` needs for a ``path`` that is not a file: ``format``, ``options``
             (the protocol's), ``timeout``.
         low_latency: encode for a live viewer: no B-frames, no lookahead, a keyframe every 2 s.
+        stopped: set when the run was stopped early. With it, a file that was read to its end keeps all of
+            its sound, as FFmpeg's stream copy does, and one stopped early ends its sound with its last
+            frame. Without it (a live recording, whose next segment takes up the sound) the sound always
+            ends with the last frame.
     """
 
     stage = "encode"  # name of its time in FrameResult.stats
@@ -267,11 +273,13 @@ class VideoSink:
         fallback: str | None = None,
         open_args: dict[str, Any] | None = None,
         low_latency: bool = False,
+        stopped: threading.Event | None = None,
     ) -> None:
         self.path = str(path)
         self.name = redact(self.path)  # as messages show it: a URL without its credentials
         self.open_args = open_args or {}
         self.low_latency = low_latency
+        self.stopped = stopped
         self.threads = threads
         self.sample_aspect_ratio = sample_aspect_ratio
         self.fallback = fallback
@@ -481,7 +489,8 @@ class VideoSink:
             if self._video is not None and not self._failed:
                 for packet in self._video.encode(None):
                     self._out.mux(packet)
-                self._copy_audio(until=self._end_time)
+                whole = self.stopped is not None and not self.stopped.is_set()
+                self._copy_audio(until=math.inf if whole else self._end_time)
         except (av.FFmpegError, OSError) as exc:
             self._failed = True
             raise SinkError(f"{self.name}: cannot finish the file: {_reason(exc)}") from exc
