@@ -18,6 +18,7 @@ import numpy as np
 from av.bitstream import BitStreamFilterContext
 
 from ..config import CONTAINERS
+from ..demuxing import Damage, packets
 from ..exceptions import ConfigError, SinkError
 from ..types import AudioFeed, FrameResult
 from ..urls import redact, scrub
@@ -299,6 +300,7 @@ class VideoSink:
         self._audio_map: dict[int, av.stream.Stream] = {}
         self._unwrap: dict[int, BitStreamFilterContext] = {}  # ADTS headers to strip, by input stream
         self._pending_audio: av.Packet | None = None
+        self._audio_refused = 0
         self._last_pts: int | None = None
         self._end_time = 0.0
         self._size: tuple[int, int] | None = None
@@ -365,7 +367,7 @@ class VideoSink:
     def _open_audio(self) -> None:
         assert self._out is not None and self.audio_from is not None
         if isinstance(self.audio_from, AudioFeed):
-            streams, packets = self.audio_from.streams, self.audio_from.available()
+            streams, fed = self.audio_from.streams, self.audio_from.available()
         else:
             try:
                 self._audio_in = av.open(self.audio_from)
@@ -373,7 +375,7 @@ class VideoSink:
                 log.warning("%s: cannot reopen %s for its audio (%s); writing video only", self.name,
                             self.audio_from, _reason(exc))
                 return
-            streams, packets = tuple(self._audio_in.streams.audio), None
+            streams, fed = tuple(self._audio_in.streams.audio), None
         for stream in streams:
             bare = self._out.format.name in _CONFIG_UP_FRONT and _is_adts(stream)
             config = _adts_config(stream) if bare else None
@@ -391,9 +393,10 @@ class VideoSink:
                 log.warning("%s: audio codec %s cannot be copied into this container (%s)%s", self.name,
                             stream.codec_context.name, _reason(exc), f"; use {' or '.join(fits)}" if fits else "")
         if self._audio_map and self._audio_in is not None:
-            self._audio_packets = self._audio_in.demux(*[self._audio_in.streams[i] for i in self._audio_map])
+            self._audio_packets = packets(self._audio_in, [self._audio_in.streams[i] for i in self._audio_map],
+                                          Damage())  # damaged sound is left out here; the video's source says so
         elif self._audio_map:
-            self._audio_packets = packets
+            self._audio_packets = fed
         elif self._audio_in is not None:
             self._audio_in.close()
             self._audio_in = None
@@ -468,10 +471,10 @@ class VideoSink:
                     self._out.mux(bare)
             except OSError as exc:  # the file itself cannot be written: no use going on
                 raise self._write_failed(exc) from exc
-            except av.FFmpegError as exc:
-                log.warning("%s: dropping audio (%s)", self.name, _reason(exc))
-                self._audio_packets = None
-                return
+            except av.FFmpegError as exc:  # a damaged packet: the ones after it go on
+                self._audio_refused += 1
+                if self._audio_refused == 1:
+                    log.warning("%s: leaving out audio packets the muxer refuses (%s)", self.name, _reason(exc))
 
     def _write_failed(self, exc: BaseException) -> SinkError:
         """Note that the file can take no more (FFmpeg's muxer crashes when fed after a failed write)."""

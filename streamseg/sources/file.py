@@ -14,6 +14,7 @@ from typing import Any
 
 import av
 
+from ..demuxing import Damage, decode, flush, packets
 from ..exceptions import SourceError
 from ..types import Frame
 from .hardware import hardware_decoder
@@ -154,7 +155,8 @@ def read_frames(
     """Decode every frame of a file's main video stream, in presentation order, as RGB (or, with ``yuv``,
     as the decoder's YUV 4:2:0 where a GPU can convert it: see :func:`~.pixels.frame_pixels`).
 
-    A file cut short yields the frames that decode and logs a warning instead of failing.
+    A damaged file yields every frame that decodes, skipping and counting the packets that do not; one cut
+    short yields the frames that decode. Either logs a warning instead of failing.
     ``threads``: decoder threads (0: FFmpeg's choice; 1 when the model computes on the same CPU cores).
     ``hwaccel``: "cuda" or "cuda:N" decodes with NVDEC where the device, the driver and the codec allow,
     and on the CPU otherwise. ``gpu_frames`` (with ``yuv``): NVDEC's frames of 8-bit 4:2:0 video stay on
@@ -174,7 +176,9 @@ def read_frames(
         stream = main_video_stream(container)
         stream.thread_type = "AUTO"
         stream.codec_context.thread_count = threads
-        last_pts = yield from stamped(container.decode(stream), stream, path=path, name=name, yuv=yuv)
+        damage = Damage()
+        last_pts = yield from stamped(_pictures(container, stream, damage), stream, path=path, name=name, yuv=yuv)
+        damage.report(path)
         time_base, start = stream.time_base or Fraction(1, 90000), stream.start_time or 0
         declared = _declared_seconds(container, stream)
         reached = float((last_pts - start) * time_base)
@@ -184,6 +188,14 @@ def read_frames(
                         path, reached, declared)
     finally:
         container.close()
+
+
+def _pictures(container: av.container.InputContainer, stream: av.VideoStream,
+              damage: Damage) -> Iterator[av.VideoFrame]:
+    """Every picture of ``stream`` that decodes, going on past damaged packets."""
+    for packet in packets(container, (stream,), damage):
+        yield from decode(stream, packet, damage)
+    yield from flush(stream, damage)
 
 
 def stamped(decoded: Iterable[av.VideoFrame], stream: av.VideoStream, *, path: str, name: str,

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 import av
 
+from ..demuxing import Damage, decode, flush, packets
 from ..exceptions import SourceError
 from ..types import AudioFeed, Frame, put_each
 from .file import VideoInfo, describe, main_video_stream, stamped
@@ -111,7 +112,8 @@ class PipedVideo:
             raise SourceError(f"{STDIN}: has no video stream")
         self.stream = main_video_stream(self._container)
         self._sound = list(self._container.streams.audio) if audio else []
-        self._packets = self._container.demux(self.stream, *self._sound)
+        self.damage = Damage()
+        self._packets = packets(self._container, (self.stream, *self._sound), self.damage)
         self._feeds: list[AudioFeed] = []
         self._unfed: list[av.Packet] | None = []  # sound demuxed by probe(), before the outputs took feeds
         self._early: list[av.VideoFrame] = []
@@ -135,6 +137,8 @@ class PipedVideo:
             self._reader.check()
             raise SourceError(f"{STDIN}: cannot decode: {exc.strerror or exc} ({_HINT})") from exc
         self._reader.check()
+        if not self._early and self.damage.packets:  # every packet failed: what a pipe cannot carry
+            raise SourceError(f"{STDIN}: cannot decode: {self.damage.first} ({_HINT})")
         rotation = display_rotation(self._early[0]) if self._early else 0
         return describe(STDIN, self._container, self.stream, rotation)
 
@@ -151,11 +155,13 @@ class PipedVideo:
         try:
             for packet in self._packets:
                 if packet.stream is self.stream:
-                    yield from packet.decode()
+                    yield from decode(self.stream, packet, self.damage)
                 elif packet.dts is not None and self._unfed is not None:
                     self._unfed.append(packet)
                 elif packet.dts is not None:
                     put_each(self._feeds, packet)
+            yield from flush(self.stream, self.damage)
+            self.damage.report(STDIN)
         finally:
             put_each(self._feeds, None)
 
