@@ -125,9 +125,10 @@ def _muxer_takes(muxer: str, encoder: str) -> bool:
     return True
 
 
-# AAC in MPEG-TS (ADTS) describes itself in a header on every packet; RTP (RTSP's) needs that description once,
-# up front, and the packets bare. Other muxers convert by themselves.
-_CONFIG_UP_FRONT = ("rtsp", "rtp")
+# AAC in MPEG-TS (ADTS) describes itself in a header on every packet; RTP (RTSP's) and fragmented MP4 (files,
+# written so that a crash keeps them: see _CRASH_SAFE) need that description once, up front, and the packets
+# bare. Other muxers convert by themselves.
+_CONFIG_UP_FRONT = ("rtsp", "rtp", "mp4", "mov")
 _AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)
 _AAC_TYPES = {"Main": 1, "LC": 2, "SSR": 3, "LTP": 4}  # what an ADTS header can say
 
@@ -318,9 +319,10 @@ class VideoSink:
         if (even_w, even_h) != (width, height):
             log.info("%s: padding %dx%d frames to %dx%d for 4:2:0 video", self.name, width, height, even_w, even_h)
         codecs = [self.codec] + ([self.fallback] if self.fallback and self.fallback != self.codec else [])
+        open_args = self.open_args or {"options": _CRASH_SAFE.get(CONTAINERS.get(Path(self.path).suffix.lower()), {})}
         for codec in codecs:
             try:
-                self._out = av.open(self.path, mode="w", **self.open_args)
+                self._out = av.open(self.path, mode="w", **open_args)
                 self._video = self._add_video(self._out, codec, even_w, even_h)
                 break
             except (av.FFmpegError, ValueError) as exc:
@@ -511,6 +513,16 @@ class VideoSink:
                 if not self._failed:  # else the first error is the one to tell
                     raise SinkError(f"{self.name}: cannot finish the file: {_reason(exc)}") from exc
 
+
+# Files written so that a crash (SIGKILL, power loss, the OOM killer) loses at most their last second: MP4
+# and MOV as fragments of at most a second, each complete once written (an ordinary moov would come only at
+# the end, and without it nothing plays), Matroska in clusters of at most a second; each written out to the
+# file at once, not held in FFmpeg's write buffer.
+_FRAGMENTED = {"movflags": "frag_keyframe+delay_moov+default_base_moof", "frag_duration": "1000000",
+               "flush_packets": "1"}
+_CRASH_SAFE = {"mp4": _FRAGMENTED, "mov": _FRAGMENTED,
+               "matroska": {"cluster_time_limit": "1000", "flush_packets": "1"},
+               "webm": {"cluster_time_limit": "1000", "flush_packets": "1"}}
 
 # x264's presets as libvpx's speed settings: veryfast encodes 720p about as fast as x264 does (measured,
 # 2 threads: 44 fps against 47), where libvpx's own default (good, 1) managed 11 fps at 640x360.
