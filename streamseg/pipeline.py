@@ -25,6 +25,7 @@ import dataclasses
 import enum
 import functools
 import logging
+import os
 import queue
 import signal
 import threading
@@ -157,6 +158,34 @@ def source_names(sources: tuple[str, ...] | list[str]) -> list[str]:
     return names
 
 
+def _file_key(path: str) -> tuple:
+    """What makes two names one file: the device and inode where it exists (a hard link, ``./x`` and ``x``,
+    a link to it), else where its name resolves."""
+    try:
+        found = os.stat(path)
+        return ("inode", found.st_dev, found.st_ino)
+    except OSError:
+        return ("path", str(Path(path).resolve()))
+
+
+def check_distinct(outputs: list[str], inputs: list[str | None]) -> None:
+    """Refuse an output that is an input (writing it would destroy the source) or that another output names
+    too (two writers in one file lose half of each).
+
+    Raises:
+        ConfigError: naming the two.
+    """
+    sources = {_file_key(src): src for src in inputs if src is not None}
+    seen: dict[tuple, str] = {}
+    for path in outputs:
+        key = _file_key(path)
+        if key in sources:
+            raise ConfigError(f"{path}: is also an input ({sources[key]}); writing it would destroy the source")
+        if key in seen:
+            raise ConfigError(f"{seen[key]} and {path} are the same file: give each output its own")
+        seen[key] = path
+
+
 def output_tags(names: list[str], sources: tuple[str, ...] | list[str]) -> dict[str, str]:
     """What each source adds to its output files' names: a file's name without its extension
     (``out-street.mp4``, not ``out-street.mp4.mp4``) where that stays unique, else its whole name."""
@@ -275,14 +304,12 @@ class Pipeline:
             raise RuntimeError(f"a pipeline runs once; this one is {self._state.value}")
         cfg = self.config
         several = len(self.names) > 1
-        inputs = {Path(src).resolve() for src in cfg.sources if "://" not in src and not is_webcam(src)
-                  and not is_stdin(src)}
-        for template in (cfg.output.video, cfg.output.masks):
-            for name in self.names if template else []:
-                path = output_path(template, self._tags[name], several)
-                if Path(path).resolve() in inputs:
-                    raise ConfigError(f"{path}: is also an input; writing it would destroy the source")
-                check_writable(path)
+        outputs = [output_path(template, self._tags[name], several)
+                   for template in (cfg.output.video, cfg.output.masks) if template for name in self.names]
+        check_distinct(outputs, [stdin_file() if is_stdin(src) else src for src in cfg.sources
+                                 if "://" not in src and not is_webcam(src)])
+        for path in outputs:
+            check_writable(path)
         for name in self.names if cfg.output.stream else []:
             stream_url(cfg.output.stream, self._tags[name], several)  # several sources need a URL each
         if cfg.output.video and cfg.output.codec != "auto":

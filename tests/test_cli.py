@@ -401,6 +401,29 @@ def test_output_over_the_input_is_refused(tmp_path: Path, tiny_model: Path) -> N
     assert src.read_bytes() == before
 
 
+def test_an_output_that_is_a_hard_link_of_the_input_is_refused(tmp_path: Path, tiny_model: Path) -> None:
+    """Another name for the same file (its device and inode): writing it would replace the input."""
+    src = write_clip(tmp_path / "in.mp4", frames=4)
+    before = src.read_bytes()
+    os.link(src, tmp_path / "link.mp4")
+    proc = run_cli("segment", str(src), "-o", str(tmp_path / "link.mp4"), "--model", str(tiny_model))
+    _one_line_error(proc, 2, "is also an input")
+    assert src.read_bytes() == before
+
+
+@pytest.mark.parametrize("masks", ["same", "dot"])
+def test_two_outputs_in_one_file_are_refused(tmp_path: Path, tiny_model: Path, masks: str,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """``-o x.mp4 --save-masks x.mp4`` (or ``./x.mp4``): two writers in one file would lose half of each."""
+    src = write_clip(tmp_path / "in.mp4", frames=4)
+    monkeypatch.chdir(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "streamseg", "segment", str(src), "-o", "x.mp4", "--save-masks",
+                           "x.mp4" if masks == "same" else "./x.mp4", "--model", str(tiny_model)],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    _one_line_error(proc, 2, "are the same file")
+    assert not (tmp_path / "x.mp4").exists()
+
+
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
 @pytest.mark.parametrize("outputs", ["video", "masks", "both"])
 def test_a_full_disk_is_one_line_not_a_hang_or_a_crash(tmp_path: Path, tiny_model: Path, outputs: str) -> None:
