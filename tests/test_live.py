@@ -38,7 +38,7 @@ from streamseg.sources.live import (
     redact,
 )
 
-from .conftest import ROOT, ThreadProbe, build_tiny_model, free_port, needs_rtsp, read_video
+from .conftest import ROOT, ThreadProbe, build_tiny_model, free_port, needs_rtsp, read_video, write_clip
 
 
 @pytest.fixture(scope="module")
@@ -610,10 +610,22 @@ def test_show_without_a_display_is_a_clear_error(tmp_path: Path, tiny_model: Pat
     assert "error: --show needs a display" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_show_with_a_display_that_does_not_answer_is_a_clear_error(tmp_path: Path, tiny_model: Path) -> None:
+    """A stale $DISPLAY (an ssh session's, a stopped Xvfb): Qt would abort the process (rc 134) and leave a
+    48-byte recording; asked first, it is one line, and nothing is left half-written."""
+    display = f":{free_port() % 400 + 500}"
+    assert not Path(f"/tmp/.X11-unix/X{display[1:]}").exists()
+    src = write_clip(tmp_path / "in.mp4", frames=10)
+    proc = subprocess.run([sys.executable, "-m", "streamseg", "segment", str(src), "-o", str(tmp_path / "out.mp4"),
+                           "--model", str(tiny_model), "--show"], capture_output=True, text=True, timeout=60,
+                          cwd=ROOT, env={**os.environ, "DISPLAY": display})
+    assert proc.returncode == 5, proc.stderr
+    assert f"error: --show needs a display (cannot open display {display})" in proc.stderr, proc.stderr
+    assert not (tmp_path / "out.mp4").exists()
+
+
 def test_hls_video_on_demand_keeps_every_frame(tmp_path: Path, tiny_model: Path) -> None:
     """A finished HLS recording over HTTP is decoded like a file (every frame), not like a live camera."""
-    from .conftest import write_clip
-
     src = write_clip(tmp_path / "src.mp4", width=160, height=96, frames=45)
     hls_dir = tmp_path / "hls"
     hls_dir.mkdir()

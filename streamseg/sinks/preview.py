@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -13,6 +16,39 @@ from ..exceptions import SinkError
 from ..types import FrameResult
 
 __all__ = ["WindowPreviewSink"]
+
+
+def display_problem() -> str | None:
+    """Why no window can open here, or None. Asked before OpenCV's Qt is: Qt aborts the whole process when
+    its display does not answer (a stale $DISPLAY over ssh), which would take the recording with it."""
+    display = os.environ.get("DISPLAY")
+    if not display:
+        return None if os.environ.get("WAYLAND_DISPLAY") else "no $DISPLAY"
+    library = ctypes.util.find_library("X11")
+    if library is not None:  # Xlib's own answer, authorisation included; it returns NULL, never aborts
+        xlib = ctypes.CDLL(library)
+        xlib.XOpenDisplay.restype = ctypes.c_void_p
+        xlib.XOpenDisplay.argtypes = [ctypes.c_char_p]
+        connection = xlib.XOpenDisplay(display.encode())
+        if not connection:
+            return f"cannot open display {display}"
+        xlib.XCloseDisplay.argtypes = [ctypes.c_void_p]
+        xlib.XCloseDisplay(connection)
+        return None
+    host, _, number = display.rpartition(":")
+    number = number.split(".")[0]
+    if not number.isdigit():
+        return f"cannot read display {display!r}"
+    try:  # without Xlib: is anything listening where the display should be?
+        if host in ("", "unix"):
+            with socket.socket(socket.AF_UNIX) as conn:
+                conn.settimeout(2)
+                conn.connect(f"/tmp/.X11-unix/X{number}")
+        else:
+            socket.create_connection((host, 6000 + int(number)), timeout=2).close()
+    except OSError:
+        return f"cannot open display {display}"
+    return None
 
 
 class WindowPreviewSink:
@@ -26,8 +62,10 @@ class WindowPreviewSink:
     wants_annotated = True
 
     def __init__(self, on_quit: Callable[[], None]) -> None:
-        if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-            raise SinkError("--show needs a display (no $DISPLAY); use --serve PORT to watch in a browser")
+        if sys.platform.startswith("linux"):
+            problem = display_problem()
+            if problem:
+                raise SinkError(f"--show needs a display ({problem}); use --serve PORT to watch in a browser")
         self.on_quit = on_quit
         self._rate: dict[str, tuple[float, float]] = {}  # source -> (last time, fps estimate)
 
