@@ -639,3 +639,53 @@ def test_webm_output_keeps_opus_sound(tmp_path: Path, tiny_model: Path) -> None:
         assert sorted(s.codec_context.name for s in container.streams) == ["opus", "vp9"]
         assert any(p.size for p in container.demux(audio=0))
     assert len(read_video(out)[0]) == 12
+
+
+def _packet_times(path: Path, kind: str) -> list[float]:
+    with av.open(str(path)) as container:
+        return [float(p.pts * p.time_base) for p in container.demux(**{kind: 0}) if p.size]
+
+
+@pytest.mark.parametrize("via", ["file", "stdin"])
+def test_joined_recordings_play_on_with_their_sound(tmp_path: Path, tiny_model: Path, via: str) -> None:
+    """``cat a.ts b.ts``: the second clock starts again at the first's start. Its frames follow on, a frame
+    apart (not 1/90000 s), its sound with them, and the records' times only grow, as FFmpeg plays it."""
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    halves = [write_clip(tmp_path / f"{n}.ts", frames=30, width=160, height=96, audio=True, seed=n)
+              for n in (1, 2)]
+    joined = tmp_path / "ab.ts"
+    joined.write_bytes(b"".join(h.read_bytes() for h in halves))
+    out, masks = tmp_path / "out.mp4", tmp_path / "m.jsonl"
+    args = ["-o", str(out), "--save-masks", str(masks), "--model", str(tiny_model)]
+    if via == "file":
+        proc = subprocess.run([sys.executable, "-m", "streamseg", "segment", str(joined), *args],
+                              capture_output=True, text=True, timeout=300, cwd=ROOT)
+    else:
+        with joined.open("rb") as pipe:  # a real pipe, not a file on standard input
+            cat = subprocess.Popen(["cat"], stdin=pipe, stdout=subprocess.PIPE)
+            proc = subprocess.run([sys.executable, "-m", "streamseg", "segment", "-", *args], stdin=cat.stdout,
+                                  capture_output=True, text=True, timeout=300, cwd=ROOT)
+            cat.wait()
+    assert proc.returncode == 0, proc.stderr
+    assert "joined recordings?" in proc.stderr
+    video = _packet_times(out, "video")
+    video.sort()
+    assert len(video) == 60
+    gaps = np.diff(video)
+    assert gaps.min() > 1 / 30 - 1e-3, gaps.min()  # a frame apart, every one
+    second = video[30]
+    assert second > video[29]
+    sound = _packet_times(out, "audio")
+    source_sound = sum(len(_packet_times(h, "audio")) for h in halves)
+    assert len(sound) == source_sound and sound == sorted(sound)  # all of it, in order
+    # The second half's sound stands to its picture as it did in its own file.
+    first_sound = len(_packet_times(halves[0], "audio"))
+    lead = _packet_times(halves[1], "video")[0] - _packet_times(halves[1], "audio")[0]
+    assert second - sound[first_sound] == pytest.approx(lead, abs=2e-3)
+    times = [json.loads(line)["time"] for line in masks.read_text().splitlines()]
+    assert len(times) == 60 and np.all(np.diff(times) > 0)
+    assert times[-1] == pytest.approx(video[-1] - video[0], abs=1e-3)

@@ -18,7 +18,7 @@ import numpy as np
 from av.bitstream import BitStreamFilterContext
 
 from ..config import CONTAINERS
-from ..demuxing import Damage, packets
+from ..demuxing import Damage, Timeline, packets
 from ..exceptions import ConfigError, SinkError
 from ..types import AudioFeed, FrameResult
 from ..urls import redact, scrub
@@ -395,8 +395,10 @@ class VideoSink:
                 log.warning("%s: audio codec %s cannot be copied into this container (%s)%s", self.name,
                             stream.codec_context.name, _reason(exc), f"; use {' or '.join(fits)}" if fits else "")
         if self._audio_map and self._audio_in is not None:
+            # Damaged sound is left out, and a restarted clock moved as the video's reader moves it; that
+            # reader tells of both.
             self._audio_packets = packets(self._audio_in, [self._audio_in.streams[i] for i in self._audio_map],
-                                          Damage())  # damaged sound is left out here; the video's source says so
+                                          Damage(), Timeline.of(self._audio_in))
         elif self._audio_map:
             self._audio_packets = fed
         elif self._audio_in is not None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import av
 
-from ..demuxing import Damage, decode, flush, packets
+from ..demuxing import Damage, Timeline, decode, flush, packets
 from ..exceptions import SourceError
 from ..types import Frame
 from .hardware import hardware_decoder
@@ -177,7 +177,8 @@ def read_frames(
         stream.thread_type = "AUTO"
         stream.codec_context.thread_count = threads
         damage = Damage()
-        last_pts = yield from stamped(_pictures(container, stream, damage), stream, path=path, name=name, yuv=yuv)
+        pictures = _pictures(container, stream, damage, Timeline.of(container, path))
+        last_pts = yield from stamped(pictures, stream, path=path, name=name, yuv=yuv)
         damage.report(path)
         time_base, start = stream.time_base or Fraction(1, 90000), stream.start_time or 0
         declared = _declared_seconds(container, stream)
@@ -190,10 +191,10 @@ def read_frames(
         container.close()
 
 
-def _pictures(container: av.container.InputContainer, stream: av.VideoStream,
-              damage: Damage) -> Iterator[av.VideoFrame]:
-    """Every picture of ``stream`` that decodes, going on past damaged packets."""
-    for packet in packets(container, (stream,), damage):
+def _pictures(container: av.container.InputContainer, stream: av.VideoStream, damage: Damage,
+              timeline: Timeline) -> Iterator[av.VideoFrame]:
+    """Every picture of ``stream`` that decodes, going on past damaged packets and restarted clocks."""
+    for packet in packets(container, (stream,), damage, timeline):
         yield from decode(stream, packet, damage)
     yield from flush(stream, damage)
 

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import av
 
-from ..demuxing import Damage, decode, flush, packets
+from ..demuxing import Damage, Timeline, decode, flush, packets
 from ..exceptions import SourceError
 from ..types import AudioFeed, Frame, put_each
 from .file import VideoInfo, describe, main_video_stream, stamped
@@ -113,7 +113,8 @@ class PipedVideo:
         self.stream = main_video_stream(self._container)
         self._sound = list(self._container.streams.audio) if audio else []
         self.damage = Damage()
-        self._packets = packets(self._container, (self.stream, *self._sound), self.damage)
+        self._packets = packets(self._container, (self.stream, *self._sound), self.damage,
+                                Timeline.of(self._container, STDIN))
         self._feeds: list[AudioFeed] = []
         self._unfed: list[av.Packet] | None = []  # sound demuxed by probe(), before the outputs took feeds
         self._early: list[av.VideoFrame] = []
