@@ -115,6 +115,8 @@ def _check_architecture(name: str, local_only: bool) -> None:
     transformers with a report about mismatched weights."""
     if os.path.isdir(name):
         path: str | Path | None = Path(name) / "config.json"
+        if not Path(path).is_file():
+            raise ModelError(f"{name}: no config.json in the model folder (the model's architecture and classes)")
     else:
         from transformers.utils import cached_file
 
@@ -129,6 +131,35 @@ def _check_architecture(name: str, local_only: bool) -> None:
     if model_type and model_type != "mask2former":
         raise ModelError(f"{name}: a {model_type} checkpoint; streamseg runs Mask2Former checkpoints "
                          "(model_type mask2former)")
+
+
+def _mismatch(name: str, local_only: bool) -> str | None:
+    """Which weights do not fit the shapes config.json gives them (an edited id2label, another model's
+    config), or None where that is not what went wrong: transformers' own message points at a report it
+    logs, which the command line hides."""
+    try:
+        from safetensors import safe_open
+        from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation
+        from transformers.utils import cached_file
+
+        weights = (Path(name) / "model.safetensors" if os.path.isdir(name)
+                   else cached_file(name, "model.safetensors", local_files_only=local_only))
+        config = Mask2FormerConfig.from_pretrained(name, local_files_only=local_only)
+        with torch.device("meta"):
+            expected = {k: tuple(v.shape) for k, v in Mask2FormerForUniversalSegmentation(config).state_dict().items()}
+        with safe_open(str(weights), "pt") as stored:
+            found = {k: tuple(stored.get_slice(k).get_shape()) for k in stored.keys()}  # noqa: SIM118
+    except Exception:  # noqa: BLE001 - no weights file, no config: the first message stands
+        return None
+    wrong = [(key, found[key], expected[key]) for key in found if key in expected and found[key] != expected[key]]
+    if not wrong:
+        return None
+    key, got, want = wrong[0]
+    text = (f"the weights do not fit config.json: {key} is {'x'.join(map(str, got))} in the weights, "
+            f"{'x'.join(map(str, want))} by config.json")
+    if "class_predictor" in key:
+        text += f" (its id2label names {config.num_labels} classes, the weights {got[0] - 1})"
+    return text + (f", and {len(wrong) - 1} more" if len(wrong) > 1 else "")
 
 
 def _no_folder_either(name: str) -> str:
@@ -161,7 +192,7 @@ def load_model(name: str, *, device: str = "auto", dtype: str = "auto") -> Loade
         model = Mask2FormerForUniversalSegmentation.from_pretrained(name, local_files_only=local_only)
     except Exception as exc:  # noqa: BLE001 - any failure to load is the checkpoint's (safetensors, config, ...)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"cannot load model {name!r}: {first}") from exc
+        raise ModelError(f"cannot load model {name!r}: {_mismatch(name, local_only) or first}") from exc
     model = model.to(device=torch_device, dtype=torch_dtype).eval()
     id2label = {int(k): str(v) for k, v in model.config.id2label.items()}
     log.info("loaded %s on %s as %s", name, torch_device, torch_dtype)

@@ -146,6 +146,7 @@ class ModelRunner:
         self._upload_stream = torch.cuda.Stream(loaded.device) if cuda else None
         self._post_stream = torch.cuda.Stream(loaded.device) if cuda else None
         self._compute_stream = torch.cuda.Stream(loaded.device) if cuda else None
+        self._outputs_checked = False  # the first batch's logits are looked at once for NaN
 
     def __call__(self, frames: Sequence[Frame]) -> list[FrameResult]:
         """Segment a batch of frames (any mix of sizes)."""
@@ -260,6 +261,9 @@ class ModelRunner:
                 id2label=self.loaded.id2label,
             )
             timer.lap("postprocess")
+            if not self._outputs_checked:
+                self._outputs_checked = True
+                _warn_unless_finite(batch.class_logits)
             drawn = []
             if self.annotator:
                 drawn = self.annotator.annotate_batch(batch.images, segs)
@@ -401,3 +405,11 @@ def _to_host(images: list[torch.Tensor]) -> list[np.ndarray]:
         return [t.numpy() for t in images]
     copies = _in_groups(images, [t.shape for t in images], lambda _, batch: download(batch, wait=False))
     return [t.numpy() for t in copies]
+
+
+def _warn_unless_finite(class_logits: torch.Tensor) -> None:
+    """Say so when the model's first outputs hold NaN or infinity (damaged or wrongly cast weights): such
+    a model finds nothing, which would otherwise look like an empty scene. One host sync, once a run."""
+    if not bool(torch.isfinite(class_logits).all()):
+        log.warning("the model's outputs are not finite (NaN or infinity): its weights may be damaged or not "
+                    "fit for this dtype; it will find no segment")
