@@ -29,9 +29,17 @@ EXIT_INTERRUPTED = 130
 log = logging.getLogger("streamseg")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is the error and a one-line hint, as git and click print it, not the whole
+    usage (23 lines) above the one line that matters."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message}\nusage: {self.prog} ... (see '{self.prog} --help')\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="streamseg", description="Mask2Former segmentation over video.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="streamseg", description="Mask2Former segmentation over video.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     seg = sub.add_parser(
         "segment", help="segment a video file into an annotated video and/or per-frame masks",
         description="Segment a video: decode, run Mask2Former, draw the masks, write the outputs. "
@@ -230,18 +238,20 @@ def _segment(args: argparse.Namespace) -> int:
     pipeline = Pipeline(config)
     if any(pipeline.live.values()):
         logging.getLogger("streamseg.stats").setLevel(logging.INFO)
-    progress: Progress | None = None
-    try:
-        pipeline.start()
+    progress = Progress(None, enabled=not args.no_progress)
+
+    def started() -> None:
         if pipeline.web is not None:
-            _tell(f"live preview on {pipeline.web.url}")
-        total = next(iter(pipeline.infos.values())).frames if len(pipeline.names) == 1 and pipeline.infos else None
-        progress = Progress(total, enabled=not args.no_progress)
-        summary: RunSummary = pipeline.run(on_result=progress)
+            _tell(f"live preview on {pipeline.web.url}")  # with its token: said this once
+        if len(pipeline.names) == 1 and pipeline.infos:
+            progress.total = next(iter(pipeline.infos.values())).frames
+        progress.started = time.monotonic()
+
+    try:
+        summary: RunSummary = pipeline.run(on_result=progress, on_started=started)
     finally:
         pipeline.close()
-        if progress is not None:
-            progress.finish()
+        progress.finish()
     if any(pipeline.live.values()) and summary.sources:
         _tell(StatsBoard.format(summary.sources))
     state = "stopped early" if summary.interrupted else "done"

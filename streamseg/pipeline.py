@@ -28,6 +28,7 @@ import logging
 import os
 import queue
 import signal
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -41,8 +42,9 @@ from .allocator import keep_freed_memory, release_freed_memory
 from .annotators.masks import MaskAnnotator
 from .batching import POLL_S, Batcher, EndOfStream, Failure, get, produce, put
 from .config import Config
-from .exceptions import ConfigError, SourceError
+from .exceptions import ConfigError, SourceError, StreamsegError
 from .inference.loading import guess_task, load_model, resolve_device
+from .inference.preprocess import PreprocessSpec, resized_size
 from .inference.runner import ModelRunner
 from .inference.threads import ThreadTuner, set_torch_threads, yield_to_forward
 from .sinks.jsonl import JsonlSink
@@ -64,7 +66,7 @@ from .sources.live import (
     read_stream,
     read_webcam,
 )
-from .sources.pipe import PipedVideo, is_stdin, stdin_file
+from .sources.pipe import STDIN, PipedVideo, is_piped, is_stdin, stdin_file
 from .stats import StatsBoard
 from .types import AudioFeed, FrameResult
 from .urls import redact, url_name
@@ -158,14 +160,31 @@ def source_names(sources: tuple[str, ...] | list[str]) -> list[str]:
     return names
 
 
-def _file_key(path: str) -> tuple:
-    """What makes two names one file: the device and inode where it exists (a hard link, ``./x`` and ``x``,
-    a link to it), else where its name resolves."""
+# How many times the model's input a frame may hold before it is said to be far larger: a 4K frame for
+# a model that takes 1333x800 is about 8 times; an 8192x8192 scan, 63.
+OVERSIZED = 16
+
+
+def warn_if_oversized(name: str, width: int, height: int, spec: PreprocessSpec) -> None:
+    """Warn when a source's frames are far larger than what the model sees: it sees them scaled down, but the
+    overlay and the exports are made at the source's size, which then takes most of the time and memory."""
+    model_h, model_w = resized_size(height, width, spec)
+    if width * height > OVERSIZED * model_w * model_h:
+        log.warning("%s: %dx%d frames are %.0f times the model's input (%dx%d): drawing and the exports, made at "
+                    "the source's size, will take most of the time and memory; scale the video down first "
+                    "(ffmpeg -vf scale=1920:-2) unless full-size masks are needed", name, width, height,
+                    width * height / (model_w * model_h), model_w, model_h)
+
+
+def _file_key(path: str) -> tuple | None:
+    """What makes two names one file: the device and inode of a file that exists (a hard link, ``./x`` and
+    ``x``, a link to it), else where its name resolves. None for a device (``/dev/null``), which takes any
+    number of writers."""
     try:
         found = os.stat(path)
-        return ("inode", found.st_dev, found.st_ino)
     except OSError:
         return ("path", str(Path(path).resolve()))
+    return ("inode", found.st_dev, found.st_ino) if stat.S_ISREG(found.st_mode) else None
 
 
 def check_distinct(outputs: list[str], inputs: list[str | None]) -> None:
@@ -179,6 +198,8 @@ def check_distinct(outputs: list[str], inputs: list[str | None]) -> None:
     seen: dict[tuple, str] = {}
     for path in outputs:
         key = _file_key(path)
+        if key is None:
+            continue
         if key in sources:
             raise ConfigError(f"{path}: is also an input ({sources[key]}); writing it would destroy the source")
         if key in seen:
@@ -317,10 +338,11 @@ class Pipeline:
         if cfg.output.segment_time and not all(self.live.values()):
             log.warning("--segment-time splits live recordings only: a file source's outputs stay one file each")
         self.infos = {name: probe(src) for name, src in zip(self.names, cfg.sources)
-                      if not self.live[name] and not is_stdin(src)}
-        self._pipes = {name: PipedVideo(self._stop, audio=bool((cfg.output.video or cfg.output.stream) and
-                                                               cfg.output.audio))
-                       for name, src in zip(self.names, cfg.sources) if is_stdin(src)}
+                      if not self.live[name] and not is_piped(src)}
+        sound = bool((cfg.output.video or cfg.output.stream) and cfg.output.audio)
+        self._pipes = {name: PipedVideo(self._stop, audio=sound, path=STDIN if is_stdin(src) else src,
+                                        wait_s=cfg.duration)
+                       for name, src in zip(self.names, cfg.sources) if is_piped(src)}
         if resolve_device(cfg.model.device).type == "cpu":
             # The forward pass's thread takes every core; this thread keeps one, so that its OpenMP team
             # never exists beside the forward pass's (see inference.threads). close() gives it back.
@@ -340,6 +362,8 @@ class Pipeline:
         self._yuv = cfg.color_conversion == "device" or (cfg.color_conversion == "auto" and gpu)
         for name, pipe in self._pipes.items():
             self.infos[name] = pipe.probe(threads=self._codec_threads)
+        for name, info in self.infos.items():
+            warn_if_oversized(name, info.width, info.height, loaded.spec)
         self._live_origin = time.time()
         if (cfg.output.video or cfg.output.stream) and cfg.output.audio:
             self._sounds = {name: LiveAudio(self._live_origin, name) for name, src in zip(self.names, cfg.sources)
@@ -776,15 +800,15 @@ class Pipeline:
         return None
 
     def run(self, on_result: Callable[[FrameResult], None] | None = None,
-            handle_interrupt: bool = True) -> RunSummary:
-        """Run the job to its end and return a summary.
+            handle_interrupt: bool = True, on_started: Callable[[], None] | None = None) -> RunSummary:
+        """Run the job to its end and return a summary; start it first where it is new, then call
+        ``on_started``.
 
         On the main thread, the first Ctrl-C stops gracefully (outputs are finished and play), the
         second aborts and raises KeyboardInterrupt once the outputs are closed. SIGTERM (systemd,
-        ``docker stop``) and SIGHUP (the terminal closed) count as Ctrl-C.
+        ``docker stop``) and SIGHUP (the terminal closed) count as Ctrl-C, from the start on: one that comes
+        while a source is still being opened (a named pipe waiting for its writer) ends the run as well.
         """
-        if self._state is State.NEW:
-            self.start()
         summary = RunSummary(outputs=self.outputs)
         started = time.monotonic()
         presses = 0
@@ -806,7 +830,16 @@ class Pipeline:
             previous = {signum: signal.signal(signum, on_signal) for signum in STOP_SIGNALS
                         if signal.getsignal(signum) is not signal.SIG_IGN}
         try:
-            for result in self.results():
+            if self._state is State.NEW:
+                try:
+                    self.start()
+                except StreamsegError:
+                    if summary.signal is None:
+                        raise
+                    # Stopped while opening: what failed is the signal's doing, not the source's.
+            if on_started is not None and self._state is State.RUNNING:
+                on_started()
+            for result in self.results() if self._state is State.RUNNING else ():
                 summary.frames += 1
                 if on_result is not None:
                     on_result(result)

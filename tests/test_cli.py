@@ -140,6 +140,46 @@ def test_model_folder_with_broken_weights(tmp_path: Path, clip: Path, tiny_model
     _one_line_error(proc, 4, "cannot load model")
 
 
+def _model_copy(tmp_path: Path, tiny_model: Path, **config_changes) -> Path:
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for path in tiny_model.iterdir():
+        (copy / path.name).write_bytes(path.read_bytes())
+    config = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps({**config, **config_changes}))
+    return copy
+
+
+def test_a_model_folder_without_its_config_says_so(tmp_path: Path, clip: Path, tiny_model: Path) -> None:
+    folder = _model_copy(tmp_path, tiny_model)
+    (folder / "config.json").unlink()
+    proc = run_cli("segment", str(clip), "-o", str(tmp_path / "o.mp4"), "--model", str(folder))
+    _one_line_error(proc, 4, f"{folder}: no config.json in the model folder")
+
+
+def test_classes_changed_in_the_config_say_what_does_not_fit(tmp_path: Path, clip: Path, tiny_model: Path) -> None:
+    """An edited id2label: transformers' message points at a report the command line hides; this one says."""
+    labels = {str(i): f"thing{i}" for i in range(8)}
+    folder = _model_copy(tmp_path, tiny_model, id2label=labels, label2id={v: int(k) for k, v in labels.items()})
+    proc = run_cli("segment", str(clip), "-o", str(tmp_path / "o.mp4"), "--model", str(folder))
+    _one_line_error(proc, 4, "the weights do not fit config.json: class_predictor.",
+                    "(its id2label names 8 classes, the weights 5)")
+    assert "report" not in proc.stderr
+
+
+def test_a_model_whose_outputs_are_not_finite_is_said_to(tmp_path: Path, clip: Path, tiny_model: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    folder = _model_copy(tmp_path, tiny_model)
+    weights = load_file(folder / "model.safetensors")
+    save_file({k: v.float().fill_(float("nan")) if v.is_floating_point() else v for k, v in weights.items()},
+              folder / "model.safetensors")
+    proc = run_cli("segment", str(clip), "--save-masks", str(tmp_path / "m.jsonl"), "--model", str(folder))
+    assert proc.returncode == 0, proc.stderr
+    assert "the model's outputs are not finite (NaN or infinity)" in proc.stderr
+    assert proc.stderr.count("not finite") == 1  # once a run, not once a frame
+
+
 def test_a_checkpoint_of_another_architecture_says_what_it_is(tmp_path: Path, tiny_model: Path) -> None:
     from transformers import MaskFormerConfig
 
@@ -255,6 +295,10 @@ def test_unknown_task(tmp_path: Path, clip: Path) -> None:
     proc = run_cli("segment", str(clip), "-o", str(tmp_path / "o.mp4"), "--task", "depth")
     assert proc.returncode == 2
     assert "invalid choice" in proc.stderr and "Traceback" not in proc.stderr
+    # The error and a hint, not argparse's whole usage above it.
+    error, hint = proc.stderr.splitlines()
+    assert error.startswith("error: argument --task: invalid choice: 'depth' (choose from ")
+    assert hint == "usage: streamseg segment ... (see 'streamseg segment --help')"
 
 
 def test_config_file_errors_name_the_key(tmp_path: Path, clip: Path) -> None:
@@ -438,3 +482,14 @@ def test_a_full_disk_is_one_line_not_a_hang_or_a_crash(tmp_path: Path, tiny_mode
         args += ["--save-masks", str(tmp_path / "masks.jsonl")]
     proc = run_cli(*args, timeout=120)
     _one_line_error(proc, 5, "No space left on device")
+
+
+def test_frames_far_larger_than_the_model_takes_are_warned_of(tmp_path: Path, tiny_model: Path) -> None:
+    """The model sees a 96x96 image; drawing and exports run at the source's 1600x1600."""
+    big = write_clip(tmp_path / "big.mp4", width=1600, height=1600, frames=2)
+    proc = run_cli("segment", str(big), "--save-masks", str(tmp_path / "m.jsonl"), "--model", str(tiny_model))
+    assert proc.returncode == 0, proc.stderr
+    assert "1600x1600 frames are 278 times the model's input (96x96)" in proc.stderr, proc.stderr
+    small = write_clip(tmp_path / "small.mp4", width=320, height=320, frames=2)
+    proc = run_cli("segment", str(small), "--save-masks", str(tmp_path / "m2.jsonl"), "--model", str(tiny_model))
+    assert "times the model's input" not in proc.stderr

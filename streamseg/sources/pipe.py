@@ -7,11 +7,13 @@ input that is a file (``< clip.mp4``) is read as that file, which allows everyth
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import select
 import stat
 import threading
+import time
 from collections.abc import Iterator
 
 import av
@@ -22,7 +24,7 @@ from ..types import AudioFeed, Frame, put_each
 from .file import VideoInfo, describe, main_video_stream, stamped
 from .pixels import display_rotation
 
-__all__ = ["STDIN", "PipedVideo", "is_stdin", "stdin_file"]
+__all__ = ["STDIN", "PipedVideo", "is_fifo", "is_piped", "is_stdin", "stdin_file"]
 
 STDIN = "-"
 _NAMES = (STDIN, "pipe:", "pipe:0")
@@ -37,6 +39,19 @@ _HINT = "an MP4 must be fragmented to be piped: send MPEG-TS or Matroska"
 def is_stdin(source: str) -> bool:
     """``-`` (or FFmpeg's ``pipe:``, ``pipe:0``): the video comes on standard input."""
     return source in _NAMES
+
+
+def is_fifo(source: str) -> bool:
+    """A named pipe (``mkfifo``): read once, as standard input is; its writer may come later."""
+    try:
+        return stat.S_ISFIFO(os.stat(source).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
+def is_piped(source: str) -> bool:
+    """Standard input or a named pipe: a video that can be read once only."""
+    return is_stdin(source) or is_fifo(source)
 
 
 def stdin_file() -> str | None:
@@ -58,19 +73,36 @@ class _Reader:
     here instead, reading ends, and :meth:`check` raises it again once FFmpeg has returned.
     """
 
-    def __init__(self, fd: int, stop: threading.Event) -> None:
+    def __init__(self, fd: int, stop: threading.Event, *, writer_may_come: bool = False,
+                 wait_s: float | None = None) -> None:
         self.fd, self.stop = fd, stop
         self.interrupted = False
+        self.started = False  # a first byte came
+        # A named pipe opened before its writer reads as ended until one comes: wait for it (for at most
+        # ``wait_s``), where standard input's end is its end.
+        self.writer_may_come = writer_may_come
+        self.give_up_at = None if wait_s is None else time.monotonic() + wait_s
 
     def read(self, size: int) -> bytes:
         try:
-            while not (self.stop.is_set() or self.interrupted):
+            while not (self.stop.is_set() or self.interrupted or self._waited_enough()):
                 ready, _, _ = select.select([self.fd], [], [], _POLL_S)
-                if ready:
-                    return os.read(self.fd, size)
+                if not ready:
+                    continue
+                try:
+                    data = os.read(self.fd, size)
+                except BlockingIOError:
+                    continue
+                if data or self.started or not self.writer_may_come:
+                    self.started = self.started or bool(data)
+                    return data
+                time.sleep(_POLL_S)  # no writer yet
         except KeyboardInterrupt:
             self.interrupted = True
         return b""
+
+    def _waited_enough(self) -> bool:
+        return not self.started and self.give_up_at is not None and time.monotonic() > self.give_up_at
 
     def check(self) -> None:
         """Raise the Ctrl-C that came while FFmpeg was reading, if one did."""
@@ -89,32 +121,46 @@ class PipedVideo:
     Args:
         stop: set when the run ends: reading then stops, also while waiting for the writer.
         audio: demux the sound for an output to copy (else it is skipped, and not kept).
+        path: a named pipe to read instead of standard input.
+        wait_s: how long a named pipe may wait for its writer (``--duration``); None: until stopped.
 
     Raises:
-        SourceError: standard input is a terminal, is not a video, or has no video stream.
+        SourceError: standard input is a terminal, nothing came, it is not a video, or has no video stream.
     """
 
-    def __init__(self, stop: threading.Event, *, audio: bool = True) -> None:
-        if os.isatty(_FD):
-            raise SourceError(f"{STDIN}: standard input is a terminal: pipe a video in (... | streamseg segment -)")
-        self._reader = _Reader(_FD, stop)
+    def __init__(self, stop: threading.Event, *, audio: bool = True, path: str = STDIN,
+                 wait_s: float | None = None) -> None:
+        self.path = path
+        if is_stdin(path):
+            if os.isatty(_FD):
+                raise SourceError(f"{STDIN}: standard input is a terminal: pipe a video in (... | streamseg segment -)")
+            self._fd = _FD
+        else:
+            try:  # without O_NONBLOCK, opening waits for a writer where nothing can stop it
+                self._fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+            except OSError as exc:
+                raise SourceError(f"{path}: cannot open: {exc.strerror}") from None
+        self._reader = _Reader(self._fd, stop, writer_may_come=not is_stdin(path), wait_s=wait_s)
         try:
             self._container = av.open(self._reader, mode="r")
         except av.FFmpegError as exc:
+            self._close_fd()
             self._reader.check()
+            if not self._reader.started and self._reader.writer_may_come:
+                raise SourceError(f"{path}: nothing came (no writer)") from None
             why = exc.strerror or exc
-            raise SourceError(f"{STDIN}: not a video, or one a pipe cannot carry ({why}; {_HINT})") from exc
+            raise SourceError(f"{path}: not a video, or one a pipe cannot carry ({why}; {_HINT})") from exc
         if self._reader.interrupted:
             self.close()
             self._reader.check()
         if not self._container.streams.video:
             self.close()
-            raise SourceError(f"{STDIN}: has no video stream")
+            raise SourceError(f"{path}: has no video stream")
         self.stream = main_video_stream(self._container)
         self._sound = list(self._container.streams.audio) if audio else []
         self.damage = Damage()
         self._packets = packets(self._container, (self.stream, *self._sound), self.damage,
-                                Timeline.of(self._container, STDIN))
+                                Timeline.of(self._container, path))
         self._feeds: list[AudioFeed] = []
         self._unfed: list[av.Packet] | None = []  # sound demuxed by probe(), before the outputs took feeds
         self._early: list[av.VideoFrame] = []
@@ -136,12 +182,12 @@ class PipedVideo:
             pass
         except av.FFmpegError as exc:
             self._reader.check()
-            raise SourceError(f"{STDIN}: cannot decode: {exc.strerror or exc} ({_HINT})") from exc
+            raise SourceError(f"{self.path}: cannot decode: {exc.strerror or exc} ({_HINT})") from exc
         self._reader.check()
         if not self._early and self.damage.packets:  # every packet failed: what a pipe cannot carry
-            raise SourceError(f"{STDIN}: cannot decode: {self.damage.first} ({_HINT})")
+            raise SourceError(f"{self.path}: cannot decode: {self.damage.first} ({_HINT})")
         rotation = display_rotation(self._early[0]) if self._early else 0
-        return describe(STDIN, self._container, self.stream, rotation)
+        return describe(self.path, self._container, self.stream, rotation)
 
     def feed(self) -> AudioFeed | None:
         """The sound for one more output, or None where there is none; make them before reading frames."""
@@ -162,7 +208,7 @@ class PipedVideo:
                 elif packet.dts is not None:
                     put_each(self._feeds, packet)
             yield from flush(self.stream, self.damage)
-            self.damage.report(STDIN)
+            self.damage.report(self.path)
         finally:
             put_each(self._feeds, None)
 
@@ -177,8 +223,15 @@ class PipedVideo:
             self._early = []
             yield from self._rest
 
-        return stamped(pictures(), self.stream, path=STDIN, name=name, yuv=yuv)
+        return stamped(pictures(), self.stream, path=self.path, name=name, yuv=yuv)
 
     def close(self) -> None:
         """Close the container: call once nothing reads the frames or copies the sound."""
         self._container.close()
+        self._close_fd()
+
+    def _close_fd(self) -> None:
+        if self._fd != _FD:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = _FD
