@@ -6,7 +6,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .config import Config, load_config
-from .exceptions import ConfigError, ModelError, SinkError, SourceError, StreamsegError
+from .exceptions import Aborted, ConfigError, ModelError, SinkError, SourceError, StreamsegError
 
 if TYPE_CHECKING:
     from .api import segment
@@ -29,6 +29,7 @@ __all__ = [
     "SourceError",
     "ModelError",
     "SinkError",
+    "Aborted",
 ]
 
 # Imported on first use: they bring in torch, which takes seconds, and the command line parses its

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from .config import DEFAULT_MODEL, Config, load_config
-from .exceptions import ConfigError, ModelError, SinkError, SourceError, StreamsegError
+from .exceptions import Aborted, ConfigError, ModelError, SinkError, SourceError, StreamsegError
 from .urls import redact_text
 
 if TYPE_CHECKING:
@@ -277,9 +277,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             _tell(f"error: {redact_text(str(exc))}")
         return next((code for cls, code in EXIT_CODES.items() if isinstance(exc, cls)), 1)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # a second signal (Aborted), or Ctrl-C before the run began
         _tell("aborted")
-        return EXIT_INTERRUPTED
+        return 128 + exc.signum if isinstance(exc, Aborted) else EXIT_INTERRUPTED
     except Exception as exc:  # a bug: its traceback, which may quote a URL, without credentials
         _tell(redact_text("".join(traceback.format_exception(exc))).rstrip())
         return 1

@@ -14,7 +14,7 @@ them, so callers only ever need to catch these. Only the CLI turns them into exi
 
 from __future__ import annotations
 
-__all__ = ["StreamsegError", "ConfigError", "SourceError", "ModelError", "SinkError"]
+__all__ = ["StreamsegError", "ConfigError", "SourceError", "ModelError", "SinkError", "Aborted"]
 
 
 class StreamsegError(Exception):
@@ -35,3 +35,12 @@ class ModelError(StreamsegError):
 
 class SinkError(StreamsegError):
     """An output cannot be opened or written."""
+
+
+class Aborted(KeyboardInterrupt):
+    """A run aborted by a second stop signal (Ctrl-C, SIGTERM, SIGHUP), its outputs closed; ``signum`` is the
+    signal, for an exit code of 128 + it as shells give. A KeyboardInterrupt, as a second Ctrl-C always was."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum

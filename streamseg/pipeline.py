@@ -42,7 +42,7 @@ from .allocator import keep_freed_memory, release_freed_memory
 from .annotators.masks import MaskAnnotator
 from .batching import POLL_S, Batcher, EndOfStream, Failure, get, produce, put
 from .config import Config
-from .exceptions import ConfigError, SourceError, StreamsegError
+from .exceptions import Aborted, ConfigError, SourceError, StreamsegError
 from .inference.loading import guess_task, load_model, resolve_device
 from .inference.preprocess import PreprocessSpec, resized_size
 from .inference.runner import ModelRunner
@@ -54,6 +54,7 @@ from .sinks.stream import StreamSink, stream_open_args, stream_url
 from .sinks.video import VideoSink, check_encoder, check_writable, encoder_threads, pick_encoder
 from .sinks.web import WebPreviewSink
 from .sources.file import VideoInfo, probe, read_frames
+from .sources.hardware import decoder_problem
 from .sources.live import (
     LIVE_TIME_BASE,
     TROUBLE,
@@ -335,6 +336,9 @@ class Pipeline:
             stream_url(cfg.output.stream, self._tags[name], several)  # several sources need a URL each
         if cfg.output.video and cfg.output.codec != "auto":
             check_encoder(cfg.output.codec, cfg.output.video)
+        if cfg.decoder not in ("auto", "cpu") and (problem := decoder_problem(cfg.decoder)):
+            # As --device cuda is refused where there is no CUDA: what was asked for cannot be done.
+            raise ConfigError(f"decoder: {cfg.decoder!r} requested but NVDEC cannot decode here ({problem})")
         if cfg.output.segment_time and not all(self.live.values()):
             log.warning("--segment-time splits live recordings only: a file source's outputs stay one file each")
         self.infos = {name: probe(src) for name, src in zip(self.names, cfg.sources)
@@ -357,6 +361,7 @@ class Pipeline:
         self._codec_threads = 1 if loaded.device.type == "cpu" else 0
         if cfg.decoder != "auto":
             self._decoder = None if cfg.decoder == "cpu" else cfg.decoder
+
         elif gpu:
             self._decoder = str(loaded.device)
         self._yuv = cfg.color_conversion == "device" or (cfg.color_conversion == "auto" and gpu)
@@ -805,7 +810,7 @@ class Pipeline:
         ``on_started``.
 
         On the main thread, the first Ctrl-C stops gracefully (outputs are finished and play), the
-        second aborts and raises KeyboardInterrupt once the outputs are closed. SIGTERM (systemd,
+        second aborts and raises :class:`Aborted` (a KeyboardInterrupt) once the outputs are closed. SIGTERM (systemd,
         ``docker stop``) and SIGHUP (the terminal closed) count as Ctrl-C, from the start on: one that comes
         while a source is still being opened (a named pipe waiting for its writer) ends the run as well.
         """
@@ -813,9 +818,12 @@ class Pipeline:
         started = time.monotonic()
         presses = 0
 
+        last_signal = [signal.SIGINT]
+
         def on_signal(signum: int, frame: Any) -> None:
             nonlocal presses
             presses += 1
+            last_signal[0] = signum
             if presses == 1:
                 summary.signal = signum
                 log.warning("stopping: finishing the outputs (%s again to abort)",
@@ -839,19 +847,22 @@ class Pipeline:
                     # Stopped while opening: what failed is the signal's doing, not the source's.
             if on_started is not None and self._state is State.RUNNING:
                 on_started()
+            started = time.monotonic()  # the run's time, as its fps, counts from its first frame's start
             for result in self.results() if self._state is State.RUNNING else ():
                 summary.frames += 1
                 if on_result is not None:
                     on_result(result)
         finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
             summary.seconds = time.monotonic() - started
-            self.close()
+            try:
+                self.close()
+            finally:  # only now: a second signal while the outputs close aborts, not kills, the run
+                for signum, handler in previous.items():
+                    signal.signal(signum, handler)
         summary.outputs = self.outputs + ([self.web.url] if self.web is not None else [])
         summary.sources = self.final_stats
         if presses > 1:
-            raise KeyboardInterrupt
+            raise Aborted(last_signal[0])
         if self._timed_out and summary.frames == 0:
             # A camera down or a wrong URL is not a run that succeeded with nothing to show.
             why = "; ".join(f"{s['source']}: {s.get('trouble') or 'no frame yet'}" for s in self.final_stats

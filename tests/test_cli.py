@@ -426,13 +426,16 @@ def test_a_dropped_terminal_still_finishes_the_outputs(tmp_path: Path, tiny_mode
 
 
 @pytest.mark.slow
-def test_second_ctrl_c_aborts_and_still_closes_the_file(tmp_path: Path, tiny_model: Path, long_clip: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
+def test_second_ctrl_c_aborts_and_still_closes_the_file(tmp_path: Path, tiny_model: Path, long_clip: Path,
+                                                        signum: signal.Signals) -> None:
+    """A second signal aborts, with the shell's code for it (143 for SIGTERM, as README says; it was 130)."""
     proc, out, _ = _start_long_run(tmp_path, tiny_model, long_clip)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     _, stderr = _communicate(proc, 60)
-    assert proc.returncode == 130, stderr
+    assert proc.returncode == 128 + signum, stderr
     assert "Traceback" not in stderr
     assert len(read_video(out)[2]) >= 8
 
@@ -493,3 +496,26 @@ def test_frames_far_larger_than_the_model_takes_are_warned_of(tmp_path: Path, ti
     small = write_clip(tmp_path / "small.mp4", width=320, height=320, frames=2)
     proc = run_cli("segment", str(small), "--save-masks", str(tmp_path / "m2.jsonl"), "--model", str(tiny_model))
     assert "times the model's input" not in proc.stderr
+
+
+def test_a_decoder_that_cannot_work_is_refused_as_a_device_is(tmp_path: Path, clip: Path, tiny_model: Path) -> None:
+    """--decoder cuda on a machine without CUDA fails as --device cuda does, where it used to decode on the
+    CPU without a word."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    proc = run_cli("segment", str(clip), "--save-masks", str(tmp_path / "m.jsonl"), "--model", str(tiny_model),
+                   "--decoder", "cuda")
+    _one_line_error(proc, 2, "decoder: 'cuda' requested but NVDEC cannot decode here (CUDA is not available")
+    assert not (tmp_path / "m.jsonl").exists()
+
+
+def test_no_empty_masks_file_is_left_when_no_frame_came(tmp_path: Path, tiny_model: Path) -> None:
+    from .conftest import free_port
+
+    masks = tmp_path / "m.jsonl"
+    proc = run_cli("segment", f"rtsp://127.0.0.1:{free_port()}/cam", "--save-masks", str(masks), "--model",
+                   str(tiny_model), "--duration", "2", timeout=60)
+    assert proc.returncode == 3 and "no frame in 2 s" in proc.stderr, proc.stderr
+    assert not masks.exists()

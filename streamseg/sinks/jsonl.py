@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import IO, Any
@@ -59,6 +61,7 @@ class JsonlSink:
     def __init__(self, path: str | Path, *, wall_clock: bool = False) -> None:
         self.path = str(path)
         self.wall_clock = wall_clock
+        self.records = 0
         self._file: IO[str] | None = None
 
     def __enter__(self) -> JsonlSink:
@@ -81,6 +84,7 @@ class JsonlSink:
         try:
             self._file.write(json.dumps(result_record(result, wall_clock=self.wall_clock)) + "\n")
             self._file.flush()
+            self.records += 1
         except OSError as exc:
             raise SinkError(f"{self.path}: cannot write: {exc.strerror or exc}") from exc
 
@@ -93,3 +97,6 @@ class JsonlSink:
             raise SinkError(f"{self.path}: cannot write: {exc.strerror or exc}") from exc
         finally:
             self._file = None
+            if self.records == 0 and os.path.isfile(self.path):  # no frame came: leave no empty file behind
+                with contextlib.suppress(OSError):
+                    os.unlink(self.path)

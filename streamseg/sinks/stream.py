@@ -22,8 +22,8 @@ from ..batching import POLL_S
 from ..config import STREAM_FORMATS
 from ..exceptions import ConfigError, SinkError
 from ..sources.live import Backoff
-from ..urls import redact, scrub
 from ..types import FrameResult
+from ..urls import redact, scrub
 from .video import VideoSink
 
 __all__ = ["StreamSink", "stream_open_args", "stream_url"]
@@ -53,12 +53,13 @@ def stream_open_args(url: str) -> dict:
     return {"format": STREAM_FORMATS[scheme], "options": options, "timeout": OPEN_TIMEOUT_S}
 
 
-def server_answers(url: str, timeout: float = OPEN_TIMEOUT_S) -> str | None:
+def server_answers(url: str, timeout: float = OPEN_TIMEOUT_S, cancel: threading.Event | None = None) -> str | None:
     """Ask the server at ``url`` for a first answer, as its protocol starts (RTSP's OPTIONS, RTMP's
     handshake); None if it answers, else why not. FFmpeg connects holding the interpreter lock: a server
     that takes connections and then says nothing (hung, or behind a firewall that swallows packets) would
     freeze every thread of the run, so each connection is first tried here, where waiting holds nothing.
-    Connectionless protocols (UDP, SRT) answer nothing and are not asked."""
+    Connectionless protocols (UDP, SRT) answer nothing and are not asked. ``cancel``, once set, ends the
+    wait for an answer (the run is ending: its --duration is not stretched by a silent server)."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in (*_DEFAULT_PORTS, "tcp"):
@@ -76,13 +77,27 @@ def server_answers(url: str, timeout: float = OPEN_TIMEOUT_S) -> str | None:
                 conn = context.wrap_socket(raw, server_hostname=parts.hostname)
             if hello is not None:
                 conn.sendall(hello)
-                if not conn.recv(1):
-                    return "the server closed the connection"
+                return _first_answer(conn, time.monotonic() + timeout, cancel)
     except TimeoutError:
         return f"no answer in {timeout:g} s"
-    except (OSError, ValueError) as exc:  # refused, unreachable, a name that does not resolve, a bad port
-        return exc.strerror or str(exc) if isinstance(exc, OSError) else str(exc)
+    except OSError as exc:  # refused, unreachable, a name that does not resolve
+        return exc.strerror or str(exc)
+    except ValueError:  # urllib's message would quote the URL's port part: it may hold a password
+        return "not a valid host and port"
     return None
+
+
+def _first_answer(conn: socket.socket, deadline: float, cancel: threading.Event | None) -> str | None:
+    """Wait for the server's first byte, in short waits, until ``deadline`` or ``cancel``."""
+    conn.settimeout(POLL_S)
+    while True:
+        try:
+            return None if conn.recv(1) else "the server closed the connection"
+        except TimeoutError:
+            if cancel is not None and cancel.is_set():
+                return "the run ended before the server answered"
+            if time.monotonic() >= deadline:
+                raise
 
 
 def stream_url(template: str, source: str, several: bool) -> str:
@@ -159,6 +174,7 @@ class StreamSink:
         self.dropped = 0
         self._failures = 0
         self._retry_at = 0.0
+        self._closing = threading.Event()  # set by close(): no new connection is tried
         self._clock: tuple[float, float] | None = None  # (monotonic, frame time) of the pace's start
         self._last_time: float | None = None  # the last frame's time, and the one before's distance to it
         self._last_gap = 0.0
@@ -264,12 +280,13 @@ class StreamSink:
         self.sent += 1
 
     def _connect(self, sender: _Sender) -> bool:
-        """Whether a session is open: one is opened once the server has answered."""
-        if time.monotonic() < self._retry_at:
+        """Whether a session is open: one is opened once the server has answered (none once closing)."""
+        if time.monotonic() < self._retry_at or self._closing.is_set():
             return False
-        why = server_answers(self.url)
+        why = server_answers(self.url, cancel=self._closing)
         if why is not None:
-            self._retry_later(why)
+            if not self._closing.is_set():
+                self._retry_later(why)
             return False
         sender.session = self.open_video()
         return True
@@ -318,6 +335,7 @@ class StreamSink:
         Raises:
             SinkError: the server refused the stream.
         """
+        self._closing.set()  # a connection still being tried is given up: its frames cannot be sent now
         sender = self._sender
         if sender is not None:
             try:

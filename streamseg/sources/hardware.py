@@ -13,7 +13,7 @@ from typing import Any
 
 import av
 
-__all__ = ["hardware_decoder"]
+__all__ = ["decoder_problem", "hardware_decoder"]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,21 @@ def _probe(index: str | None) -> str | None:
     except (av.FFmpegError, OSError, ValueError, NotImplementedError) as exc:
         return str(getattr(exc, "strerror", None) or exc)
     return None
+
+
+def decoder_problem(device: str) -> str | None:
+    """Why NVDEC cannot decode on ``device`` ("cuda" or "cuda:N") here, or None: asked where a run names it
+    (``--decoder cuda``), which must then fail as ``--device cuda`` does on a machine without CUDA, not
+    quietly decode on the CPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return "CUDA is not available on this machine"
+    try:
+        from av.codec.hwaccel import HWAccel  # noqa: F401
+    except ImportError:  # PyAV before 14
+        return f"PyAV {av.__version__} has no hardware decoding"
+    return _probe(device.partition(":")[2] or None)
 
 
 @functools.cache
