@@ -361,7 +361,6 @@ class Pipeline:
         self._codec_threads = 1 if loaded.device.type == "cpu" else 0
         if cfg.decoder != "auto":
             self._decoder = None if cfg.decoder == "cpu" else cfg.decoder
-
         elif gpu:
             self._decoder = str(loaded.device)
         self._yuv = cfg.color_conversion == "device" or (cfg.color_conversion == "auto" and gpu)
@@ -810,20 +809,19 @@ class Pipeline:
         ``on_started``.
 
         On the main thread, the first Ctrl-C stops gracefully (outputs are finished and play), the
-        second aborts and raises :class:`Aborted` (a KeyboardInterrupt) once the outputs are closed. SIGTERM (systemd,
-        ``docker stop``) and SIGHUP (the terminal closed) count as Ctrl-C, from the start on: one that comes
-        while a source is still being opened (a named pipe waiting for its writer) ends the run as well.
+        second aborts and raises :class:`Aborted` (a KeyboardInterrupt) once the outputs are closed.
+        SIGTERM (systemd, ``docker stop``) and SIGHUP (the terminal closed) count as Ctrl-C, from the start
+        on: one that comes while a source is still being opened (a named pipe waiting for its writer) ends
+        the run as well.
         """
         summary = RunSummary(outputs=self.outputs)
         started = time.monotonic()
-        presses = 0
-
-        last_signal = [signal.SIGINT]
+        presses, last_signal = 0, signal.SIGINT
 
         def on_signal(signum: int, frame: Any) -> None:
-            nonlocal presses
+            nonlocal presses, last_signal
             presses += 1
-            last_signal[0] = signum
+            last_signal = signum
             if presses == 1:
                 summary.signal = signum
                 log.warning("stopping: finishing the outputs (%s again to abort)",
@@ -862,7 +860,7 @@ class Pipeline:
         summary.outputs = self.outputs + ([self.web.url] if self.web is not None else [])
         summary.sources = self.final_stats
         if presses > 1:
-            raise Aborted(last_signal[0])
+            raise Aborted(last_signal)
         if self._timed_out and summary.frames == 0:
             # A camera down or a wrong URL is not a run that succeeded with nothing to show.
             why = "; ".join(f"{s['source']}: {s.get('trouble') or 'no frame yet'}" for s in self.final_stats

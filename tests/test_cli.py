@@ -519,3 +519,12 @@ def test_no_empty_masks_file_is_left_when_no_frame_came(tmp_path: Path, tiny_mod
                    str(tiny_model), "--duration", "2", timeout=60)
     assert proc.returncode == 3 and "no frame in 2 s" in proc.stderr, proc.stderr
     assert not masks.exists()
+
+
+@pytest.mark.parametrize("which", ["--config", "--sources-file"])
+def test_a_file_that_is_not_utf8_is_one_line(tmp_path: Path, which: str) -> None:
+    """It used to be a UnicodeDecodeError traceback."""
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes("model:\n  name: caf\xe9\n".encode("latin-1"))
+    proc = run_cli("segment", "x.mp4", "-o", str(tmp_path / "o.mp4"), which, str(bad))
+    _one_line_error(proc, 2, str(bad), "is not UTF-8 text (byte 19)")
