@@ -21,7 +21,7 @@ import av
 from ..batching import POLL_S
 from ..config import STREAM_FORMATS
 from ..exceptions import ConfigError, SinkError
-from ..sources.live import Backoff
+from ..retry import Backoff
 from ..types import FrameResult
 from ..urls import redact, scrub
 from .video import VideoSink

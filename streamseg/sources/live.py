@@ -28,6 +28,7 @@ import numpy as np
 
 from ..exceptions import SourceError
 from ..types import AudioFeed, Frame, put_each
+from ..retry import Backoff
 from ..urls import redact
 from .file import main_video_stream
 from .hardware import hardware_decoder
@@ -66,19 +67,6 @@ class SourceStatus:
     detail: str = ""
     at: float = 0.0
     reason: str = ""
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Reconnect delays: ``initial * factor**n`` capped at ``cap``, each scaled by a random 0.5-1.0."""
-
-    initial: float = 0.5
-    cap: float = 30.0
-    factor: float = 2.0
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        base = min(self.cap, self.initial * self.factor ** max(0, attempt - 1))
-        return base * rng.uniform(0.5, 1.0)
 
 
 def is_webcam(source: str) -> bool:
