@@ -157,7 +157,8 @@ def read_frames(
 
     A damaged file yields every frame that decodes, skipping and counting the packets that do not; one cut
     short yields the frames that decode. Either logs a warning instead of failing.
-    ``threads``: decoder threads (0: FFmpeg's choice; 1 when the model computes on the same CPU cores).
+    ``threads``: decoder threads (0: FFmpeg's choice; 1 when the model computes on the same CPU cores). With
+    frame threads, a corrupt packet also costs the frames the other threads were decoding.
     ``hwaccel``: "cuda" or "cuda:N" decodes with NVDEC where the device, the driver and the codec allow,
     and on the CPU otherwise. ``gpu_frames`` (with ``yuv``): NVDEC's frames of 8-bit 4:2:0 video stay on
     the GPU, as NV12 tensors, with no copy through the host.
