@@ -280,10 +280,12 @@ class StreamSink:
         self.sent += 1
 
     def _connect(self, sender: _Sender) -> bool:
-        """Whether a session is open: one is opened once the server has answered (none once closing)."""
-        if time.monotonic() < self._retry_at or self._closing.is_set():
+        """Whether a session is open: one is opened once the server has answered. A live source's stream
+        tries no more once closing (the run has ended); a file's is sent whole, so it still does."""
+        cancel = None if self.pace else self._closing
+        if time.monotonic() < self._retry_at or (cancel is not None and cancel.is_set()):
             return False
-        why = server_answers(self.url, cancel=self._closing)
+        why = server_answers(self.url, cancel=cancel)
         if why is not None:
             if not self._closing.is_set():
                 self._retry_later(why)
@@ -335,7 +337,7 @@ class StreamSink:
         Raises:
             SinkError: the server refused the stream.
         """
-        self._closing.set()  # a connection still being tried is given up: its frames cannot be sent now
+        self._closing.set()  # a live source's connection still being tried is given up: the run has ended
         sender = self._sender
         if sender is not None:
             try:

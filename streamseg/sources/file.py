@@ -186,8 +186,9 @@ def read_frames(
         reached = float((last_pts - start) * time_base)
         frame_s = float(1 / stream.average_rate) if stream.average_rate else 0.1
         if declared is not None and reached + 3 * frame_s < declared:
-            log.warning("%s: video ends at %.2f s but the file declares %.2f s; the file may be truncated",
-                        path, reached, declared)
+            # Damage the demuxer could not read past (Matroska that lost its clusters) ends a file early too.
+            why = "it is corrupt past there" if damage.packets else "the file may be truncated"
+            log.warning("%s: video ends at %.2f s but the file declares %.2f s; %s", path, reached, declared, why)
     finally:
         container.close()
 
