@@ -857,7 +857,7 @@ class Pipeline:
             finally:  # only now: a second signal while the outputs close aborts, not kills, the run
                 for signum, handler in previous.items():
                     signal.signal(signum, handler)
-        summary.outputs = self.outputs + ([self.web.url] if self.web is not None else [])
+        summary.outputs = self.outputs + ([self.web.address] if self.web is not None else [])
         summary.sources = self.final_stats
         if presses > 1:
             raise Aborted(last_signal)

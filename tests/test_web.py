@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -117,3 +119,17 @@ def test_many_idle_connections_neither_queue_nor_hold_threads(served, monkeypatc
     finally:
         for conn in idle:
             conn.close()
+
+
+def test_a_made_up_token_is_printed_once(tmp_path: Path, tiny_model: Path) -> None:
+    """Beyond loopback the command line makes up a token and says it with the page's address, once: the
+    summary line names the page without it."""
+    from .conftest import run_cli, write_clip
+
+    clip = write_clip(tmp_path / "in.mp4", frames=4)
+    proc = run_cli("segment", str(clip), "--model", str(tiny_model), "--serve", f"0.0.0.0:{free_port()}")
+    assert proc.returncode == 0, proc.stderr
+    token = re.search(r"live preview on http://0\.0\.0\.0:\d+/\?token=([\w-]+)", proc.stderr)
+    assert token is not None, proc.stderr
+    assert proc.stderr.count(token.group(1)) == 1, proc.stderr
+    assert "listens beyond this machine" in proc.stderr

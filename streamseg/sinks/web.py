@@ -146,10 +146,15 @@ class WebPreviewSink:
         self._thread: threading.Thread | None = None
 
     @property
-    def url(self) -> str:
-        """The page's address, with its token: what a viewer opens."""
+    def address(self) -> str:
+        """The page's address without its token, for summaries and logs."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}/" + (f"?token={quote(self.token)}" if self.token else "")
+        return f"http://{host}:{self.port}/"
+
+    @property
+    def url(self) -> str:
+        """The page's address with its token: what a viewer opens, said once."""
+        return self.address + (f"?token={quote(self.token)}" if self.token else "")
 
     def open(self) -> None:
         handler = type("Handler", (_Handler,), {"sink": self, "timeout": CLIENT_TIMEOUT_S})
@@ -165,7 +170,7 @@ class WebPreviewSink:
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
                                         name="streamseg-web", daemon=True)
         self._thread.start()
-        log.info("live preview on %s", self.url)
+        log.info("live preview on %s", self.address)
 
     def write(self, result: FrameResult) -> None:
         now = time.monotonic()
