@@ -81,7 +81,7 @@ class Timeline:
             # overlapped, and each stream's own next packet is not taken for another jump.
             resume = max(self._next.values())
             if self.path:  # one reader of the file says it (the video's), not each
-                    log.warning("%s: timestamps jump from %.2f s to %.2f s (joined recordings?); later ones follow "
+                log.warning("%s: timestamps jump from %.2f s to %.2f s (joined recordings?); later ones follow "
                             "on from %.2f s", self.path, float(expected), float(at - self.offset), float(resume))
             self.offset += resume - at
             at = resume
@@ -101,7 +101,9 @@ def packets(container: av.container.InputContainer, streams: Iterable[av.stream.
     their timestamps placed by ``timeline`` where given (which then sees every stream's packets)."""
     streams = tuple(streams)
     wanted = {stream.index for stream in streams}
-    read = () if timeline is not None and timeline.active else streams  # () : every stream
+    if timeline is not None and not timeline.active:  # a gap in an MP4 or a Matroska file is the file's own
+        timeline = None
+    read = () if timeline is not None else streams  # () : every stream
     failed = 0
     while True:
         try:

@@ -689,3 +689,12 @@ def test_joined_recordings_play_on_with_their_sound(tmp_path: Path, tiny_model: 
     times = [json.loads(line)["time"] for line in masks.read_text().splitlines()]
     assert len(times) == 60 and np.all(np.diff(times) > 0)
     assert times[-1] == pytest.approx(video[-1] - video[0], abs=1e-3)
+
+
+def test_a_long_gap_in_a_matroska_file_is_kept(tmp_path: Path, tiny_model: Path) -> None:
+    """Only formats made to be joined have their restarted clocks moved: a 12 s gap in a Matroska file (a
+    camera that paused its recording) is the file's own, and stays."""
+    pts = [0, 33, 66, 12066, 12099, 12132]
+    src = write_clip(tmp_path / "gap.mkv", pts=pts, time_base=Fraction(1, 1000))
+    results = _segment(src, tmp_path / "out.mkv", tiny_model)
+    assert [r.pts for r in results] == pts
