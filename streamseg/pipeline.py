@@ -188,14 +188,14 @@ def _file_key(path: str) -> tuple | None:
     return ("inode", found.st_dev, found.st_ino) if stat.S_ISREG(found.st_mode) else None
 
 
-def check_distinct(outputs: list[str], inputs: list[str | None]) -> None:
+def check_distinct(outputs: list[str], inputs: list[str]) -> None:
     """Refuse an output that is an input (writing it would destroy the source) or that another output names
     too (two writers in one file lose half of each).
 
     Raises:
         ConfigError: naming the two.
     """
-    sources = {_file_key(src): src for src in inputs if src is not None}
+    sources = {key: src for src in inputs if (key := _file_key(src)) is not None}
     seen: dict[tuple, str] = {}
     for path in outputs:
         key = _file_key(path)
@@ -328,8 +328,9 @@ class Pipeline:
         several = len(self.names) > 1
         outputs = [output_path(template, self._tags[name], several)
                    for template in (cfg.output.video, cfg.output.masks) if template for name in self.names]
-        check_distinct(outputs, [stdin_file() if is_stdin(src) else src for src in cfg.sources
-                                 if "://" not in src and not is_webcam(src)])
+        # Standard input that is a file was taken as that file in __init__.
+        check_distinct(outputs, [src for src in cfg.sources if "://" not in src and not is_webcam(src)
+                                 and not is_stdin(src)])
         for path in outputs:
             check_writable(path)
         for name in self.names if cfg.output.stream else []:

@@ -135,7 +135,8 @@ class WebPreviewSink:
     def __init__(self, address: str, sources: list[str], *, max_fps: float = 15.0, quality: int = 80,
                  token: str | None = None) -> None:
         self.host, self.port = parse_address(address)
-        self.token = token or (None if is_loopback(self.host) else secrets.token_urlsafe(16))
+        self.beyond_loopback = not is_loopback(self.host)
+        self.token = token or (secrets.token_urlsafe(16) if self.beyond_loopback else None)
         self.sources = list(sources)
         self.max_fps = max_fps
         self.quality = quality
@@ -154,7 +155,7 @@ class WebPreviewSink:
     @property
     def url(self) -> str:
         """The page's address with its token: what a viewer opens, said once."""
-        return self.address + (f"?token={quote(self.token)}" if self.token else "")
+        return self.address + _token_query(self.token)
 
     def open(self) -> None:
         handler = type("Handler", (_Handler,), {"sink": self, "timeout": CLIENT_TIMEOUT_S})
@@ -164,7 +165,7 @@ class WebPreviewSink:
             why = getattr(exc, "strerror", None) or exc
             raise SinkError(f"cannot serve on {self.host}:{self.port}: {why}") from exc
         self.port = self._server.server_address[1]
-        if not is_loopback(self.host):
+        if self.beyond_loopback:
             log.warning("the live preview listens beyond this machine (%s); every request needs its token",
                         self.host)
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
@@ -273,9 +274,14 @@ class _Handler(BaseHTTPRequestHandler):
             return
 
 
+def _token_query(token: str | None) -> str:
+    """``?token=...`` for a link, or nothing where no token is asked."""
+    return f"?token={quote(token)}" if token else ""
+
+
 def _page(sources: list[str], token: str | None) -> str:
     """The page; its own links carry the token it was opened with."""
-    query = f"?token={quote(token)}" if token else ""
+    query = _token_query(token)
     figures = "\n".join(
         f'<figure><img src="/stream/{i}.mjpg{html.escape(query)}" alt="{html.escape(name)}">'
         f'<figcaption><b>{html.escape(name)}</b> <span id="s{i}">waiting…</span></figcaption></figure>'

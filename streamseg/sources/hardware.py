@@ -25,16 +25,13 @@ def hardware_decoder(device: str | None, on_gpu: bool = False) -> Any:
     in the CUDA context torch computes in; call it on the thread that decodes."""
     if device is None or not device.startswith("cuda"):
         return None
-    try:
-        from av.codec.hwaccel import HWAccel
-    except ImportError:  # PyAV before 14
-        _unavailable(device, f"PyAV {av.__version__} has no hardware decoding")
-        return None
-    index = device.partition(":")[2] or None
-    reason = _probe(index)
+    reason = decoder_problem(device)
     if reason is not None:
         _unavailable(device, reason)
         return None
+    from av.codec.hwaccel import HWAccel  # there, since decoder_problem found no fault
+
+    index = device.partition(":")[2] or None
     # Frames kept on the GPU must live in torch's context, the device's primary one. FFmpeg's way to it
     # (primary_ctx, PyAV's default with is_hw_owned) wants that context made with blocking sync and refuses
     # one torch has started ("Primary context already active with incompatible flags"); the H200 check's
