@@ -88,7 +88,7 @@ def resize_input(model: Path, size: str, folder: Path) -> Path:
 
 def make_clip(path: Path, width: int, height: int, frames: int) -> Path:
     """A synthetic scene at the requested size (60 rendered frames, looped)."""
-    from streamseg.synthetic import Scene, write_clip
+    from streamseg.testing.synthetic import Scene, write_clip
 
     return write_clip(path, Scene(11, aspect=width / height), width=width, height=height, pts=range(frames),
                       frame_step=2, distinct=60, options={"preset": "veryfast", "crf": "20"})
@@ -203,7 +203,7 @@ def _sync(device: str) -> None:
 def measure_ceiling(args: argparse.Namespace) -> dict:
     import torch
 
-    from streamseg.allocator import keep_freed_memory
+    from streamseg.runtime.allocator import keep_freed_memory
     from streamseg.inference.graphs import capture_supported, graphed_forward
     from streamseg.inference.loading import load_model
     from streamseg.inference.preprocess import preprocess

@@ -25,7 +25,7 @@ import av
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from streamseg.synthetic import Scene
+from streamseg.testing.synthetic import Scene
 
 
 def encode(frames: list[av.VideoFrame], preset: str, crf: int, repeat: int, thread_type: str) -> dict:

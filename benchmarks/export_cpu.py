@@ -28,7 +28,7 @@ def measure(segments: list[int], width: int, height: int, frames: int) -> dict[i
     import torch
 
     from streamseg.sinks.jsonl import result_record
-    from streamseg.synthetic import Scene
+    from streamseg.testing.synthetic import Scene
     from streamseg.types import Frame, FrameResult, Segmentation, column_major
 
     image = Scene(1).render(0, width, height)[0]

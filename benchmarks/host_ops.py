@@ -37,7 +37,7 @@ from streamseg.annotators.masks import MaskAnnotator
 from streamseg.config import PostprocessConfig
 from streamseg.inference.loading import load_model
 from streamseg.inference.runner import ModelRunner
-from streamseg.synthetic import Scene
+from streamseg.testing.synthetic import Scene
 from streamseg.types import Frame
 
 VIEWS = {"view", "_unsafe_view", "as_strided", "slice", "select", "unsqueeze", "squeeze", "expand", "t",

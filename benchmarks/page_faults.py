@@ -24,7 +24,7 @@ def child(setting: str, batch: int, size: tuple[int, int], repeats: int) -> dict
     import torch
 
     sys.path.insert(0, str(ROOT))
-    from streamseg.allocator import keep_freed_memory
+    from streamseg.runtime.allocator import keep_freed_memory
     from streamseg.inference.loading import load_model
 
     if setting == "kept":

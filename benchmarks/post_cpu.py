@@ -33,11 +33,11 @@ def measure(task: str, width: int, height: int, batch: int, repeats: int) -> dic
     from streamseg.config import PostprocessConfig
     from streamseg.inference.loading import load_model
     from streamseg.inference.runner import ModelRunner
-    from streamseg.synthetic import Scene
+    from streamseg.testing.synthetic import Scene
     from streamseg.types import Frame
 
     try:  # freed memory kept for reuse, as a pipeline of this tree runs (trees before it had no such thing)
-        from streamseg.allocator import keep_freed_memory
+        from streamseg.runtime.allocator import keep_freed_memory
     except ImportError:
         pass
     else:

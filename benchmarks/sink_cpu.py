@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from streamseg.inference.color import rgb_to_yuv420
 from streamseg.sinks.video import VideoSink
-from streamseg.synthetic import Scene
+from streamseg.testing.synthetic import Scene
 from streamseg.types import Frame, FrameResult, Segmentation
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from streamseg import rle
-from streamseg.synthetic import LABELS, FrameTruth, Scene, write_clip
+from streamseg.testing.synthetic import LABELS, FrameTruth, Scene, write_clip
 
 SEED = 2_000_001
 

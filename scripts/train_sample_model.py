@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation, SwinConfig
 
-from streamseg.synthetic import LABELS, STUFF_IDS, Scene
+from streamseg.testing.synthetic import LABELS, STUFF_IDS, Scene
 
 INPUT_H, INPUT_W = 128, 224
 MEAN = (0.485, 0.456, 0.406)

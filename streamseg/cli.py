@@ -227,7 +227,7 @@ def _segment(args: argparse.Namespace) -> int:
     # Imported here, not at the top: torch takes seconds to import, which --help and bad flags need not
     # wait for, and a Ctrl-C during the import ends with "aborted" like any other.
     from .pipeline import Pipeline
-    from .stats import StatsBoard
+    from .runtime.stats import StatsBoard
 
     config = build_config(args)
     out = config.output
@@ -237,7 +237,7 @@ def _segment(args: argparse.Namespace) -> int:
         raise ConfigError("nothing to do: give -o OUTPUT, --save-masks PATH, --stream URL, --show or --serve PORT")
     pipeline = Pipeline(config)
     if any(pipeline.live.values()):
-        logging.getLogger("streamseg.stats").setLevel(logging.INFO)
+        logging.getLogger("streamseg.runtime.stats").setLevel(logging.INFO)
     progress = Progress(None, enabled=not args.no_progress)
 
     def started() -> None:

@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from .containers import CONTAINERS, STREAM_FORMATS
 from .exceptions import ConfigError
 from .urls import redact, url_problem
 
@@ -43,8 +44,6 @@ DEFAULT_MAX_WAIT_MS = 20.0
 DEFAULT_QUEUE_SIZE = 8
 
 
-# The containers a video output can be, by suffix, with the name of FFmpeg's muxer for each.
-CONTAINERS = {".mp4": "mp4", ".mkv": "matroska", ".mov": "mov", ".webm": "webm"}
 
 
 def _check(condition: bool, key: str, message: str) -> None:
@@ -147,9 +146,6 @@ class LiveConfig:
         _check(self.stats_interval_s >= 0, "live.stats_interval_s", "must be >= 0 (0: only at exit)")
 
 
-# What a published stream (output.stream) carries, by its URL's scheme: RTSP publishes RTP, RTMP takes FLV.
-STREAM_FORMATS = {"rtsp": "rtsp", "rtsps": "rtsp", "rtmp": "flv", "rtmps": "flv", "srt": "mpegts", "udp": "mpegts",
-                  "tcp": "mpegts"}
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 
 

@@ -38,9 +38,10 @@ from typing import Any, Protocol
 
 import torch
 
-from .allocator import keep_freed_memory, release_freed_memory
+from .runtime.allocator import keep_freed_memory, release_freed_memory
 from .annotators.masks import MaskAnnotator
-from .batching import POLL_S, Batcher, EndOfStream, Failure, get, produce, put
+from .runtime.batcher import Batcher, produce
+from .runtime.channels import POLL_S, EndOfStream, Failure, get, put
 from .config import Config
 from .exceptions import Aborted, ConfigError, SourceError, StreamsegError
 from .inference.loading import guess_task, load_model, resolve_device
@@ -68,14 +69,15 @@ from .sources.live import (
     read_webcam,
 )
 from .sources.pipe import STDIN, PipedVideo, is_piped, is_stdin, stdin_file
-from .stats import StatsBoard
-from .types import AudioFeed, FrameResult
+from .runtime.stats import StatsBoard
+from .audio import AudioFeed
+from .types import FrameResult
 from .urls import redact, url_name
 
 __all__ = ["Pipeline", "RunSummary", "Sink", "output_path", "output_tags", "source_names"]
 
 log = logging.getLogger(__name__)
-stats_log = logging.getLogger("streamseg.stats")
+stats_log = logging.getLogger("streamseg.runtime.stats")
 
 JOIN_TIMEOUT_S = 10.0
 # Signals that end a run as Ctrl-C does, outputs finished: SIGTERM is how systemd and `docker stop`

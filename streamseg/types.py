@@ -2,106 +2,21 @@
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import functools
-import queue
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-import av
 import numpy as np
 import torch
 
 from .ops import download, frames_at_once, grouped, lookup
+from .yuv import YUV_FORMATS, YUV_MATRICES, yuv_to_rgb
 
-__all__ = ["TASKS", "AudioFeed", "Frame", "FrameResult", "Segmentation", "put_each", "to_host"]
+__all__ = ["TASKS", "Frame", "FrameResult", "Segmentation", "to_host"]
 
 TASKS = ("semantic", "instance", "panoptic")
-YUV_FORMATS = ("yuv420p", "nv12")  # 4:2:0, planar U and V or interleaved UV, as PyAV gives them
-YUV_MATRICES = ("bt601", "bt709")  # limited range
-
-
-def _yuv_to_rgb(pixels: np.ndarray, pixel_format: str, matrix: str) -> np.ndarray:
-    """FFmpeg's conversion of (H * 3 / 2, W) YUV 4:2:0 to (H, W, 3) RGB, as a decoder's frame would get it."""
-    frame = av.VideoFrame.from_ndarray(pixels, format=pixel_format)
-    return ffmpeg_rgb(frame, "ITU709" if matrix == "bt709" else "ITU601")
-
-
-def ffmpeg_rgb(frame: av.VideoFrame, src_colorspace: str | None = None) -> np.ndarray:
-    """FFmpeg's RGB of a YUV frame, read with ``src_colorspace`` (None: the one the frame says).
-
-    NV12 (NVDEC's layout) is laid out as planar YUV 4:2:0 first: FFmpeg converts NV12 by another route,
-    which smooths the colour at edges (up to 40 levels apart), and the same video must give the same
-    pixels whichever decoder ran.
-    """
-    if frame.format.name == "nv12":
-        frame = frame.reformat(format="yuv420p")
-    return frame.to_ndarray(format="rgb24", src_colorspace=src_colorspace)
-
-
-@dataclass(frozen=True)
-class AudioFeed:
-    """A source's sound, demuxed beside its video by the source's own thread, for a video output to copy
-    (a pipe, which cannot be reopened for it as a file is; a camera).
-
-    Attributes:
-        streams: the input's audio streams, templates for the output's (a camera's is known once it
-            connects, before its first frame).
-        packets: their packets in demux order, then None once the input has ended.
-        held: packets an output read but left to the next one (a recording's next segment), read first.
-    """
-
-    streams: list[av.AudioStream]
-    packets: queue.Queue
-    held: collections.deque = field(default_factory=collections.deque)
-
-    def put(self, packet: av.Packet | None) -> None:
-        """Queue a packet (None: the input has ended), making room by dropping the oldest: an output that
-        stopped reading for a while (a server away) takes up again with the sound of now, and one that
-        never reads (its container refused the codec) keeps no more than the queue holds."""
-        while True:
-            try:
-                self.packets.put_nowait(packet)
-                return
-            except queue.Full:
-                try:
-                    self.packets.get_nowait()
-                except queue.Empty:
-                    pass
-
-    def available(self) -> Iterator[av.Packet | None]:
-        """The packets demuxed so far, each once; None where the next has not come yet (ask again
-        later); it ends after the last."""
-        while True:
-            if self.held:
-                yield self.held.popleft()
-                continue
-            try:
-                packet = self.packets.get_nowait()
-            except queue.Empty:
-                yield None
-                continue
-            if packet is None:
-                return
-            yield packet
-
-
-def put_each(feeds: Sequence[AudioFeed], packet: av.Packet | None) -> None:
-    """Queue ``packet`` (None: the input has ended) for every output's feed: the first takes it, each
-    other a copy, as each output rewrites the timing of its own."""
-    for k, feed in enumerate(feeds):
-        feed.put(packet if k == 0 or packet is None else _copy(packet))
-
-
-def _copy(packet: av.Packet) -> av.Packet:
-    twin = av.Packet(bytes(packet))
-    twin.pts, twin.dts, twin.time_base, twin.duration = packet.pts, packet.dts, packet.time_base, packet.duration
-    twin.stream = packet.stream
-    return twin
-
-
 @dataclass(frozen=True)
 class Frame:
     """One decoded frame.
@@ -156,7 +71,7 @@ class Frame:
         if self.pixel_format == "rgb24":
             return self.pixels
         pixels = self.pixels.cpu().numpy() if isinstance(self.pixels, torch.Tensor) else self.pixels
-        return _yuv_to_rgb(pixels, self.pixel_format, self.matrix)
+        return yuv_to_rgb(pixels, self.pixel_format, self.matrix)
 
     @property
     def height(self) -> int:
@@ -337,7 +252,7 @@ class FrameResult:
         when the device made YUV for an encoder."""
         if self.drawn is None or self.drawn_format == "rgb24":
             return self.drawn
-        return _yuv_to_rgb(self.drawn, self.drawn_format, "bt601")
+        return yuv_to_rgb(self.drawn, self.drawn_format, "bt601")
 
     @property
     def index(self) -> int:

@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 import torch
 
-from streamseg import synthetic
+from streamseg.testing import synthetic
 from streamseg.sinks.video import real_time_threads
-from streamseg.synthetic import Scene
+from streamseg.testing.synthetic import Scene
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_MODEL = ROOT / "samples" / "model"
@@ -113,7 +113,7 @@ def write_clip(
     **options,
 ) -> Path:
     """Encode a synthetic scene with chosen timestamps (and optionally a 440 Hz tone that runs 0.5 s longer);
-    ``options`` go to :func:`streamseg.synthetic.write_clip` (display rotation, pixel shape)."""
+    ``options`` go to :func:`streamseg.testing.synthetic.write_clip` (display rotation, pixel shape)."""
     pts = pts if pts is not None else list(range(frames))
     tone = None
     if audio:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import streamseg
-from streamseg import allocator
+from streamseg.runtime import allocator
 
 from .conftest import write_clip
 
@@ -21,7 +21,7 @@ glibc = pytest.mark.skipif(sys.platform != "linux" or platform.libc_ver()[0] != 
 ROUNDS = """
 import resource, sys
 import numpy as np
-from streamseg.allocator import keep_freed_memory, release_freed_memory
+from streamseg.runtime.allocator import keep_freed_memory, release_freed_memory
 
 def faults():
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt

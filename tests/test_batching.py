@@ -11,7 +11,8 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from streamseg.batching import Batcher, EndOfStream, Failure, offer_newest, produce
+from streamseg.runtime.batcher import Batcher, produce
+from streamseg.runtime.channels import EndOfStream, Failure, offer_newest
 from streamseg.types import Frame
 
 PIXELS = np.zeros((2, 2, 3), np.uint8)

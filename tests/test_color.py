@@ -13,7 +13,7 @@ import torch
 import streamseg
 from streamseg.inference.color import yuv420_to_rgb
 from streamseg.sources import read_frames
-from streamseg.synthetic import Scene
+from streamseg.testing.synthetic import Scene
 from streamseg.types import Frame
 
 from .conftest import SAMPLE_CLIP, SAMPLE_MODEL, read_video

@@ -354,7 +354,7 @@ def test_trained_sample_model_matches_at_default_thresholds(task: str) -> None:
 
 def test_frames_are_decoded_rgb(odd_clip: Path) -> None:
     """A channel swap would still match the reference above; check the colour order against the scene."""
-    from streamseg.synthetic import Scene
+    from streamseg.testing.synthetic import Scene
 
     frame = next(iter(read_frames(odd_clip)))
     expected, _ = Scene(5, aspect=150 / 100).render(0, 150, 100)

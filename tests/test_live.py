@@ -665,7 +665,7 @@ def test_hls_video_on_demand_keeps_every_frame(tmp_path: Path, tiny_model: Path)
 def test_webcam_capture_path_gives_rgb_frames(tmp_path: Path) -> None:
     """The OpenCV capture behind webcams, run on a file (no camera here): frames come out RGB, in order."""
     from streamseg.sources.live import read_webcam
-    from streamseg.synthetic import Scene
+    from streamseg.testing.synthetic import Scene
 
     from .conftest import write_clip
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from streamseg.evaluation import panoptic_quality, read_jsonl, semantic_miou
-from streamseg.synthetic import LABELS, THING_IDS
+from streamseg.testing.evaluation import panoptic_quality, read_jsonl, semantic_miou
+from streamseg.testing.synthetic import LABELS, THING_IDS
 
 from .conftest import ROOT, SAMPLE_CLIP, SAMPLE_MODEL, run_cli
 

@@ -419,7 +419,7 @@ def test_frames_go_to_the_encoder_without_a_copy_and_encode_the_same(tmp_path: P
     import torch
 
     from streamseg.inference.color import rgb_to_yuv420
-    from streamseg.synthetic import Scene
+    from streamseg.testing.synthetic import Scene
 
     scene = Scene(5, aspect=320 / height)
 
@@ -518,7 +518,7 @@ def test_several_encoders_share_the_cores() -> None:
 
 def _encode_scene(path: Path, frames: int = 12, **sink_options) -> Path:
     """Write a moving scene through a VideoSink (no model): what the encoder settings alone do."""
-    from streamseg.synthetic import Scene
+    from streamseg.testing.synthetic import Scene
 
     scene = Scene(3, aspect=160 / 96)
     with VideoSink(path, time_base=Fraction(1, 30), **sink_options) as sink:

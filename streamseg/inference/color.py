@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from ..types import YUV_FORMATS
+from ..yuv import YUV_FORMATS
 
 __all__ = ["yuv420_to_rgb", "rgb_to_yuv420"]
 

@@ -18,8 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import av
 
-from ..batching import POLL_S
-from ..config import STREAM_FORMATS
+from ..containers import STREAM_FORMATS
 from ..exceptions import ConfigError, SinkError
 from ..retry import Backoff
 from ..types import FrameResult
@@ -31,6 +30,7 @@ __all__ = ["StreamSink", "stream_open_args", "stream_url"]
 log = logging.getLogger(__name__)
 
 OPEN_TIMEOUT_S = 5.0  # how long a server has to answer a connection, or a packet once connected
+_RECHECK_S = 0.05  # how often a wait (a full queue, a silent server) looks at what else has happened
 _QUEUED = 4  # frames queued for the sender: a live source's slack while a frame is being sent
 _CLOSE_TIMEOUT_S = OPEN_TIMEOUT_S + 2.0  # the queued frames sent (a file's paced), the session ended
 # A sender that takes no frame for this long is held by a server gone quiet: one that is well takes a frame
@@ -89,7 +89,7 @@ def server_answers(url: str, timeout: float = OPEN_TIMEOUT_S, cancel: threading.
 
 def _first_answer(conn: socket.socket, deadline: float, cancel: threading.Event | None) -> str | None:
     """Wait for the server's first byte, in short waits, until ``deadline`` or ``cancel``."""
-    conn.settimeout(POLL_S)
+    conn.settimeout(_RECHECK_S)
     while True:
         try:
             return None if conn.recv(1) else "the server closed the connection"
@@ -206,7 +206,7 @@ class StreamSink:
     def _enqueue(self, item: Any) -> None:
         while (sender := self._sender) is not None:
             try:
-                sender.queue.put(item, timeout=POLL_S) if self.pace else sender.queue.put_nowait(item)
+                sender.queue.put(item, timeout=_RECHECK_S) if self.pace else sender.queue.put_nowait(item)
                 return
             except queue.Full:
                 self._raise_failure()

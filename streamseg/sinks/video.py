@@ -17,10 +17,11 @@ import av
 import numpy as np
 from av.bitstream import BitStreamFilterContext
 
-from ..config import CONTAINERS
+from ..audio import AudioFeed
+from ..containers import CONTAINERS
 from ..demuxing import Damage, Timeline, packets
 from ..exceptions import ConfigError, SinkError
-from ..types import AudioFeed, FrameResult
+from ..types import FrameResult
 from ..urls import redact, scrub
 
 __all__ = ["VideoSink", "check_encoder", "check_writable", "encoder_opens", "encoder_threads", "pick_encoder"]

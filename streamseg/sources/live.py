@@ -27,7 +27,8 @@ import av
 import numpy as np
 
 from ..exceptions import SourceError
-from ..types import AudioFeed, Frame, put_each
+from ..audio import AudioFeed, put_each
+from ..types import Frame
 from ..retry import Backoff
 from ..urls import redact
 from .file import main_video_stream

@@ -20,7 +20,8 @@ import av
 
 from ..demuxing import Damage, Timeline, decode, flush, packets
 from ..exceptions import SourceError
-from ..types import AudioFeed, Frame, put_each
+from ..audio import AudioFeed, put_each
+from ..types import Frame
 from .file import VideoInfo, describe, main_video_stream, stamped
 from .pixels import display_rotation
 

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..types import YUV_FORMATS, ffmpeg_rgb
+from ..yuv import YUV_FORMATS, ffmpeg_rgb
 
 __all__ = ["colour_matrix", "display_rotation", "frame_pixels", "nv12_tensor"]
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .sources.live import TROUBLE, SourceStatus
-from .types import FrameResult
-from .urls import redact_text
+from ..sources.live import TROUBLE, SourceStatus
+from ..types import FrameResult
+from ..urls import redact_text
 
 __all__ = ["SourceStats", "StatsBoard"]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import rle
+from .. import rle
 
 __all__ = ["Quality", "semantic_miou", "panoptic_quality", "read_jsonl"]
 
