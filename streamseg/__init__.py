@@ -10,7 +10,7 @@ from .exceptions import Aborted, ConfigError, ModelError, SinkError, SourceError
 
 if TYPE_CHECKING:
     from .api import segment
-    from .pipeline import Pipeline, RunSummary
+    from .runtime.pipeline import Pipeline, RunSummary
     from .types import Frame, FrameResult, Segmentation
 
 __version__ = "0.1.0"
@@ -34,7 +34,7 @@ __all__ = [
 
 # Imported on first use: they bring in torch, which takes seconds, and the command line parses its
 # flags (and answers --help) before it needs them.
-_LAZY = {"segment": ".api", "Pipeline": ".pipeline", "RunSummary": ".pipeline", "Frame": ".types",
+_LAZY = {"segment": ".api", "Pipeline": ".runtime.pipeline", "RunSummary": ".runtime.pipeline", "Frame": ".types",
          "FrameResult": ".types", "Segmentation": ".types"}
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from .config import DEFAULT_MODEL, load_config
 from .exceptions import ConfigError
-from .pipeline import Pipeline
+from .runtime.pipeline import Pipeline
 from .types import FrameResult
 
 __all__ = ["segment"]

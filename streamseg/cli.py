@@ -18,7 +18,7 @@ from .exceptions import Aborted, ConfigError, ModelError, SinkError, SourceError
 from .urls import redact_text
 
 if TYPE_CHECKING:
-    from .pipeline import RunSummary
+    from .runtime.pipeline import RunSummary
     from .types import FrameResult
 
 __all__ = ["main"]
@@ -226,7 +226,7 @@ def _clock(seconds: float) -> str:
 def _segment(args: argparse.Namespace) -> int:
     # Imported here, not at the top: torch takes seconds to import, which --help and bad flags need not
     # wait for, and a Ctrl-C during the import ends with "aborted" like any other.
-    from .pipeline import Pipeline
+    from .runtime.pipeline import Pipeline
     from .runtime.stats import StatsBoard
 
     config = build_config(args)
@@ -237,7 +237,7 @@ def _segment(args: argparse.Namespace) -> int:
         raise ConfigError("nothing to do: give -o OUTPUT, --save-masks PATH, --stream URL, --show or --serve PORT")
     pipeline = Pipeline(config)
     if any(pipeline.live.values()):
-        logging.getLogger("streamseg.runtime.stats").setLevel(logging.INFO)
+        logging.getLogger("streamseg.stats").setLevel(logging.INFO)
     progress = Progress(None, enabled=not args.no_progress)
 
     def started() -> None:

@@ -238,6 +238,7 @@ class FrameResult:
         drawn_format: "rgb24" or "yuv420p".
         stats: seconds spent per stage on this frame (its batch's time divided by the batch size);
             the sink thread adds one entry per output.
+        batch_size: how many frames its batch held (the batcher fills batches only as frames come).
     """
 
     frame: Frame
@@ -245,6 +246,7 @@ class FrameResult:
     drawn: np.ndarray | None = None
     stats: dict[str, float] = field(default_factory=dict, repr=False)
     drawn_format: str = "rgb24"
+    batch_size: int = 1
 
     @functools.cached_property
     def annotated(self) -> np.ndarray | None:

@@ -57,7 +57,7 @@ def test_a_pipeline_keeps_freed_memory_while_it_runs_and_releases_it(tmp_path: P
         calls.append(allocator._users)
         release()
 
-    monkeypatch.setattr("streamseg.pipeline.release_freed_memory", counted)
+    monkeypatch.setattr("streamseg.runtime.pipeline.release_freed_memory", counted)
     clip = write_clip(tmp_path / "c.mp4", frames=4)
     config = streamseg.load_config(None, sources=(str(clip),), model__name=str(tiny_model), model__device="cpu")
     with streamseg.Pipeline(config) as pipeline:

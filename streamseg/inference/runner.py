@@ -280,7 +280,8 @@ class ModelRunner:
                 self._post_stream.synchronize()  # the copies are done: what leaves here is complete
             timer.lap("download")
         per_frame = {k: v / len(frames) for k, v in timer.times.items()}
-        return [FrameResult(f, s, a, dict(per_frame), fmt) for f, s, a, fmt in zip(frames, segs, annotated, formats)]
+        return [FrameResult(f, s, a, dict(per_frame), fmt, len(frames))
+                for f, s, a, fmt in zip(frames, segs, annotated, formats)]
 
     @contextlib.contextmanager
     def _compute_stream_for_batch(self) -> Iterator[None]:

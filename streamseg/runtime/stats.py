@@ -66,6 +66,7 @@ class StatsBoard:
 
     def __init__(self, sources: dict[str, bool]) -> None:
         self.sources = {name: SourceStats(name, live) for name, live in sources.items()}
+        self.any_live = any(sources.values())
 
     def add(self, result: FrameResult) -> None:
         stats = self.sources.get(result.source)

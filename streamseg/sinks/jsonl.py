@@ -13,6 +13,7 @@ from typing import IO, Any
 from .. import rle
 from ..exceptions import SinkError
 from ..types import FrameResult
+from .base import Sink
 
 __all__ = ["JsonlSink", "result_record"]
 
@@ -53,7 +54,7 @@ def result_record(result: FrameResult, *, wall_clock: bool = False) -> dict[str,
     }
 
 
-class JsonlSink:
+class JsonlSink(Sink):
     """Appends one JSON line per frame to a file, flushed per line so an interrupted run keeps its records."""
 
     stage = "export"  # name of its time in FrameResult.stats

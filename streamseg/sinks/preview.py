@@ -14,6 +14,7 @@ import cv2
 
 from ..exceptions import SinkError
 from ..types import FrameResult
+from .base import Sink
 
 __all__ = ["WindowPreviewSink"]
 
@@ -51,7 +52,7 @@ def display_problem() -> str | None:
     return None
 
 
-class WindowPreviewSink:
+class WindowPreviewSink(Sink):
     """Shows each source's annotated frames in its own window; ``q`` or Esc asks the run to stop.
 
     Args:
@@ -62,12 +63,16 @@ class WindowPreviewSink:
     wants_annotated = True
 
     def __init__(self, on_quit: Callable[[], None]) -> None:
+        self.on_quit = on_quit
+        self._rate: dict[str, tuple[float, float]] = {}  # source -> (last time, fps estimate)
+
+    def open(self) -> None:
+        """Raises:
+            SinkError: no display answers (before OpenCV is asked, which could abort the process)."""
         if sys.platform.startswith("linux"):
             problem = display_problem()
             if problem:
                 raise SinkError(f"--show needs a display ({problem}); use --serve PORT to watch in a browser")
-        self.on_quit = on_quit
-        self._rate: dict[str, tuple[float, float]] = {}  # source -> (last time, fps estimate)
 
     def write(self, result: FrameResult) -> None:
         now = time.monotonic()

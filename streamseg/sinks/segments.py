@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from ..types import FrameResult
+from .base import Sink
 
 __all__ = ["SegmentedSink"]
 
 log = logging.getLogger(__name__)
 
 
-class SegmentedSink:
+class SegmentedSink(Sink):
     """Writes a live source into a new file every ``segment_time`` seconds of wall-clock time.
 
     Files are named ``<stem>-<YYYYmmdd-HHMMSS><suffix>`` by their start; each is finished (it plays, or

@@ -23,6 +23,8 @@ from ..exceptions import ConfigError, SinkError
 from ..retry import Backoff
 from ..types import FrameResult
 from ..urls import redact, scrub
+from .base import Sink
+from .paths import safe_name
 from .video import VideoSink
 
 __all__ = ["StreamSink", "stream_open_args", "stream_url"]
@@ -107,7 +109,7 @@ def stream_url(template: str, source: str, several: bool) -> str:
     Raises:
         ConfigError: several sources, a URL with no path (udp://host:port) and no ``{source}``.
     """
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in source)
+    safe = safe_name(source)
     if _PLACEHOLDER in template:
         return template.replace(_PLACEHOLDER, safe)
     if not several:
@@ -139,7 +141,7 @@ class _Sender:
     thread: threading.Thread = field(init=False)
 
 
-class StreamSink:
+class StreamSink(Sink):
     """Publishes a source's annotated frames to ``url`` as they are made.
 
     A file is sent at its own speed (as ``ffmpeg -re`` sends it), so players show it in real time; a live

@@ -22,6 +22,7 @@ from ..containers import CONTAINERS
 from ..demuxing import Damage, Timeline, packets
 from ..exceptions import ConfigError, SinkError
 from ..types import FrameResult
+from .base import Sink
 from ..urls import redact, scrub
 
 __all__ = ["VideoSink", "check_encoder", "check_writable", "encoder_opens", "encoder_threads", "pick_encoder"]
@@ -219,7 +220,7 @@ def check_writable(path: str | Path) -> None:
         raise SinkError(f"{path}: permission denied")
 
 
-class VideoSink:
+class VideoSink(Sink):
     """Writes annotated frames to a video file.
 
     Every frame keeps its source timestamp (variable frame rate stays variable; the rate is never

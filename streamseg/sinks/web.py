@@ -26,6 +26,7 @@ import cv2
 
 from ..exceptions import SinkError
 from ..types import FrameResult
+from .base import Sink
 
 __all__ = ["WebPreviewSink", "Latest", "parse_address"]
 
@@ -118,7 +119,7 @@ class _Server(ThreadingHTTPServer):
             self._slots.release()
 
 
-class WebPreviewSink:
+class WebPreviewSink(Sink):
     """Serves ``/`` (the page), ``/stream/N.mjpg``, ``/frame/N.jpg`` and ``/stats`` for sources 0..N-1.
 
     Args:
@@ -131,6 +132,7 @@ class WebPreviewSink:
 
     stage = "serve"
     wants_annotated = True
+    wants_stats = True
 
     def __init__(self, address: str, sources: list[str], *, max_fps: float = 15.0, quality: int = 80,
                  token: str | None = None) -> None:

@@ -17,10 +17,11 @@ import av
 from ..demuxing import Damage, Timeline, decode, flush, packets
 from ..exceptions import SourceError
 from ..types import Frame
+from .base import Source, SourceContext
 from .hardware import hardware_decoder
 from .pixels import display_rotation, frame_pixels
 
-__all__ = ["VideoInfo", "describe", "main_video_stream", "probe", "read_frames", "stamped"]
+__all__ = ["FileSource", "VideoInfo", "describe", "main_video_stream", "probe", "read_frames", "stamped"]
 
 log = logging.getLogger(__name__)
 
@@ -260,3 +261,28 @@ def _declared_seconds(container: av.container.InputContainer, stream: av.VideoSt
     if container.duration and len(container.streams) == 1:
         return container.duration / av.time_base
     return None
+
+
+class FileSource(Source):
+    """A video file (or a URL of one): probed when opened, every frame decoded, its sound reopened by each
+    output that copies it."""
+
+    live = False
+
+    def __init__(self, spec: str, name: str) -> None:
+        self.spec = spec
+        self.name = name
+        self._context = SourceContext()
+
+    def open(self, context: SourceContext) -> None:
+        self._context = context
+        self.info = probe(self.spec)
+
+    def frames(self) -> Iterator[Frame]:
+        ctx = self._context
+        return read_frames(self.spec, name=self.name, threads=ctx.threads, hwaccel=ctx.hwaccel, yuv=ctx.yuv,
+                           gpu_frames=ctx.gpu_frames)
+
+    def sound(self) -> str | None:
+        return self.info.path if self.info is not None and self.info.has_audio else None
+

@@ -21,22 +21,26 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
-from urllib.parse import urlsplit
 
 import av
 import numpy as np
 
+from ..config import LiveConfig
 from ..exceptions import SourceError
 from ..audio import AudioFeed, put_each
 from ..types import Frame
 from ..retry import Backoff
 from ..urls import redact
+from .base import LIVE_SCHEMES, Kind, Source, SourceContext, is_webcam
+from .base import classify as classify_spec
 from .file import main_video_stream
 from .hardware import hardware_decoder
 from .pixels import frame_pixels
 
 __all__ = [
+    "LIVE_SCHEMES",
     "STATES",
+    "LiveSource",
     "Backoff",
     "SourceStatus",
     "is_live",
@@ -52,7 +56,6 @@ log = logging.getLogger(__name__)
 
 STATES = ("connecting", "live", "stalled", "reconnecting", "ended", "failed")
 LIVE_TIME_BASE = Fraction(1, 1000)  # live frames are stamped in milliseconds of wall-clock time
-LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "udp", "rtp", "srt", "tcp")
 
 
 TROUBLE = ("stalled", "reconnecting", "failed")  # the states of a live source that gives no frames
@@ -70,28 +73,14 @@ class SourceStatus:
     reason: str = ""
 
 
-def is_webcam(source: str) -> bool:
-    """A webcam index (``0``) or a V4L2 device path."""
-    return source.isdigit() or source.startswith("/dev/video")
-
-
 def is_live(source: str) -> bool:
     """Webcams (an index or /dev/video*) and streaming URLs are live; files are not.
 
     HTTP(S) URLs count as live unless they name a media file or an HLS playlist of a finished
-    recording (video on demand), which keeps every frame like a file.
+    recording (video on demand), which keeps every frame like a file: a playlist is asked (up to 10 s).
     """
-    if is_webcam(source):
-        return True
-    scheme = urlsplit(source).scheme.lower()
-    if scheme in LIVE_SCHEMES:
-        return True
-    if scheme in ("http", "https"):
-        path = urlsplit(source).path.lower()
-        if path.endswith(".m3u8"):
-            return not _is_video_on_demand(source)
-        return not path.endswith((".mp4", ".mkv", ".mov", ".webm", ".avi", ".ts"))
-    return False
+    kind = classify_spec(source)
+    return not _is_video_on_demand(source) if kind is Kind.PLAYLIST else kind.live
 
 
 def _is_video_on_demand(url: str, timeout_s: float = 10.0) -> bool:
@@ -387,3 +376,50 @@ def _capture(capture, stall_s: float) -> Iterator[Pixels]:
             yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), "rgb24", "bt601"
     finally:
         capture.release()
+
+
+class LiveSource(Source):
+    """A camera stream or a webcam, as a source: connected in its producer thread, reconnected with backoff
+    whenever the connection fails, ends or stalls, until the run stops (see :func:`read_live`).
+
+    Args:
+        spec: the URL, webcam index or device.
+        name: the source's name in the run.
+        settings: the run's ``live`` settings (transport, timeouts, backoff).
+    """
+
+    live = True
+
+    def __init__(self, spec: str, name: str, settings: LiveConfig) -> None:
+        self.spec = spec
+        self.name = name
+        self.settings = settings
+        self._context = SourceContext()
+        self._audio: LiveAudio | None = None
+
+    def open(self, context: SourceContext) -> None:
+        self._context = context
+        if context.audio and not is_webcam(self.spec):
+            self._audio = LiveAudio(context.clock.origin, self.name)
+        log.info("%s: %s", self.name, redact(self.spec))
+
+    def frames(self) -> Iterator[Frame]:
+        ctx, live = self._context, self.settings
+        if is_webcam(self.spec):
+            connect = read_webcam(self.spec, stall_s=live.stall_timeout_s)
+        else:
+            connect = read_stream(self.spec, transport=live.transport, stall_s=live.stall_timeout_s,
+                                  open_s=live.open_timeout_s, hwaccel=ctx.hwaccel, yuv=ctx.yuv, audio=self._audio)
+        if self._audio is not None:
+            self._audio.origin = ctx.clock.origin  # the clock starts after the source was opened
+        backoff = Backoff(initial=live.reconnect_initial_s, cap=live.reconnect_max_s)
+        return read_live(connect, name=self.name, stop=ctx.stop, report=ctx.report, backoff=backoff,
+                         origin=ctx.clock.origin)
+
+    def sound(self) -> AudioFeed | None:
+        return self._audio.feed() if self._audio is not None else None
+
+    def close(self) -> None:
+        if self._audio is not None:
+            self._audio.close()
+

@@ -22,37 +22,18 @@ from ..demuxing import Damage, Timeline, decode, flush, packets
 from ..exceptions import SourceError
 from ..audio import AudioFeed, put_each
 from ..types import Frame
+from .base import STDIN, Source, SourceContext, is_fifo, is_piped, is_stdin
 from .file import VideoInfo, describe, main_video_stream, stamped
 from .pixels import display_rotation
 
-__all__ = ["STDIN", "PipedVideo", "is_fifo", "is_piped", "is_stdin", "stdin_file"]
+__all__ = ["STDIN", "PipeSource", "PipedVideo", "is_fifo", "is_piped", "is_stdin", "stdin_file"]
 
-STDIN = "-"
-_NAMES = (STDIN, "pipe:", "pipe:0")
 _POLL_S = 0.2
 # Sound queued for the output: the frames' queues keep decoding within a second or so of the output, and
 # the sound's packets with it; this many (20 s of AAC) fill only when no output reads them.
 _AUDIO_PACKETS = 1000
 _FD = 0  # standard input's file descriptor, whatever Python's sys.stdin was replaced by (a notebook's)
 _HINT = "an MP4 must be fragmented to be piped: send MPEG-TS or Matroska"
-
-
-def is_stdin(source: str) -> bool:
-    """``-`` (or FFmpeg's ``pipe:``, ``pipe:0``): the video comes on standard input."""
-    return source in _NAMES
-
-
-def is_fifo(source: str) -> bool:
-    """A named pipe (``mkfifo``): read once, as standard input is; its writer may come later."""
-    try:
-        return stat.S_ISFIFO(os.stat(source).st_mode)
-    except (OSError, ValueError):
-        return False
-
-
-def is_piped(source: str) -> bool:
-    """Standard input or a named pipe: a video that can be read once only."""
-    return is_stdin(source) or is_fifo(source)
 
 
 def stdin_file() -> str | None:
@@ -236,3 +217,34 @@ class PipedVideo:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
             self._fd = _FD
+
+
+class PipeSource(Source):
+    """Standard input or a named pipe, as a source: read once, frames and sound from one container."""
+
+    live = False
+
+    def __init__(self, spec: str, name: str) -> None:
+        self.spec = spec
+        self.name = name
+        self._pipe: PipedVideo | None = None
+        self._yuv = False
+
+    def open(self, context: SourceContext) -> None:
+        self._yuv = context.yuv
+        self._pipe = PipedVideo(context.stop, audio=context.audio, path=STDIN if is_stdin(self.spec) else self.spec,
+                                wait_s=context.wait_s)
+        self.info = self._pipe.probe(threads=context.threads)
+
+    def frames(self) -> Iterator[Frame]:
+        assert self._pipe is not None, "open the source first"
+        return self._pipe.frames(self.name, yuv=self._yuv)
+
+    def sound(self) -> AudioFeed | None:
+        return self._pipe.feed() if self._pipe is not None else None
+
+    def close(self) -> None:
+        if self._pipe is not None:
+            self._pipe.close()
+            self._pipe = None
+
