@@ -1,21 +1,26 @@
-"""Side-by-side throughput: model-only ceiling, streamseg end to end, and the naive per-frame loop.
+"""streamseg's benchmarks, run by hand (never in CI), one scenario per subcommand:
 
-Run by hand (not in CI). Each measurement runs in its own process, one after the other on the same
-machine, so peak memory is its own and the ratios compare like with like:
+    python benchmarks/bench.py file --model tiny --size 640x360 --task panoptic --batch-size 4 --frames 120
+    python benchmarks/bench.py file --model swin-tiny --plant 8 --size 1280x720 --batch-size 8 --device cuda
+    python benchmarks/bench.py live --seconds 10 --rounds 2          (see live.py)
+    python benchmarks/bench.py components --size 1280x720            (see components.py)
 
-    python benchmarks/bench.py --model tiny --size 640x360 --task panoptic --batch-size 4 --frames 120
-    python benchmarks/bench.py --model swin-tiny --size 1280x720 --task panoptic --batch-size 8 --device cuda
-
-With ``--baseline DIR`` (a checkout of an earlier commit, e.g. ``git worktree add /tmp/base COMMIT``),
-streamseg as it was there runs in every round too, beside this tree's, and the ratio between the two
-says what the commits since then changed, measured side by side.
+``file`` is side-by-side throughput over a file: the model-only ceiling, streamseg end to end, and the
+naive per-frame loop. Each measurement runs in its own process, one after the other on the same
+machine, so peak memory is its own and the ratios compare like with like. With ``--baseline DIR`` (a
+checkout of an earlier commit, e.g. ``git worktree add /tmp/base COMMIT``), streamseg as it was there
+runs in every round too, beside this tree's, and the ratio between the two says what the commits since
+then changed, measured side by side.
 
 (1) ceiling: forward passes on already-preprocessed tensors on the device, nothing else.
-(2) streamseg: file in -> annotated H.264 file + JSONL masks out, through the real pipeline.
+(2) streamseg: file in -> annotated H.264 file + JSONL masks out, through the real pipeline; timed from the
+    end of its first batch to the end of the run, the encoder's flush and the outputs' closing included.
 (3) naive: OpenCV read -> transformers' image processor -> model -> transformers' post-processing ->
     numpy drawing -> cv2.VideoWriter, one frame at a time, as people write it today.
-Model loading and the first batch are excluded from all three. Weights are random for the hub
-architectures (the cost does not depend on them).
+Model loading and the first batch are excluded from all three. The hub architectures are built with
+random weights, which find no segments: ``--plant K`` gives their class head about K confident queries a
+frame, so that post-processing, drawing and the export do the work real segments cost (the JSON says
+how many segments a frame were found, and the batch sizes the batcher formed).
 """
 
 from __future__ import annotations
@@ -33,11 +38,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import components
 import gil_holders
-from baselines import source_trees
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import live
+from harness import ROOT, check_tree, source_trees, tree_env
 
 BUILT = ("tiny", "swin-tiny", "swin-small")  # the models bench.py builds (with --cache, once)
 STAGES = ("decode", "upload", "preprocess", "forward", "postprocess", "render", "download", "encode", "export")
@@ -83,6 +87,43 @@ def resize_input(model: Path, size: str, folder: Path) -> Path:
     config = json.loads((folder / "preprocessor_config.json").read_text())
     config["size"] = {"height": height, "width": width}
     (folder / "preprocessor_config.json").write_text(json.dumps(config))
+    return folder
+
+
+def plant_head(model_dir: Path, clip: Path, queries: int, folder: Path) -> Path:
+    """A copy of a random-weight checkpoint whose class head is confident, for one thing class, in about
+    ``queries`` queries a frame of ``clip``: those whose last decoder state lies furthest along a random
+    direction. Their masks are the model's own. What post-processing keeps of them (overlaps are
+    dropped) is what the run finds, and the run reports it."""
+    import torch
+
+    from streamseg.inference.loading import load_model
+    from streamseg.inference.preprocess import preprocess
+    from streamseg.sources import read_frames
+
+    loaded = load_model(str(model_dir), device="cpu", dtype="float32")
+    model, seen = loaded.model, {}
+    # The head reads each decoder layer's state in turn; the last call is the final layer's.
+    hook = model.class_predictor.register_forward_hook(lambda module, args, out: seen.update(state=args[0]))
+    images = [torch.from_numpy(f.image) for _, f in zip(range(4), read_frames(str(clip)))]
+    with torch.inference_mode():
+        model(pixel_values=preprocess(images, loaded.spec, torch.float32))
+    hook.remove()
+    state = seen["state"]  # (frames, queries, hidden)
+    direction = torch.randn(state.shape[-1], generator=torch.Generator().manual_seed(0))
+    direction /= direction.norm()
+    along = state @ direction
+    ranked = along.sort(dim=1, descending=True).values
+    cut = ranked[:, queries - 1:queries + 1].mean()  # between the K-th and the next, over the frames
+    gain = 12.0 / along.std()
+    thing = 0  # COCO panoptic's first class, a person: a thing, so each query is a segment of its own
+    with torch.no_grad():
+        model.class_predictor.weight.zero_()
+        model.class_predictor.bias.zero_()
+        model.class_predictor.weight[thing] = gain * direction
+        model.class_predictor.bias[thing] = -gain * cut
+    model.save_pretrained(folder)
+    shutil.copy(model_dir / "preprocessor_config.json", folder / "preprocessor_config.json")
     return folder
 
 
@@ -255,7 +296,8 @@ def measure_streamseg(args: argparse.Namespace) -> dict:
         output__video=str(out_dir / "streamseg.mp4"), output__masks=str(out_dir / "streamseg.jsonl"),
     )
     totals = dict.fromkeys(STAGES, 0.0)
-    count, first_done, spy = 0, 0.0, None
+    count, first_done, spy, segments = 0, 0.0, None, 0
+    batches: dict[int, int] = {}  # frames by the size of the batch they were in
     samples = Path(args.workdir) / f"gil-{os.getpid()}.txt"
     with Pipeline(cfg, profile=args.profile) as pipeline:
         device = str(pipeline.runner.loaded.device)
@@ -270,13 +312,17 @@ def measure_streamseg(args: argparse.Namespace) -> dict:
                 totals["decode"] += result.frame.decode_s
                 for stage, seconds in result.stats.items():
                     totals[stage] = totals.get(stage, 0.0) + seconds
-        end = time.perf_counter()
+                size = getattr(result, "batch_size", 0)  # 0: a baseline from before it was recorded
+                batches[size] = batches.get(size, 0) + 1
+                segments += len(result.segmentation.labels)
+    end = time.perf_counter()  # every output closed: the encoder's flush and the files' trailers counted
     timed = count - args.batch_size
     import streamseg
 
     gil = {"gil_holders": gil_holders.stop(spy, samples, end - first_done)} if spy else {}
     return {"fps": timed / (end - first_done), "frames": count, "seconds": end - first_done,
-            "package": str(Path(streamseg.__file__).parent),
+            "package": str(Path(streamseg.__file__).parent), "segments_per_frame": segments / max(timed, 1),
+            "batches": {str(size) if size else "unrecorded": frames // max(size, 1) for size, frames in sorted(batches.items())},
             "stages_ms": {k: 1000 * v / timed for k, v in totals.items()}, **busy.stop(), **_peaks(device), **gil}
 
 
@@ -358,12 +404,12 @@ def _once(path: Path, make) -> Path:
 
 
 def _child(mode: str, args: argparse.Namespace) -> dict:
-    source, variant = [], []
+    tree, variant = ROOT, []
     if mode == "baseline":  # streamseg's run, with the package imported from the baseline's tree
-        mode, source = "streamseg", ["--source", str(Path(args.baseline).resolve())]
+        mode, tree = "streamseg", Path(args.baseline).resolve()
     if mode == "variant":  # streamseg's run with other settings: the flags given last win
         mode, variant = "streamseg", shlex.split(args.variant)
-    cmd = [sys.executable, __file__, "--child", mode, *source, "--model-dir", args.model_dir, "--clip", args.clip,
+    cmd = [sys.executable, __file__, "file", "--child", mode, "--model-dir", args.model_dir, "--clip", args.clip,
            "--workdir", args.workdir, "--task", args.task, "--batch-size", str(args.batch_size),
            "--frames", str(args.frames), "--device", args.device, "--dtype", args.dtype,
            "--threshold", str(args.threshold), "--naive-frames", str(args.naive_frames),
@@ -376,20 +422,27 @@ def _child(mode: str, args: argparse.Namespace) -> dict:
     cmd += ["--profile"] if args.profile else []
     cmd += ["--gil-profile"] if args.gil_profile else []
     cmd += variant
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=tree_env(tree))
     if proc.returncode != 0:
+        # Its whole stderr is kept beside the results (a failed CUDA-graph capture says why there).
+        (Path(args.workdir) / f"{mode}-stderr.txt").write_text(proc.stderr)
         raise SystemExit(f"{mode} failed:\n{proc.stderr[-3000:]}")
+    if "CUDA graphs unavailable" in proc.stderr or "Traceback" in proc.stderr:
+        print(f"{mode} said on stderr:\n{proc.stderr[-1500:]}", file=sys.stderr, flush=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def file_main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="bench.py file", description="side-by-side throughput over a file")
     parser.add_argument("--model", default="tiny", help="tiny, sample, swin-tiny, swin-small or a folder")
     parser.add_argument("--size", default="640x360", help="WIDTHxHEIGHT of the test clip")
     parser.add_argument("--input-size", metavar="HEIGHTxWIDTH",
                         help="run the model at this input size instead of its own (e.g. the trained sample model "
                              "at the tiny config's 256x448)")
     parser.add_argument("--task", default="panoptic", choices=("semantic", "instance", "panoptic"))
+    parser.add_argument("--plant", type=int, default=0, metavar="K",
+                        help="give a random-weight model's class head about K confident queries a frame (real "
+                             "segments, whose post-processing, drawing and export cost what real ones do)")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--frames", type=int, default=120)
     parser.add_argument("--device", default="auto")
@@ -428,25 +481,19 @@ def main() -> None:
                         help="check these arguments (and --variant's flags, and --baseline's tree), then exit: "
                              "what gpu_check.sh's ARGS_ONLY=1 asks of each step")
     parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("--source", help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     parser.add_argument("--clip", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     source_trees(parser, args.baseline)  # refuses a baseline with no package, before anything runs
     if args.variant:
-        parser.parse_args([*sys.argv[1:], *shlex.split(args.variant)])  # its flags, as _child adds them
+        parser.parse_args([*argv, *shlex.split(args.variant)])  # its flags, as _child adds them
     if args.check_args:
         return
     if args.child:
-        if args.source:
-            sys.path.insert(0, args.source)  # nothing has imported streamseg yet
-            import streamseg
-
-            if not Path(streamseg.__file__).resolve().is_relative_to(Path(args.source)):
-                raise SystemExit(f"the baseline imported {streamseg.__file__}, not the package in {args.source}")
         result = {"ceiling": measure_ceiling, "streamseg": measure_streamseg, "naive": measure_naive}[args.child](args)
+        check_tree()  # every streamseg module it loaded came from the tree it was asked to measure
         print(json.dumps(result))
         return
 
@@ -465,6 +512,10 @@ def main() -> None:
         frames = args.frames + args.batch_size
         args.clip = str(_once(made / f"clip-{width}x{height}-{frames}.mp4",
                               lambda path: make_clip(path, width, height, frames)))
+        if args.plant:
+            planted = f"model-{Path(args.model_dir).name}-plant{args.plant}-{width}x{height}"
+            args.model_dir = str(_once(made / planted, lambda path: plant_head(Path(args.model_dir), Path(args.clip),
+                                                                             args.plant, path)))
         # Rounds alternate the runs, so that a machine whose speed drifts (a shared CPU does) weighs on
         # each ratio's two sides alike; each ratio is taken within a round, then the median is reported.
         runs = (([] if args.skip_ceiling else ["ceiling"]) + ["streamseg"] + (["variant"] if args.variant else [])
@@ -509,6 +560,10 @@ def main() -> None:
         ratios = [r[top]["fps"] / r[bottom]["fps"] for r in rounds]
         each = " ".join(f"{x:.2f}" for x in ratios) + (f"; variant: {args.variant}" if top == "variant" else "")
         print(f"{top:<9} / {bottom:<7} = {statistics.median(ratios):.2f}  (each round: {each})")
+    for name in (r for r in runs if r not in ("naive", "ceiling")):
+        run = sorted(rounds, key=lambda r: r[name]["fps"])[len(rounds) // 2][name]
+        print(f"{name}: {run.get('segments_per_frame', float('nan')):.1f} segments a frame; batches formed "
+              f"(size: count) {run.get('batches', {})}")
     print("streamseg per-frame stage times (ms, median round; stages overlap across threads):")
     middle = sorted(rounds, key=lambda r: r["streamseg"]["fps"])[len(rounds) // 2]["streamseg"]
     print("  " + "  ".join(f"{k}={v:.1f}" for k, v in middle["stages_ms"].items()))
@@ -528,6 +583,15 @@ def main() -> None:
         print(gil_holders.report(sorted(rounds, key=lambda r: r[name]["fps"])[len(rounds) // 2][name]["gil_holders"]))
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "rounds": rounds}, indent=2))
+
+
+SCENARIOS = {"file": file_main, "live": live.main, "components": components.main}
+
+
+def main() -> None:
+    if len(sys.argv) < 2 or sys.argv[1] not in SCENARIOS:
+        raise SystemExit(f"usage: bench.py {{{','.join(SCENARIOS)}}} [options] (--help after one says its options)")
+    SCENARIOS[sys.argv[1]](sys.argv[2:])
 
 
 if __name__ == "__main__":

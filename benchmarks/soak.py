@@ -8,7 +8,7 @@ A clip long enough to outlast the run is generated (60 rendered frames, looped, 
 make); the pipeline runs until ``--minutes`` have passed; RSS is sampled every few seconds. The slope
 is fitted by least squares after the first minute (allocator and caches warming up).
 
-``--live SECONDS`` reads a camera instead: GStreamer's RTSP server (tests/rtsp_server.py, Debian's
+``--live SECONDS`` reads a camera instead: GStreamer's RTSP server (streamseg/testing/rtsp_server.py, Debian's
 python3-gi), killed and started again every SECONDS, recorded in 60 s segments + JSONL of which the
 newest 3 are kept, so that every reconnect path runs many times. Open file descriptors and threads are sampled too: a camera that
 drops a hundred times a day must not leak either.
@@ -17,17 +17,12 @@ drops a hundred times a day must not leak either.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench import build_model, make_clip
 
@@ -64,7 +59,7 @@ def main() -> None:
         outputs = {"output__video": str(Path(tmp) / "out.mp4"), "output__masks": str(Path(tmp) / "out.jsonl")}
         camera, restarts = None, 0
         if args.live:
-            from tests.test_live import RtspServer
+            from streamseg.testing.cameras import RtspServer
 
             camera = RtspServer("cam:15").start()
             cfg = load_config(None, sources=(camera.url("cam"),), model__name=str(model), model__device=args.device,

@@ -44,3 +44,17 @@ def test_a_step_with_arguments_bench_refuses_fails_the_check(tmp_path: Path) -> 
     done = _check(tmp_path, broken)
     assert done.returncode != 0
     assert "main: arguments refused" in done.stdout
+
+
+def test_the_steps_time_limits_fit_the_checks_budget(tmp_path: Path) -> None:
+    """The device call's limit is 600 s: the steps one run can take must fit the script's budget, which
+    leaves the call time to send the results back."""
+    done = _check(tmp_path, ROOT / "benchmarks" / "gpu_check.sh")
+    line = next(line for line in done.stdout.splitlines() if line.startswith("time limits:"))
+    planned, budget = (int(word.rstrip("s")) for word in line.split() if word.rstrip("s").isdigit())
+    assert planned <= budget <= 560, line
+    over = tmp_path / "over"
+    over.mkdir()
+    script = (ROOT / "benchmarks" / "gpu_check.sh").read_text().replace("bench main 200", "bench main 400")
+    (over / "gpu_check.sh").write_text(script)
+    assert _check(over, over / "gpu_check.sh").returncode != 0

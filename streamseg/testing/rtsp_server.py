@@ -3,7 +3,7 @@
 
 Runs under Debian's /usr/bin/python3 (python3-gi, gir1.2-gst-rtsp-server-1.0, plugins base/good/ugly):
 
-    /usr/bin/python3 tests/rtsp_server.py PORT NAME:FPS[:av] [NAME:record=FILE.mkv ...] [--auth USER:PASSWORD]
+    /usr/bin/python3 streamseg/testing/rtsp_server.py PORT NAME:FPS[:av] [NAME:record=FILE.mkv ...] [--auth USER:PASSWORD]
 
 Serves rtsp://127.0.0.1:PORT/NAME for each mount, H.264 320x180 (with ``:av``, and a 440 Hz tone in AAC),
 and prints "ready" once listening. A ``record=`` mount is one to publish H.264 to (RTSP RECORD),
