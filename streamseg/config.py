@@ -70,7 +70,7 @@ class ModelConfig:
     device: str = "auto"
     dtype: str = "auto"
     compile: bool = False
-    channels_last: bool = False  # NHWC layout for the convolutions: 9% faster for the sample model on a CPU
+    channels_last: bool = False  # NHWC layout for the convolutions: faster for some models on a CPU; off, as transformers has it
     cuda_graphs: bool = True  # on CUDA, replay the forward pass from CUDA graphs (not with compile)
 
     def __post_init__(self) -> None:

@@ -53,8 +53,8 @@ MOST_PIXELS = 1 << 23
 def frames_at_once(device: torch.device) -> bool:
     """Whether per-frame work done as tensor ops takes a batch's frames at once on ``device``: yes on a
     GPU, where each op is a launch whatever its size, so a batch costs the launches of one frame; no on
-    the CPU, where a frame's temporaries stay in cache and a batch's are fresh pages (measured: a batch
-    of eight 720p maps' areas and boxes took 44 ms at once against 22 ms frame by frame)."""
+    the CPU, where a frame's temporaries stay in cache and a batch's are fresh pages (slower at once than
+    frame by frame)."""
     return device.type != "cpu"
 
 

@@ -1,8 +1,7 @@
 """YUV 4:2:0 to RGB and back on the model's device.
 
 Decoders give and encoders take YUV 4:2:0: half the bytes of RGB. Converting on the host costs a pass
-of FFmpeg's swscale per frame each way (1.1 ms and 1.7 ms at 720p on one core, nine times that at 4K);
-on a GPU the same work is a few element-wise kernels, and the copies carry half the bytes.
+of FFmpeg's swscale per frame each way, on one core, growing with the pixels; on a GPU the same work is a few element-wise kernels, and the copies carry half the bytes.
 Decoding, the result is within 2 levels of swscale's (its fixed-point arithmetic rounds down; chroma
 is repeated over each 2x2 block, as swscale's planar converter does). Encoding, luma is within one
 level of swscale's and chroma is the mean of each 2x2 block.

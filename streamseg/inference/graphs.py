@@ -1,12 +1,11 @@
 """The model's forward pass replayed from CUDA graphs: one launch where it took thousands.
 
 Mask2Former's forward pass launches a few thousand small kernels. On a fast GPU, launching them takes
-longer than running them (H100, swin-tiny, 8 frames at 384x384: the launching thread 99% busy, the
-GPU 71%), and in a pipeline that thread also shares the interpreter lock with decoding, encoding and
-exporting. A graph captured once per input shape replays the whole pass from one call. The runner
+longer than running them (the launching thread is busy while the GPU waits), and in a pipeline that
+thread also shares the interpreter lock with decoding, encoding and exporting. A graph captured once per input shape replays the whole pass from one call. The runner
 captures the frames' colour conversion and preprocessing in the same graph where it can: each op
-launched from Python gives the interpreter lock away and must wait to take it back, and the infer
-thread waited on about 50 of them a batch.
+launched from Python gives the interpreter lock away and must wait to take it back, dozens of times a
+batch.
 
 transformers builds a few small tensors from Python lists on the device in each pass (the pixel
 decoder's level shapes); such a copy waits for the device, which a capture forbids. They are the same

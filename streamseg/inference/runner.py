@@ -350,9 +350,9 @@ def upload_together(tensors: list[torch.Tensor],
     """``tensors`` on the device: those on the host of one shape and dtype are sent together by ``send``
     (which returns them stacked there); tensors already on a GPU stay as they are.
 
-    One copy and one transfer a batch, not a pinned copy and a transfer a frame: on the H200 the upload
-    held the infer thread 30 ms a batch while it was mostly idle, likely waiting to take back the
-    interpreter lock that each op gives away (see benchmarks/RESULTS.md)."""
+    One copy and one transfer a batch, not a pinned copy and a transfer a frame: each op gives the
+    interpreter lock away and waits to take it back, and a frame's ops held the infer thread on a GPU
+    machine while it was mostly idle."""
     sent = list(tensors)
     keys = [None if t.is_cuda else (tuple(t.shape), t.dtype) for t in tensors]
     for members in grouped(keys).values():

@@ -6,19 +6,15 @@ end of each op. Two things make them wait longer than they need to, and both are
 - **A second OpenMP team.** libgomp shortens every team's spin-wait to almost nothing once the process
   holds more of its threads than there are cores, and a thread that ran one parallel op keeps its
   team (asleep) until it ends. The forward pass's workers then sleep and wake at each of their
-  thousands of waits a batch: in a thread beside a main thread that had loaded the model with every
-  core, the sample model's forward pass slept 1,000 times a batch and took 1.12x the time of one
-  beside a main thread that had loaded it with one (``python benchmarks/omp_teams.py``). So the
-  pipeline's other threads, and the caller's thread while a pipeline runs, use one torch thread
-  (:func:`set_torch_threads`); on every core, post-processing's ops also took cores the forward pass
-  was using (an earlier measurement: 30% fewer frames a second).
+  thousands of waits a batch, which costs it measurably. So the pipeline's other threads, and the
+  caller's thread while a pipeline runs, use one torch thread (:func:`set_torch_threads`); on every
+  core, post-processing's ops would also take the cores the forward pass is using.
 - **Other threads taking a core.** Post-processing, decoding and encoding take a core from the team
   now and then, and the whole team waits for the thread that lost it: each millisecond of their work
   cost about a millisecond of the forward pass. Over files, where throughput is what counts,
   :func:`yield_to_forward` lowers those threads' priority: they run when the forward pass waits for
-  them (the queue between the two is one batch deep), not in the middle of it. Together with the
-  above: 0.80x the model-only ceiling where it was 0.73-0.79x (``benchmarks/RESULTS.md``). Their
-  stage times then include their waits for a core.
+  them (the queue between the two is one batch deep), not in the middle of it. Their stage times then
+  include their waits for a core. ``benchmarks/RESULTS.md`` has what a CPU run reaches of the ceiling.
 """
 
 from __future__ import annotations
@@ -71,8 +67,8 @@ class ThreadTuner:
 
     With every core the forward pass is fastest alone, but its workers wait for each other whenever
     post-processing, decoding or encoding take one of those cores; with one core it never waits but
-    computes slower. Which wins depends on the model, the video and the outputs (2 cores: a model
-    whose forward pass dominates runs 45% faster on both, the small sample model 15% faster on one).
+    computes slower. Which wins depends on the model, the video and the outputs: a model whose forward
+    pass dominates does better on every core, a small one beside heavy outputs on one.
     So the infer loop calls :meth:`tick` once per batch; the tuner tries each setting for a few
     batches, now and every ``every`` batches, and keeps the one with the shorter time per batch. Under
     back-pressure that time is the whole pipeline's, not only the forward pass's.

@@ -2,10 +2,9 @@
 
 glibc serves large blocks with fresh mappings and trims freed memory off its heaps, so each batch's large
 temporaries (decoded and drawn frames, masks resized to the frame's size, the forward pass's activations on
-a CPU) come back as new pages: a page fault for each 4 KB touched. Post-processing one 720p semantic frame
-took 8,500 faults and 13 ms of system time on this project's 2-core machine, and the sample model's
-forward pass 18,000-25,000 faults a frame; about none once freed blocks stay. Closing gives the memory
-back. Elsewhere than glibc (musl, macOS, Windows) nothing changes.
+a CPU) come back as new pages: a page fault for each page touched, thousands a frame, each paid in system
+time; about none once freed blocks stay. Closing gives the memory back. Elsewhere than glibc (musl,
+macOS, Windows) nothing changes.
 """
 
 from __future__ import annotations

@@ -190,8 +190,8 @@ def encoder_threads(threads: int, outputs: int, cores: int | None = None) -> int
 def _encoder_input(image: np.ndarray) -> av.VideoFrame:
     """An (H, W, 3) RGB or (H * 3 / 2, W) YUV 4:2:0 image as a frame for the encoder, sharing its memory.
 
-    Copying costs 0.5 ms a 720p YUV frame and 1 ms an RGB one, with the interpreter lock held, in a
-    pipeline whose threads all wait on that lock. FFmpeg keeps a reference to the array until it is
+    A copy would be made with the interpreter lock held, in a pipeline whose threads all wait on that
+    lock. FFmpeg keeps a reference to the array until it is
     done with it; the array must not change after (none does: each result's images are its own).
     """
     pixel_format = "rgb24" if image.ndim == 3 else "yuv420p"
@@ -354,10 +354,9 @@ class VideoSink(Sink):
         stream.codec_context.time_base = self.time_base
         stream.codec_context.thread_count = self.threads
         # PyAV asks for slice threads only, which makes libx264 encode one frame at a time across its
-        # threads while the caller waits: on a 16-core GPU machine this thread waited there 97% of the
-        # time, the pipeline's limit. With frame threads allowed, x264 encodes several frames at once and
-        # returns at once (a few frames' more delay); FFmpeg's own encoders keep slice threads where they
-        # have no other kind.
+        # threads while the caller waits, and on a GPU machine that wait limits the pipeline. With frame
+        # threads allowed, x264 encodes several frames at once and returns at once (a few frames' more
+        # delay); FFmpeg's own encoders keep slice threads where they have no other kind.
         stream.codec_context.thread_type = "AUTO"
         stream.codec_context.colorspace = COLORSPACE_BT601
         stream.codec_context.color_range = RANGE_LIMITED
@@ -528,8 +527,8 @@ _CRASH_SAFE = {"mp4": _FRAGMENTED, "mov": _FRAGMENTED,
                "matroska": {"cluster_time_limit": "1000", "flush_packets": "1"},
                "webm": {"cluster_time_limit": "1000", "flush_packets": "1"}}
 
-# x264's presets as libvpx's speed settings: veryfast encodes 720p about as fast as x264 does (measured,
-# 2 threads: 44 fps against 47), where libvpx's own default (good, 1) managed 11 fps at 640x360.
+# x264's presets as libvpx's speed settings, so that a preset costs about the same time in either encoder:
+# libvpx's own default (good, 1) is several times slower than x264's veryfast.
 VP9_SPEED = {"ultrafast": ("realtime", 8), "superfast": ("realtime", 7), "veryfast": ("realtime", 6),
              "faster": ("good", 5), "fast": ("good", 4), "medium": ("good", 3), "slow": ("good", 2),
              "slower": ("good", 1), "veryslow": ("good", 0)}

@@ -256,7 +256,7 @@ class LiveAudio:
     anew). The frames of a connection with sound are placed by the same offset (:meth:`anchor`), not
     by when they were decoded: a source thread that falls behind (a busy machine) would otherwise stamp
     its pictures later than the sound that came with them, and the recording would play them apart by
-    as much (2.6 s, seen in a loaded test run). Sound before a connection's first frame is left out.
+    as much (seconds, on a loaded machine). Sound before a connection's first frame is left out.
     Sound whose codec, rate or channels differ from the first connection's (the camera reconfigured) is
     left out, with a warning: one file holds one kind.
 
