@@ -41,7 +41,7 @@ from pathlib import Path
 import components
 import gil_holders
 import live
-from harness import ROOT, check_tree, source_trees, tree_env
+from harness import ROOT, check_tree, provenance, source_trees, tree_env
 
 BUILT = ("tiny", "swin-tiny", "swin-small")  # the models bench.py builds (with --cache, once)
 STAGES = ("decode", "upload", "preprocess", "forward", "postprocess", "render", "download", "encode", "export")
@@ -582,7 +582,7 @@ def file_main(argv: list[str]) -> None:
         print(f"who holds the interpreter lock, {name} (py-spy, median round; % of the samples holding it):")
         print(gil_holders.report(sorted(rounds, key=lambda r: r[name]["fps"])[len(rounds) // 2][name]["gil_holders"]))
     if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "rounds": rounds}, indent=2))
+        Path(args.json).write_text(json.dumps({**provenance(), "args": vars(args), "rounds": rounds}, indent=2))
 
 
 SCENARIOS = {"file": file_main, "live": live.main, "components": components.main}

@@ -24,7 +24,7 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
-from harness import ROOT, check_tree, child_result, first_module, source_trees
+from harness import ROOT, provenance, check_tree, child_result, first_module, source_trees
 
 SEGMENT_COUNTS = (4, 20, 60)
 
@@ -154,4 +154,4 @@ def main(argv: list[str]) -> None:
                 row += f" | ratio {statistics.median(ratios):.2f}"
             print(row)
     if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "rounds": rounds}, indent=2))
+        Path(args.json).write_text(json.dumps({**provenance(), "args": vars(args), "rounds": rounds}, indent=2))

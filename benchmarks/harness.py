@@ -60,7 +60,6 @@ def first_module(*names: str) -> ModuleType:
 
 def check_tree() -> None:
     """In a child: refuse to measure a package imported from another tree than the one asked for."""
-    import streamseg
 
     wanted = os.environ.get("STREAMSEG_BENCH_TREE")
     found = [m.__file__ for name, m in list(sys.modules.items()) if name.split(".")[0] == "streamseg"
@@ -68,6 +67,22 @@ def check_tree() -> None:
     stray = [f for f in found if wanted and not Path(f).resolve().is_relative_to(Path(wanted))]
     if stray:
         raise SystemExit(f"asked for the package in {wanted}, imported {stray[0]}")
+
+
+def provenance() -> dict[str, str]:
+    """What a results file says of where it was measured: the commit (with ``+`` if the tree had changes),
+    the machine and the versions."""
+    import platform
+    import time
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True).stdout.strip()
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    return {"commit": git("rev-parse", "--short", "HEAD") + ("+" if git("status", "--porcelain", "streamseg") else ""),
+            "machine": f"{cpu}, {os.cpu_count()} cores", "python": platform.python_version(),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
 def child_result(tree: Path, *args: str) -> dict:

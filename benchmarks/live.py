@@ -22,7 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from harness import ROOT, source_trees, tree_env
+from harness import ROOT, provenance, source_trees, tree_env
 
 SCENARIOS = {
     "file+camera": (["samples/shapes.mp4", "cam:fast"], []),
@@ -76,4 +76,4 @@ def main(argv: list[str]) -> None:
     finally:
         cameras.stop()
     if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "scenarios": found}, indent=2))
+        Path(args.json).write_text(json.dumps({**provenance(), "args": vars(args), "scenarios": found}, indent=2))
