@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ _DEFAULTS = {"model__name": DEFAULT_MODEL, "model__task": "auto", "model__device
 
 
 def segment(
-    source: str | Path,
+    source: str | Path | Any,
     *,
     model: str = DEFAULT_MODEL,
     task: str = "auto",
@@ -44,7 +45,9 @@ def segment(
         ...     print(r.index, r.time, r.segmentation.labels)
 
     Args:
-        source: a video file (or URL FFmpeg can open).
+        source: a video file, an image, a folder or glob of images, a URL FFmpeg can open; or frames in
+            memory: an H x W x 3 uint8 RGB numpy array, a PIL image, a torch tensor, or a list or any
+            iterable of them (each item optionally ``(image, seconds)``). A list of paths is several sources.
         model: hub id or local folder of a Mask2Former checkpoint.
         task: auto, semantic, instance or panoptic.
         output: also write the annotated video here.
@@ -54,8 +57,10 @@ def segment(
         **overrides: any other config value by dotted name with ``__`` for the dot,
             e.g. ``render__opacity=0.3``.
     """
+    paths = isinstance(source, (list, tuple)) and bool(source) and all(isinstance(s, (str, Path)) for s in source)
+    in_memory = not paths and not isinstance(source, (str, os.PathLike))  # else a wrong type, named in one line
     named = {
-        "sources": (str(source),),
+        "sources": () if in_memory else tuple(map(str, source)) if paths else (str(source),),
         "model__name": model if config is None or model != DEFAULT_MODEL else None,
         "model__task": task if config is None or task != "auto" else None,
         "model__device": device,
@@ -71,5 +76,5 @@ def segment(
         if named[key] not in (None, _DEFAULTS.get(key), overrides[key]):
             raise ConfigError(f"{key.replace('__', '.')}: given twice, as {named[key]!r} and {overrides[key]!r}")
     cfg = load_config(config, **{**named, **overrides})
-    with Pipeline(cfg, masks_to_host=True, annotate=annotate) as pipeline:
+    with Pipeline(cfg, sources=[source] if in_memory else (), masks_to_host=True, annotate=annotate) as pipeline:
         yield from pipeline.results()

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from .containers import CONTAINERS, STREAM_FORMATS
+from .containers import CONTAINERS, IMAGE_SUFFIXES, STREAM_FORMATS, names_folder
 from .exceptions import ConfigError
 from .urls import redact, url_problem
 
@@ -194,10 +194,11 @@ class OutputConfig:
             _check(scheme in STREAM_FORMATS, "output.stream", "expected an rtsp://, rtmp://, srt://, udp:// or tcp:// "
                    f"URL to publish to, got {scheme + '://...' if scheme else repr(self.stream)}")
             _check_url(self.stream, "output.stream")
-        if self.video is not None:
+        if self.video is not None and not names_folder(self.video):
             suffix = Path(self.video).suffix.lower()
-            _check(suffix in CONTAINERS, "output.video",
-                   f"unsupported container {suffix or '(none)'!r} for {self.video} (use {', '.join(CONTAINERS)})")
+            _check(suffix in CONTAINERS or suffix in IMAGE_SUFFIXES, "output.video",
+                   f"unsupported container {suffix or '(none)'!r} for {self.video} (use {', '.join(CONTAINERS)}; "
+                   f"for images {', '.join(IMAGE_SUFFIXES)}, or a folder: OUTDIR/)")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -35,6 +35,8 @@ class Frame:
         dropped: frames of a live source discarded, unprocessed, since the previous delivered one.
         pixel_format: "rgb24", "yuv420p" or "nv12".
         matrix: for YUV pixels, "bt601" or "bt709" (limited range).
+        item: which input of its source the frame is, where a source holds several (an image's path in a
+            folder's job); None for a video.
     """
 
     pixels: np.ndarray | torch.Tensor
@@ -48,6 +50,7 @@ class Frame:
     dropped: int = 0
     pixel_format: str = "rgb24"
     matrix: str = "bt601"
+    item: str | None = None
 
     def __post_init__(self) -> None:
         p = self.pixels

@@ -43,6 +43,7 @@ from ..sinks.base import Sink, as_sink
 from ..sinks.build import SinkSet, build_sinks, check_outputs, open_sinks
 from ..sinks.paths import output_tags
 from ..sinks.web import WebPreviewSink
+from ..sources.arrays import as_source
 from ..sources.base import RunClock, Source, SourceContext, classify, is_stdin, output_stem, source_names
 from ..sources.file import VideoInfo
 from ..sources.hardware import decoder_problem
@@ -113,15 +114,18 @@ class Pipeline:
         config: the whole job: sources, model, thresholds, batching, rendering, outputs.
         sinks: extra outputs, given every source's results; each is written from a thread of its own
             (a :class:`~streamseg.sinks.base.Sink`, or any object with ``write`` and ``close``).
-        sources: extra inputs, beside ``config.sources`` (each a :class:`~streamseg.sources.base.Source`).
+        sources: extra inputs, beside ``config.sources``: each a :class:`~streamseg.sources.base.Source`, or
+            frames in memory (a numpy array, PIL image or torch tensor, or a list or iterable of them, each
+            a source of its own: see :class:`~streamseg.sources.arrays.ArraySource`).
         masks_to_host: copy masks to host memory for every result (the Python API wants them);
             otherwise only when an output needs them.
         profile: exact per-stage timings in ``FrameResult.stats`` (syncs the device after each stage).
         annotate: draw every result (``FrameResult.annotated``), as RGB, whether an output shows it or not.
     """
 
-    def __init__(self, config: Config, *, sinks: Sequence[Any] | None = None, sources: Sequence[Source] = (),
+    def __init__(self, config: Config, *, sinks: Sequence[Any] | None = None, sources: Sequence[Any] = (),
                  masks_to_host: bool = False, profile: bool = False, annotate: bool = False) -> None:
+        sources = [as_source(source, f"array{k}" if len(sources) > 1 else "array") for k, source in enumerate(sources)]
         if not config.sources and not sources:
             raise ConfigError("sources: at least one source is needed")
         if sum(map(is_stdin, config.sources)) > 1:

@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config
+from ..containers import names_folder
 from ..exceptions import ConfigError
-from ..sources.base import Source, classify, is_stdin
+from ..sources.base import Kind, Source, classify, is_stdin
 from ..sources.live import LIVE_TIME_BASE
 from ..types import FrameResult
 from ..urls import redact
 from .base import Sink
+from .images import ImageSink, is_image_output
 from .jsonl import JsonlSink
 from .paths import check_distinct, output_path, segments_of
 from .preview import WindowPreviewSink
@@ -57,8 +59,15 @@ def check_outputs(config: Config, tags: dict[str, str]) -> None:
         ConfigError, SinkError: naming the output.
     """
     out, several = config.output, len(tags) > 1
-    paths = [output_path(template, tag, several) for template in (out.video, out.masks) if template
-             for tag in tags.values()]
+    folder = out.video is not None and names_folder(out.video)
+    if folder and not Path(out.video.rstrip("/") or "/").parent.is_dir():
+        raise ConfigError(f"output.video: the folder {out.video} cannot be made: its parent does not exist")
+    if (out.video and (folder or is_image_output(out.video))
+            and not all(classify(src) is Kind.IMAGES for src in config.sources)):
+        raise ConfigError(f"output.video: {out.video} takes images; a video's output is a "
+                          ".mp4, .mkv, .mov or .webm file")
+    paths = [output_path(template, tag, several) for template in (None if folder else out.video, out.masks)
+             if template for tag in tags.values()]
     # Standard input that is a file was taken as that file when the pipeline was made.
     check_distinct(paths, [src for src in config.sources if classify(src).local and "://" not in src
                            and not is_stdin(src)])
@@ -66,7 +75,7 @@ def check_outputs(config: Config, tags: dict[str, str]) -> None:
         check_writable(path)
     for tag in tags.values() if out.stream else []:
         stream_url(out.stream, tag, several)  # several sources need a URL each
-    if out.video and out.codec != "auto":
+    if out.video and out.codec != "auto" and not folder and not is_image_output(out.video):
         check_encoder(out.codec, out.video)
     if out.segment_time and not all(classify(src).live for src in config.sources):
         log.warning("--segment-time splits live recordings only: a file source's outputs stay one file each")
@@ -96,7 +105,11 @@ def build_sinks(config: Config, sources: Sequence[Source], tags: dict[str, str],
     for source in sources:
         group: list[Sink] = []
         tag = tags[source.name]
-        if out.video:
+        if out.video and (names_folder(out.video) or is_image_output(out.video)):
+            path = out.video if names_folder(out.video) else output_path(out.video, tag, several)
+            group.append(ImageSink(path))
+            outputs.append(path)
+        elif out.video:
             path = output_path(out.video, tag, several)
             group.append(_recording(config, source, path, encoder, stopped))
             outputs.append(segments_of(path) if source.live and out.segment_time else path)

@@ -46,7 +46,7 @@ def result_record(result: FrameResult, *, wall_clock: bool = False) -> dict[str,
         "frame": frame.index,
         "pts": frame.pts,
         "time": round(time.time() if wall_clock else frame.time, 6),
-        "source": frame.source,
+        "source": frame.item or frame.source,  # an image's path, in a job over a folder of them
         "width": frame.width,
         "height": frame.height,
         "task": seg.task,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import os
+import re
 import stat
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -19,19 +20,22 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from ..audio import AudioFeed
+from ..containers import IMAGE_SUFFIXES
 from ..types import Frame
 from ..urls import url_name
 
 if TYPE_CHECKING:
     from .file import VideoInfo
 
-__all__ = ["Kind", "LIVE_SCHEMES", "RunClock", "STDIN", "Source", "SourceContext", "classify", "is_fifo", "is_piped",
-           "is_stdin", "is_webcam", "output_stem", "source_names"]
+__all__ = ["Kind", "LIVE_SCHEMES", "RunClock", "STDIN", "Source", "SourceContext", "classify", "is_fifo", "is_image",
+           "is_image_job", "is_piped", "is_stdin", "is_webcam", "output_stem", "source_names"]
 
 STDIN = "-"
 _STDIN_NAMES = (STDIN, "pipe:", "pipe:0")
 LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "udp", "rtp", "srt", "tcp")
 _MEDIA_SUFFIXES = (".mp4", ".mkv", ".mov", ".webm", ".avi", ".ts")
+_GLOB = re.compile(r"[*?\[]")
+LIST_SUFFIX = ".txt"  # a list file: one image path a line, relative to the list's folder
 
 
 class Kind(enum.Enum):
@@ -42,6 +46,7 @@ class Kind(enum.Enum):
     WEBCAM = "webcam"  # an index or a V4L2 device
     STREAM = "stream"  # a camera or a live stream (newest frame kept, reconnected)
     PLAYLIST = "playlist"  # an HLS playlist: a finished recording reads as a file, else as a stream
+    IMAGES = "images"  # an image, a folder or a glob of them, or a list file: one job, batched together
 
     @property
     def live(self) -> bool:
@@ -51,7 +56,7 @@ class Kind(enum.Enum):
     @property
     def local(self) -> bool:
         """Whether it names a file on this machine (an input an output must not overwrite)."""
-        return self in (Kind.FILE, Kind.PIPE)
+        return self in (Kind.FILE, Kind.PIPE, Kind.IMAGES)
 
 
 def is_stdin(source: str) -> bool:
@@ -70,6 +75,21 @@ def is_fifo(source: str) -> bool:
 def is_piped(source: str) -> bool:
     """Standard input or a named pipe: a video that can be read once only."""
     return is_stdin(source) or is_fifo(source)
+
+
+def is_image(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def is_glob(spec: str) -> bool:
+    return bool(_GLOB.search(spec)) and not os.path.exists(spec)
+
+
+def is_image_job(spec: str) -> bool:
+    """An image, a folder, a glob that names no existing file, or a list file (``.txt``)."""
+    if "://" in spec:
+        return False
+    return is_image(spec) or spec.lower().endswith(LIST_SUFFIX) or os.path.isdir(spec) or is_glob(spec)
 
 
 def is_webcam(source: str) -> bool:
@@ -92,7 +112,7 @@ def classify(spec: str) -> Kind:
         if path.endswith(".m3u8"):
             return Kind.PLAYLIST
         return Kind.FILE if path.endswith(_MEDIA_SUFFIXES) else Kind.STREAM
-    return Kind.FILE
+    return Kind.IMAGES if is_image_job(spec) else Kind.FILE
 
 
 def source_names(sources: Sequence[str]) -> list[str]:
@@ -105,6 +125,8 @@ def source_names(sources: Sequence[str]) -> list[str]:
             base = f"webcam{src}" if src.isdigit() else src.rsplit("/", 1)[-1]
         elif "://" in src:
             base = url_name(src)
+        elif is_glob(src):
+            base = Path(src).parent.name or "images"
         else:
             base = src.rstrip("/").rsplit("/", 1)[-1] or src
         name, n = base, 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..config import Config
 from .base import Kind, Source, classify
 from .file import FileSource
+from .images import ImageSource
 from .live import LiveSource, _is_video_on_demand
 from .pipe import PipeSource
 
@@ -12,7 +13,7 @@ __all__ = ["open_source"]
 
 
 def open_source(spec: str, name: str, config: Config) -> Source:
-    """The source that ``spec`` names (a file, a pipe, a webcam, a stream), not yet opened.
+    """The source that ``spec`` names (a file, a pipe, a webcam, a stream, images), not yet opened.
 
     An HLS playlist is asked whether it has an end (up to 10 s): a finished recording is read as a file,
     every frame kept; a live one as a stream.
@@ -22,6 +23,8 @@ def open_source(spec: str, name: str, config: Config) -> Source:
         kind = Kind.FILE if _is_video_on_demand(spec) else Kind.STREAM
     if kind is Kind.PIPE:
         return PipeSource(spec, name)
+    if kind is Kind.IMAGES:
+        return ImageSource(spec, name)
     if kind.live:
         return LiveSource(spec, name, config.live)
     return FileSource(spec, name)

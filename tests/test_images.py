@@ -1,0 +1,167 @@
+"""Images in (a file, a folder, a glob, a list; numpy, PIL and torch in memory) and images out."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import streamseg
+from streamseg.sources.images import natural_key
+
+from .conftest import ROOT, SAMPLE_CLIP, run_cli
+
+CONFIG = str(ROOT / "configs" / "sample.yaml")
+
+
+def _video_frames(count: int) -> list[np.ndarray]:
+    with av.open(str(SAMPLE_CLIP)) as container:
+        return [f.to_ndarray(format="rgb24") for _, f in zip(range(count), container.decode(video=0))]
+
+
+def _records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _segments(record: dict) -> list[tuple]:
+    return [(s["label"], s["area"], tuple(s["bbox"]), tuple(s["rle"])) for s in record["segments"]]
+
+
+@pytest.fixture(scope="module")
+def video_path_results() -> list:
+    """The video path's results for the sample's first frames, one frame a batch, drawn as RGB."""
+    results = []
+    cfg = streamseg.load_config(CONFIG, sources=(str(SAMPLE_CLIP),), batching__batch_size=1)
+    with streamseg.Pipeline(cfg, annotate=True, masks_to_host=True) as pipeline:
+        for result in pipeline.results():
+            results.append(result)
+            if len(results) == 3:
+                pipeline.stop()
+    return results[:3]
+
+
+def test_an_image_in_gives_an_image_out_equal_to_the_video_path(tmp_path: Path, video_path_results: list) -> None:
+    frame = _video_frames(1)[0]
+    photo = tmp_path / "photo.png"
+    cv2.imwrite(str(photo), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    out, masks = tmp_path / "photo-seg.png", tmp_path / "photo.jsonl"
+    proc = run_cli("segment", str(photo), "-o", str(out), "--save-masks", str(masks), "--config", CONFIG)
+    assert proc.returncode == 0, proc.stderr
+    drawn = cv2.cvtColor(cv2.imread(str(out)), cv2.COLOR_BGR2RGB)
+    expected = video_path_results[0]
+    assert np.array_equal(drawn, expected.annotated)  # PNG is lossless: the very pixels of the video path
+    (record,) = _records(masks)
+    assert record["source"] == str(photo) and record["frame"] == 0
+    assert record["segments"] and [s["label"] for s in record["segments"]] == expected.segmentation.labels
+    assert f"-> {out}" in proc.stderr
+
+
+def _photo_set(folder: Path) -> dict[str, np.ndarray]:
+    """Three frames of the sample at two sizes, and one as a phone's JPEG stored sideways with an EXIF
+    orientation (6: turn 90 degrees clockwise to show)."""
+    folder.mkdir()
+    frames = _video_frames(3)
+    shown = {"img2.png": frames[0], "img10.png": cv2.resize(frames[1], (200, 120)), "img1.png": frames[2]}
+    for name, rgb in shown.items():
+        cv2.imwrite(str(folder / name), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    upright = frames[0][:, :200]
+    stored = np.ascontiguousarray(np.rot90(upright, k=1))  # what the camera wrote: turned back 90 degrees
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(folder / "phone.jpg", exif=exif, quality=98)
+    shown["phone.jpg"] = upright
+    return shown
+
+
+def test_a_folder_runs_as_one_job_in_natural_order_with_mixed_sizes_and_exif(tmp_path: Path) -> None:
+    shown = _photo_set(tmp_path / "shots")
+    out, masks = tmp_path / "out", tmp_path / "shots.jsonl"
+    proc = run_cli("segment", str(tmp_path / "shots"), "-o", f"{out}/", "--save-masks", str(masks),
+                   "--config", CONFIG)
+    assert proc.returncode == 0, proc.stderr
+    order = ["img1.png", "img2.png", "img10.png", "phone.jpg"]
+    records = _records(masks)
+    assert [Path(r["source"]).name for r in records] == order
+    assert [r["frame"] for r in records] == [0, 1, 2, 3]
+    assert sorted(p.name for p in out.iterdir()) == sorted(order)
+    for name in order:
+        written = cv2.imread(str(out / name))
+        assert written.shape[:2] == shown[name].shape[:2], name  # the phone's photo upright
+    assert {(r["width"], r["height"]) for r in records} == {(640, 360), (200, 120), (200, 360)}
+    assert sorted(order, key=natural_key) == order
+
+
+def test_a_quoted_glob_and_a_list_file_name_the_same_images(tmp_path: Path) -> None:
+    _photo_set(tmp_path / "shots")
+    listed = tmp_path / "shots.txt"
+    listed.write_text("shots/img10.png\n# a comment\nshots/img1.png\n")
+    for spec, expected in ((str(tmp_path / "shots" / "img*.png"), ["img1.png", "img2.png", "img10.png"]),
+                           (str(listed), ["img10.png", "img1.png"])):
+        masks = tmp_path / "masks.jsonl"
+        proc = run_cli("segment", spec, "--save-masks", str(masks), "--config", CONFIG)
+        assert proc.returncode == 0, proc.stderr
+        assert [Path(r["source"]).name for r in _records(masks)] == expected
+
+
+def test_a_folder_of_images_can_make_a_video_of_one_image_a_second(tmp_path: Path) -> None:
+    _photo_set(tmp_path / "shots")
+    out = tmp_path / "shots.mp4"
+    proc = run_cli("segment", str(tmp_path / "shots" / "img*.png"), "-o", str(out), "--config", CONFIG)
+    assert proc.returncode == 0, proc.stderr
+    with av.open(str(out)) as container:
+        times = [float(f.time) for f in container.decode(video=0)]
+    assert times == [0.0, 1.0, 2.0]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ([str(SAMPLE_CLIP), "-o", "x.png"], "output.video: x.png takes images"),
+    (["nothing-here/*.jpg", "--save-masks", "m.jsonl"], "nothing-here/*.jpg: a pattern that matches no image"),
+])
+def test_wrong_image_uses_are_one_line_errors(tmp_path: Path, args: list[str], message: str) -> None:
+    proc = run_cli("segment", *args, "--config", CONFIG)
+    assert proc.returncode in (2, 3) and message in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_numpy_pil_and_torch_frames_segment_as_their_file_does(tmp_path: Path) -> None:
+    frame = _video_frames(1)[0]
+    photo = tmp_path / "frame.png"
+    cv2.imwrite(str(photo), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    (from_file,) = streamseg.segment(photo, config=CONFIG)
+    inputs = [frame, Image.fromarray(frame), torch.from_numpy(frame), torch.from_numpy(frame).permute(2, 0, 1)]
+    results = list(streamseg.segment(inputs, config=CONFIG))
+    assert [r.index for r in results] == [0, 1, 2, 3] and [r.time for r in results] == [0.0, 1.0, 2.0, 3.0]
+    for result in results:
+        assert result.segmentation.labels == from_file.segmentation.labels
+        assert torch.equal(result.segmentation.label_map(), from_file.segmentation.label_map())
+    (single,) = streamseg.segment(frame, config=CONFIG)
+    assert single.source == "array"
+
+
+def test_an_iterable_of_frames_with_their_times(tmp_path: Path) -> None:
+    frames = _video_frames(3)
+
+    def capture():
+        for k, frame in enumerate(frames):
+            yield frame, 0.5 * k
+
+    results = list(streamseg.segment(capture(), config=CONFIG))
+    assert [r.time for r in results] == [0.0, 0.5, 1.0]
+
+
+@pytest.mark.parametrize(("value", "named"), [
+    (np.zeros((4, 4), np.float32), "a numpy array of shape (4, 4) and dtype float32"),
+    ([np.zeros((8, 8, 3), np.uint8), {"a": 1}], "item 1: a builtins.dict"),
+    (3.5, "a builtins.float"),
+])
+def test_a_wrong_type_is_named_never_its_data(value, named: str) -> None:
+    with pytest.raises(streamseg.SourceError) as caught:
+        list(streamseg.segment(value, config=CONFIG))
+    message = str(caught.value)
+    assert named in message and "\n" not in message and len(message) < 200
