@@ -53,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
                                             "(.mp4, .mkv, .mov, .webm); with several sources, one file each "
                                             "(out-<source>.mp4)")
     seg.add_argument("--save-masks", metavar="PATH.jsonl", help="write per-frame masks as JSON lines (COCO RLE)")
+    seg.add_argument("--save-labels", metavar="DIR", help="write per-frame label maps into DIR as lossless PNG, each "
+                     "with a JSON of its segments (semantic: 16-bit class ids; panoptic: COCO's RGB id encoding; "
+                     "instance: 16-bit instance values)")
     seg.add_argument("--config", metavar="FILE.yaml", help="YAML config (see configs/)")
     seg.add_argument("--model", help=f"hub id or local folder of a Mask2Former checkpoint (default {DEFAULT_MODEL})")
     seg.add_argument("--task", choices=("auto", "semantic", "instance", "panoptic"),
@@ -69,6 +72,10 @@ def _parser() -> argparse.ArgumentParser:
     seg.add_argument("--mask-threshold", type=float, help="panoptic: weighted-probability threshold (default 0.5)")
     seg.add_argument("--overlap-threshold", type=float,
                      help="panoptic: minimum kept share of a segment's own mask (default 0.8)")
+    seg.add_argument("--vid-stride", type=int, metavar="N", help="segment every Nth frame of each source "
+                     "(frames keep their numbers and times; default 1)")
+    seg.add_argument("--max-fps", type=float, metavar="F", help="segment at most F frames a second of each source "
+                     "(files and live sources alike)")
     seg.add_argument("--batch-size", type=int, help="frames per forward pass (default 4)")
     seg.add_argument("--max-wait-ms", type=float, help="longest wait to fill a batch (default 20)")
     seg.add_argument("--opacity", type=float, help="mask opacity, 0 to 1 (default 0.5)")
@@ -149,6 +156,7 @@ def build_config(args: argparse.Namespace) -> Config:
         render__outlines=flag_off(args.no_outlines),
         output__video=args.output,
         output__masks=args.save_masks,
+        output__labels=args.save_labels,
         output__audio=flag_off(args.no_audio),
         output__codec=args.codec,
         output__crf=args.crf,
@@ -160,6 +168,8 @@ def build_config(args: argparse.Namespace) -> Config:
         output__segment_time=args.segment_time,
         output__keep_segments=args.keep_segments,
         duration=args.duration,
+        vid_stride=args.vid_stride,
+        max_fps=args.max_fps,
         decoder=args.decoder,
         gpu_frames=args.gpu_frames,
         color_conversion=args.color_conversion,
@@ -233,8 +243,9 @@ def _segment(args: argparse.Namespace) -> int:
     out = config.output
     if not config.sources:
         raise ConfigError("no source: give a video file, webcam index or stream URL")
-    if not (out.video or out.masks or out.show or out.serve or out.stream):
-        raise ConfigError("nothing to do: give -o OUTPUT, --save-masks PATH, --stream URL, --show or --serve PORT")
+    if not (out.video or out.masks or out.labels or out.show or out.serve or out.stream):
+        raise ConfigError("nothing to do: give -o OUTPUT, --save-masks PATH, --save-labels DIR, --stream URL, --show "
+                          "or --serve PORT")
     pipeline = Pipeline(config)
     if any(pipeline.live.values()):
         logging.getLogger("streamseg.stats").setLevel(logging.INFO)

@@ -161,6 +161,7 @@ class OutputConfig:
 
     video: str | None = None
     masks: str | None = None
+    labels: str | None = None  # a folder for per-frame label maps (PNG) and their segments (JSON)
     stream: str | None = None  # a URL to publish the annotated video to, live (rtsp://, rtmp://, srt://, udp://)
     audio: bool = True
     codec: str = "auto"
@@ -213,6 +214,8 @@ class Config:
     output: OutputConfig = field(default_factory=OutputConfig)
     live: LiveConfig = field(default_factory=LiveConfig)
     duration: float | None = None
+    vid_stride: int = 1  # segment every Nth frame of each source (its frames keep their numbers and times)
+    max_fps: float | None = None  # and of those at most this many a second of the source's time
     decoder: str = "auto"  # files and streams; auto: NVDEC when the model runs on CUDA and it opens; cpu; cuda:N
     # Files decoded by NVDEC keep their frames on the GPU, without a copy through the host (experimental:
     # not yet measured on a GPU, hence off by default).
@@ -230,6 +233,9 @@ class Config:
                "needs NVDEC's frames and the colour conversion on the GPU (not decoder: cpu or color_conversion: host)")
         if self.duration is not None:
             _check(self.duration > 0, "duration", f"must be > 0 seconds, got {self.duration}")
+        _check(self.vid_stride >= 1, "vid_stride", f"must be at least 1, got {self.vid_stride}")
+        if self.max_fps is not None:
+            _check(self.max_fps > 0, "max_fps", f"must be > 0 frames a second, got {self.max_fps}")
         for source in self.sources:
             _check_url(source, "sources")
 

@@ -165,3 +165,62 @@ def test_a_wrong_type_is_named_never_its_data(value, named: str) -> None:
         list(streamseg.segment(value, config=CONFIG))
     message = str(caught.value)
     assert named in message and "\n" not in message and len(message) < 200
+
+
+@pytest.mark.parametrize("task", ["panoptic", "semantic", "instance"])
+def test_label_maps_decode_back_to_the_jsonl_masks(tmp_path: Path, task: str) -> None:
+    from streamseg import rle
+
+    labels, masks = tmp_path / "labels", tmp_path / "m.jsonl"
+    proc = run_cli("segment", str(SAMPLE_CLIP), "--task", task, "--save-masks", str(masks), "--save-labels",
+                   str(labels), "--duration", "0.3", "--config", CONFIG)
+    assert proc.returncode == 0, proc.stderr
+    records = _records(masks)
+    assert records and sorted(p.name for p in labels.glob("*.png")) == [f"shapes-{r['frame']:06d}.png" for r in records]
+    found = 0
+    for record in records:
+        stem = labels / f"shapes-{record['frame']:06d}"
+        image = cv2.imread(f"{stem}.png", cv2.IMREAD_UNCHANGED)
+        info = json.loads(Path(f"{stem}.json").read_text())
+        if task == "panoptic":  # COCO's encoding: id = R + 256 G + 256^2 B
+            rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB).astype(np.int64)
+            image = rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
+        else:
+            assert image.dtype == np.uint16
+        assert info["frame"] == record["frame"] and info["source"] == record["source"]
+        assert [(s["id"], s["category_id"], s["area"]) for s in info["segments_info"]] == [
+            (s["id"], s["label_id"], s["area"]) for s in record["segments"]]
+        decoded = [rle.decode(s["rle"]).astype(bool) for s in record["segments"]]
+        for k, entry in enumerate(info["segments_info"]):
+            later = np.zeros(image.shape, bool)
+            for mask in decoded[k + 1:]:
+                later |= mask
+            # Where instances overlap the later one's value stands; semantic and panoptic never overlap.
+            assert np.array_equal(image == entry["value"], decoded[k] & ~later), (record["frame"], k)
+            found += 1
+        anything = np.zeros(image.shape, bool)
+        for mask in decoded:
+            anything |= mask
+        assert np.array_equal(image == (65535 if task == "semantic" else 0), ~anything)
+    assert found > 0
+
+
+@pytest.mark.parametrize(("flags", "expected"), [
+    (["--vid-stride", "3"], list(range(0, 30, 3))),
+    (["--max-fps", "10"], list(range(0, 30, 3))),  # the sample is 30 fps: one frame in three
+    (["--vid-stride", "2", "--max-fps", "5"], list(range(0, 30, 6))),
+])
+def test_stride_and_rate_keep_frame_numbers_and_times(tmp_path: Path, flags: list[str], expected: list[int]) -> None:
+    masks, out = tmp_path / "m.jsonl", tmp_path / "o.mp4"
+    proc = run_cli("segment", str(SAMPLE_CLIP), *flags, "--save-masks", str(masks), "-o", str(out),
+                   "--config", CONFIG)
+    assert proc.returncode == 0, proc.stderr
+    records = _records(masks)[:len(expected)]
+    assert [r["frame"] for r in records] == expected
+    assert [round(r["time"] * 30) for r in records] == expected  # the source's own times
+    with av.open(str(SAMPLE_CLIP)) as container:
+        total = container.streams.video[0].frames
+    assert len(_records(masks)) == len(range(0, total, expected[1]))
+    with av.open(str(out)) as container:
+        times = [round(float(f.time) * 30) for f in container.decode(video=0)]
+    assert times[:len(expected)] == expected

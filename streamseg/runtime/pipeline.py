@@ -44,13 +44,13 @@ from ..sinks.build import SinkSet, build_sinks, check_outputs, open_sinks
 from ..sinks.paths import output_tags
 from ..sinks.web import WebPreviewSink
 from ..sources.arrays import as_source
-from ..sources.base import RunClock, Source, SourceContext, classify, is_stdin, output_stem, source_names
+from ..sources.base import RunClock, Source, SourceContext, classify, is_stdin, output_stem, source_names, thinned
 from ..sources.file import VideoInfo
 from ..sources.hardware import decoder_problem
 from ..sources.live import TROUBLE, SourceStatus
 from ..sources.open import open_source
 from ..sources.pipe import stdin_file
-from ..types import FrameResult
+from ..types import Frame, FrameResult
 from .allocator import keep_freed_memory, release_freed_memory
 from .batcher import Batcher, produce
 from .channels import POLL_S, EndOfStream, Failure
@@ -102,6 +102,11 @@ def _beside_forward(target: Callable[..., None], yields: bool, *args: Any) -> No
     target(*args)
 
 
+def thinned_frames(source: Source, stride: int, max_fps: float | None) -> Iterator[Frame]:
+    """A producer's frames where the run segments only some (``--vid-stride``, ``--max-fps``)."""
+    return thinned(source.frames(), stride, max_fps)
+
+
 class Pipeline:
     """Runs one segmentation job; use it as a context manager.
 
@@ -118,7 +123,7 @@ class Pipeline:
             frames in memory (a numpy array, PIL image or torch tensor, or a list or iterable of them, each
             a source of its own: see :class:`~streamseg.sources.arrays.ArraySource`).
         masks_to_host: copy masks to host memory for every result (the Python API wants them);
-            otherwise only when an output needs them.
+            otherwise only when an output declares it wants them.
         profile: exact per-stage timings in ``FrameResult.stats`` (syncs the device after each stage).
         annotate: draw every result (``FrameResult.annotated``), as RGB, whether an output shows it or not.
     """
@@ -150,7 +155,7 @@ class Pipeline:
         self.outputs: list[str] = []
         self.web: WebPreviewSink | None = None
         self._extra_sinks = [as_sink(sink) for sink in sinks or ()]
-        self._masks_to_host = masks_to_host or bool(config.output.masks)
+        self._masks_to_host = masks_to_host
         self._profile = profile
         self._annotate = annotate
         self._state = State.NEW
@@ -214,9 +219,10 @@ class Pipeline:
         render = cfg.render
         annotator = MaskAnnotator(render.opacity, render.outlines, render.labels,
                                   render.color_by if render.color_by != "auto" else "class")
+        masks_to_host = self._masks_to_host or any(s.wants_masks for s in sinks)
         self.runner = ModelRunner(
             loaded, self.task, cfg.postprocess, annotator=annotator if how.draw else None,
-            masks_to_host=self._masks_to_host, compile=cfg.model.compile, profile=self._profile,
+            masks_to_host=masks_to_host, compile=cfg.model.compile, profile=self._profile,
             channels_last=cfg.model.channels_last, yuv_out=how.yuv_out,
             cuda_graphs=cfg.model.cuda_graphs, batch_size=cfg.batching.batch_size,
         )
@@ -247,7 +253,9 @@ class Pipeline:
         queues: dict[str, queue.Queue] = {}
         for source in self.sources:
             queues[source.name] = queue.Queue(maxsize=cfg.live.queue_size if source.live else cfg.batching.queue_size)
-            self._spawn(f"source:{source.name}", produce, source.frames, queues[source.name], self._events.stop,
+            frames = (functools.partial(thinned_frames, source, cfg.vid_stride, cfg.max_fps)
+                      if cfg.vid_stride > 1 or cfg.max_fps else source.frames)
+            self._spawn(f"source:{source.name}", produce, frames, queues[source.name], self._events.stop,
                         wakeup, source.name, source.live)
         batcher = Batcher(queues, cfg.batching.batch_size, cfg.batching.max_wait_ms / 1000, wakeup,
                           live=frozenset(name for name, live in self.live.items() if live))

@@ -24,12 +24,14 @@ class Sink:
         wants_annotated: the frames must be drawn for it (``FrameResult.annotated`` or ``drawn``).
         takes_yuv: it takes the drawn frame as YUV 4:2:0 made on the device (``FrameResult.drawn``), as a
             video encoder does; when every sink that wants drawn frames takes YUV, no RGB is downloaded.
+        wants_masks: it reads the masks: they are copied to host memory with the batch's other copies.
         wants_stats: it is given the run's per-source statistics about once a second (:meth:`publish_stats`).
     """
 
     stage: str = "sink"
     wants_annotated: bool = False
     takes_yuv: bool = False
+    wants_masks: bool = False
     wants_stats: bool = False
 
     def open(self) -> None:
@@ -58,6 +60,7 @@ class _Adopted(Sink):
         self.stage = getattr(target, "stage", type(target).__name__)
         self.wants_annotated = bool(getattr(target, "wants_annotated", False))
         self.takes_yuv = bool(getattr(target, "takes_yuv", False))
+        self.wants_masks = bool(getattr(target, "wants_masks", False))
 
     def open(self) -> None:
         if callable(opener := getattr(self.target, "open", None)):

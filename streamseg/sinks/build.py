@@ -20,6 +20,7 @@ from ..urls import redact
 from .base import Sink
 from .images import ImageSink, is_image_output
 from .jsonl import JsonlSink
+from .labels import LabelSink
 from .paths import check_distinct, output_path, segments_of
 from .preview import WindowPreviewSink
 from .segments import SegmentedSink
@@ -122,11 +123,14 @@ def build_sinks(config: Config, sources: Sequence[Source], tags: dict[str, str],
             path = output_path(out.masks, tag, several)
             if source.live and out.segment_time:  # split like the recording, files named alike
                 group.append(SegmentedSink(path, segment_time=out.segment_time, open_file=_open_jsonl,
-                                           keep=out.keep_segments, stage=JsonlSink.stage))
+                                           keep=out.keep_segments, stage=JsonlSink.stage, wants_masks=True))
                 outputs.append(segments_of(path))
             else:
                 group.append(JsonlSink(path, wall_clock=source.live))
                 outputs.append(path)
+        if out.labels:
+            group.append(LabelSink(out.labels, tag))
+            outputs.append(out.labels)
         by_source[source.name] = group
     shared: list[Sink] = []
     if out.show:

@@ -58,6 +58,7 @@ class JsonlSink(Sink):
     """Appends one JSON line per frame to a file, flushed per line so an interrupted run keeps its records."""
 
     stage = "export"  # name of its time in FrameResult.stats
+    wants_masks = True
 
     def __init__(self, path: str | Path, *, wall_clock: bool = False) -> None:
         self.path = str(path)

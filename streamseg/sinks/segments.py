@@ -30,12 +30,12 @@ class SegmentedSink(Sink):
         segment_time: seconds per file.
         open_file: makes the sink for one file, given its path and the first result it will hold.
         keep: how many files to keep, or None for all.
-        stage, wants_annotated, takes_yuv: what the pipeline reads of the sinks it is made of.
+        stage, wants_annotated, takes_yuv, wants_masks: what the sinks it is made of declare (see Sink).
     """
 
     def __init__(self, path: str | Path, *, segment_time: float, open_file: Callable[[Path, FrameResult], Any],
                  keep: int | None = None, stage: str, wants_annotated: bool = False,
-                 takes_yuv: bool = False) -> None:
+                 takes_yuv: bool = False, wants_masks: bool = False) -> None:
         self.path = Path(path)
         self.segment_time = segment_time
         self.open_file = open_file
@@ -43,6 +43,7 @@ class SegmentedSink(Sink):
         self.stage = stage
         self.wants_annotated = wants_annotated
         self.takes_yuv = takes_yuv
+        self.wants_masks = wants_masks
         self.files: list[str] = []  # the files kept, oldest first
         self._current: Any = None
         self._started = 0.0

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from .file import VideoInfo
 
 __all__ = ["Kind", "LIVE_SCHEMES", "RunClock", "STDIN", "Source", "SourceContext", "classify", "is_fifo", "is_image",
-           "is_image_job", "is_piped", "is_stdin", "is_webcam", "output_stem", "source_names"]
+           "is_image_job", "is_piped", "is_stdin", "is_webcam", "output_stem", "source_names", "thinned"]
 
 STDIN = "-"
 _STDIN_NAMES = (STDIN, "pipe:", "pipe:0")
@@ -205,6 +205,20 @@ class Source:
     def close(self) -> None:
         """Let go of what :meth:`open` claimed; called once the producer thread has ended, also after a
         failed start."""
+
+
+def thinned(frames: Iterator[Frame], stride: int = 1, max_fps: float | None = None) -> Iterator[Frame]:
+    """Every ``stride``-th of ``frames``, and of those at most ``max_fps`` a second of the source's own time
+    (a frame is kept once at least ``1 / max_fps`` has passed since the last one kept). Frames keep their
+    numbers and times, so that outputs say where in the source each one is."""
+    last: float | None = None
+    for position, frame in enumerate(frames):
+        if position % stride:
+            continue
+        if max_fps is not None and last is not None and frame.time - last < 1 / max_fps - 1e-6:
+            continue
+        last = frame.time
+        yield frame
 
 
 def output_stem(name: str, spec: str) -> str:
