@@ -7,7 +7,6 @@ import glob
 import logging
 import os
 import sys
-import time
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
@@ -56,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     seg.add_argument("--save-labels", metavar="DIR", help="write per-frame label maps into DIR as lossless PNG, each "
                      "with a JSON of its segments (semantic: 16-bit class ids; panoptic: COCO's RGB id encoding; "
                      "instance: 16-bit instance values)")
+    seg.add_argument("--save-coco", metavar="FILE.json", help="write COCO results (instance, semantic; image_id is "
+                     "the frame's number) or COCO's panoptic format (panoptic: FILE.json and a FILE/ folder of PNGs)")
     seg.add_argument("--config", metavar="FILE.yaml", help="YAML config (see configs/)")
     seg.add_argument("--model", help=f"hub id or local folder of a Mask2Former checkpoint (default {DEFAULT_MODEL})")
     seg.add_argument("--task", choices=("auto", "semantic", "instance", "panoptic"),
@@ -81,6 +82,8 @@ def _parser() -> argparse.ArgumentParser:
     seg.add_argument("--opacity", type=float, help="mask opacity, 0 to 1 (default 0.5)")
     seg.add_argument("--no-labels", action="store_true", default=None, help="do not write class names")
     seg.add_argument("--no-outlines", action="store_true", default=None, help="do not outline segments")
+    seg.add_argument("--color-by", choices=("auto", "class", "instance"),
+                     help="colour segments by class (auto), or give each segment of a frame its own shade")
     seg.add_argument("--no-audio", action="store_true", default=None, help="do not copy the source's audio")
     seg.add_argument("--codec", help="video encoder: auto (VP9 for .webm; else NVENC on an NVIDIA GPU when it opens, "
                                      "else libx264), libx264, h264_nvenc, hevc, vp9, av1, ... (default auto)")
@@ -154,9 +157,11 @@ def build_config(args: argparse.Namespace) -> Config:
         render__opacity=args.opacity,
         render__labels=flag_off(args.no_labels),
         render__outlines=flag_off(args.no_outlines),
+        render__color_by=args.color_by,
         output__video=args.output,
         output__masks=args.save_masks,
         output__labels=args.save_labels,
+        output__coco=args.save_coco,
         output__audio=flag_off(args.no_audio),
         output__codec=args.codec,
         output__crf=args.crf,
@@ -180,43 +185,40 @@ def build_config(args: argparse.Namespace) -> Config:
 
 
 class Progress:
-    """A one-line progress display (frames, fps, ETA) on a terminal; silent elsewhere."""
+    """A progress bar on a terminal (tqdm: frames, a smoothed rate, an ETA once the length is known); silent
+    elsewhere. A terminal that goes away (a dropped ssh session) silences it; the run goes on."""
 
     def __init__(self, total: int | None, stream: Any = sys.stderr, enabled: bool = True) -> None:
         self.total = total
         self.stream = stream
         self.enabled = enabled and stream.isatty()
         self.count = 0
-        self.started = time.monotonic()
-        self._last = 0.0
+        self._bar: Any = None
+
+    def start(self, total: int | None = None) -> None:
+        """Show the bar, from the run's first frame on (model loading is not counted in its rate)."""
+        self.total = total if total is not None else self.total
+        if self.enabled:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=self.total, unit="frame", file=self.stream, smoothing=0.1, dynamic_ncols=True,
+                             mininterval=0.2)
 
     def __call__(self, result: FrameResult) -> None:
         self.count += 1
-        now = time.monotonic()
-        if not self.enabled or (now - self._last < 0.2 and self.count != self.total):
-            return
-        self._last = now
-        elapsed = now - self.started
-        fps = self.count / elapsed if elapsed > 0 else 0.0
-        if self.total:
-            done = min(self.count / self.total, 1.0)
-            bar = "#" * int(done * 24)
-            eta = (self.total - self.count) / fps if fps > 0 else 0.0
-            text = f"[{bar:<24}] {self.count}/{self.total} {fps:5.1f} fps ETA {_clock(eta)}"
-        else:
-            text = f"{self.count} frames {fps:5.1f} fps"
-        self._show("\r" + text + "\033[K")
+        if self._bar is not None:
+            self._quietly(self._bar.update, 1)
 
     def finish(self) -> None:
-        if self.enabled and self.count:
-            self._show("\n")
+        if self._bar is not None:
+            self._quietly(self._bar.close)
+            self._bar = None
 
-    def _show(self, text: str) -> None:
+    def _quietly(self, call: Any, *args: Any) -> None:
         try:
-            self.stream.write(text)
-            self.stream.flush()
+            call(*args)
         except OSError:  # the terminal is gone (SIGHUP after a dropped ssh session): the run goes on
-            self.enabled = False
+            self._bar = None
 
 
 def _tell(text: str) -> None:
@@ -226,11 +228,6 @@ def _tell(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
     except OSError:
         pass
-
-
-def _clock(seconds: float) -> str:
-    seconds = int(max(seconds, 0))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def _segment(args: argparse.Namespace) -> int:
@@ -243,9 +240,9 @@ def _segment(args: argparse.Namespace) -> int:
     out = config.output
     if not config.sources:
         raise ConfigError("no source: give a video file, webcam index or stream URL")
-    if not (out.video or out.masks or out.labels or out.show or out.serve or out.stream):
-        raise ConfigError("nothing to do: give -o OUTPUT, --save-masks PATH, --save-labels DIR, --stream URL, --show "
-                          "or --serve PORT")
+    if not (out.video or out.masks or out.labels or out.coco or out.show or out.serve or out.stream):
+        raise ConfigError("nothing to do: give -o OUTPUT, --save-masks PATH, --save-labels DIR, --save-coco FILE, "
+                          "--stream URL, --show or --serve PORT")
     pipeline = Pipeline(config)
     if any(pipeline.live.values()):
         logging.getLogger("streamseg.stats").setLevel(logging.INFO)
@@ -254,9 +251,8 @@ def _segment(args: argparse.Namespace) -> int:
     def started() -> None:
         if pipeline.web is not None:
             _tell(f"live preview on {pipeline.web.url}")  # with its token: said this once
-        if len(pipeline.names) == 1 and pipeline.infos:
-            progress.total = next(iter(pipeline.infos.values())).frames
-        progress.started = time.monotonic()
+        single = len(pipeline.names) == 1 and pipeline.infos
+        progress.start(next(iter(pipeline.infos.values())).frames if single else None)
 
     try:
         summary: RunSummary = pipeline.run(on_result=progress, on_started=started)

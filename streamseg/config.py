@@ -162,6 +162,7 @@ class OutputConfig:
     video: str | None = None
     masks: str | None = None
     labels: str | None = None  # a folder for per-frame label maps (PNG) and their segments (JSON)
+    coco: str | None = None  # a COCO file: results (instance, semantic) or the panoptic format (panoptic)
     stream: str | None = None  # a URL to publish the annotated video to, live (rtsp://, rtmp://, srt://, udp://)
     audio: bool = True
     codec: str = "auto"

@@ -224,3 +224,65 @@ def test_stride_and_rate_keep_frame_numbers_and_times(tmp_path: Path, flags: lis
     with av.open(str(out)) as container:
         times = [round(float(f.time) * 30) for f in container.decode(video=0)]
     assert times[:len(expected)] == expected
+
+
+def _truth_as_coco() -> dict:
+    """The sample clip's ground truth (things only) as a COCO dataset, images numbered by frame."""
+    from streamseg.testing.synthetic import LABELS, THING_IDS
+
+    truth = [json.loads(line) for line in (ROOT / "samples" / "shapes.truth.jsonl").read_text().splitlines()]
+    annotations = [
+        {"id": len(truth) * 100 + k, "image_id": r["frame"], "category_id": s["label_id"], "segmentation": s["rle"],
+         "area": s.get("area") or int(_decode(s["rle"]).sum()), "bbox": s.get("bbox") or _box(_decode(s["rle"])),
+         "iscrowd": 0}
+        for r in truth for k, s in enumerate(r["segments"]) if s["label_id"] in THING_IDS]
+    for n, annotation in enumerate(annotations):
+        annotation["id"] = n + 1
+    return {"images": [{"id": r["frame"], "width": r["width"], "height": r["height"]} for r in truth],
+            "annotations": annotations, "categories": [{"id": k, "name": LABELS[k]} for k in THING_IDS]}
+
+
+def _decode(rle_: dict) -> np.ndarray:
+    from streamseg import rle
+
+    return rle.decode(rle_)
+
+
+def _box(mask: np.ndarray) -> list[int]:
+    ys, xs = np.nonzero(mask)
+    return [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
+
+
+def test_coco_results_load_and_evaluate_with_pycocotools(tmp_path: Path) -> None:
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    results = tmp_path / "results.json"
+    proc = run_cli("segment", str(SAMPLE_CLIP), "--task", "instance", "--save-coco", str(results), "--config", CONFIG)
+    assert proc.returncode == 0, proc.stderr
+    found = json.loads(results.read_text())
+    assert found and {"image_id", "category_id", "segmentation", "score", "bbox"} <= set(found[0])
+    ground = COCO()
+    ground.dataset = _truth_as_coco()
+    ground.createIndex()
+    detected = ground.loadRes(str(results))
+    evaluation = COCOeval(ground, detected, "segm")
+    evaluation.evaluate()
+    evaluation.accumulate()
+    evaluation.summarize()
+    assert evaluation.stats[0] > 0.3, evaluation.stats  # the trained model's mask AP on frames it never saw
+
+
+def test_panoptic_coco_format_has_a_png_per_frame_with_its_segments(tmp_path: Path) -> None:
+    target = tmp_path / "panoptic.json"
+    proc = run_cli("segment", str(SAMPLE_CLIP), "--save-coco", str(target), "--duration", "0.3", "--config", CONFIG)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(target.read_text())
+    assert {"images", "annotations", "categories"} <= set(data) and data["annotations"]
+    assert [a["image_id"] for a in data["annotations"]] == [i["id"] for i in data["images"]]
+    for annotation in data["annotations"]:
+        rgb = cv2.cvtColor(cv2.imread(str(tmp_path / "panoptic" / annotation["file_name"])), cv2.COLOR_BGR2RGB)
+        ids = rgb[..., 0].astype(np.int64) + 256 * rgb[..., 1].astype(np.int64) + 65536 * rgb[..., 2].astype(np.int64)
+        areas = {s["id"]: s["area"] for s in annotation["segments_info"]}
+        assert set(np.unique(ids)) - {0} == set(areas)
+        assert all(int((ids == k).sum()) == area for k, area in areas.items())

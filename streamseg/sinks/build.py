@@ -18,6 +18,7 @@ from ..sources.live import LIVE_TIME_BASE
 from ..types import FrameResult
 from ..urls import redact
 from .base import Sink
+from .coco import CocoSink
 from .images import ImageSink, is_image_output
 from .jsonl import JsonlSink
 from .labels import LabelSink
@@ -67,7 +68,7 @@ def check_outputs(config: Config, tags: dict[str, str]) -> None:
             and not all(classify(src) is Kind.IMAGES for src in config.sources)):
         raise ConfigError(f"output.video: {out.video} takes images; a video's output is a "
                           ".mp4, .mkv, .mov or .webm file")
-    paths = [output_path(template, tag, several) for template in (None if folder else out.video, out.masks)
+    paths = [output_path(template, tag, several) for template in (None if folder else out.video, out.masks, out.coco)
              if template for tag in tags.values()]
     # Standard input that is a file was taken as that file when the pipeline was made.
     check_distinct(paths, [src for src in config.sources if classify(src).local and "://" not in src
@@ -131,6 +132,10 @@ def build_sinks(config: Config, sources: Sequence[Source], tags: dict[str, str],
         if out.labels:
             group.append(LabelSink(out.labels, tag))
             outputs.append(out.labels)
+        if out.coco:
+            path = output_path(out.coco, tag, several)
+            group.append(CocoSink(path))
+            outputs.append(path)
         by_source[source.name] = group
     shared: list[Sink] = []
     if out.show:
