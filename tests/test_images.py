@@ -270,7 +270,7 @@ def test_coco_results_load_and_evaluate_with_pycocotools(tmp_path: Path) -> None
     evaluation.evaluate()
     evaluation.accumulate()
     evaluation.summarize()
-    assert evaluation.stats[0] > 0.3, evaluation.stats  # the trained model's mask AP on frames it never saw
+    assert evaluation.stats[0] > 0.8, evaluation.stats  # the trained model's mask AP on frames it never saw (0.89)
 
 
 def test_panoptic_coco_format_has_a_png_per_frame_with_its_segments(tmp_path: Path) -> None:
