@@ -73,6 +73,10 @@ def _parser() -> argparse.ArgumentParser:
     seg.add_argument("--mask-threshold", type=float, help="panoptic: weighted-probability threshold (default 0.5)")
     seg.add_argument("--overlap-threshold", type=float,
                      help="panoptic: minimum kept share of a segment's own mask (default 0.8)")
+    seg.add_argument("--classes", nargs="+", metavar="NAME|ID", help="keep only segments of these classes (names or "
+                     "label ids) in every output")
+    seg.add_argument("--start", type=float, metavar="SECONDS", help="files: segment from this time on (seeks there)")
+    seg.add_argument("--end", type=float, metavar="SECONDS", help="files: segment up to this time")
     seg.add_argument("--vid-stride", type=int, metavar="N", help="segment every Nth frame of each source "
                      "(frames keep their numbers and times; default 1)")
     seg.add_argument("--max-fps", type=float, metavar="F", help="segment at most F frames a second of each source "
@@ -152,6 +156,7 @@ def build_config(args: argparse.Namespace) -> Config:
         postprocess__threshold=args.threshold,
         postprocess__mask_threshold=args.mask_threshold,
         postprocess__overlap_threshold=args.overlap_threshold,
+        postprocess__classes=tuple(args.classes) if args.classes else None,
         batching__batch_size=args.batch_size,
         batching__max_wait_ms=args.max_wait_ms,
         render__opacity=args.opacity,
@@ -173,6 +178,8 @@ def build_config(args: argparse.Namespace) -> Config:
         output__segment_time=args.segment_time,
         output__keep_segments=args.keep_segments,
         duration=args.duration,
+        start=args.start,
+        end=args.end,
         vid_stride=args.vid_stride,
         max_fps=args.max_fps,
         decoder=args.decoder,

@@ -90,6 +90,7 @@ class PostprocessConfig:
     mask_threshold: float = 0.5
     overlap_threshold: float = 0.8
     label_ids_to_fuse: tuple[int, ...] = ()
+    classes: tuple[str | int, ...] = ()  # keep only segments of these classes (names or ids); empty: all
 
     def __post_init__(self) -> None:
         for name in ("threshold", "mask_threshold", "overlap_threshold"):
@@ -215,6 +216,8 @@ class Config:
     output: OutputConfig = field(default_factory=OutputConfig)
     live: LiveConfig = field(default_factory=LiveConfig)
     duration: float | None = None
+    start: float | None = None  # files: segment from this many seconds in (seeking there, not decoding up to it)
+    end: float | None = None  # files: up to this many seconds in
     vid_stride: int = 1  # segment every Nth frame of each source (its frames keep their numbers and times)
     max_fps: float | None = None  # and of those at most this many a second of the source's time
     decoder: str = "auto"  # files and streams; auto: NVDEC when the model runs on CUDA and it opens; cpu; cuda:N
@@ -235,6 +238,10 @@ class Config:
         if self.duration is not None:
             _check(self.duration > 0, "duration", f"must be > 0 seconds, got {self.duration}")
         _check(self.vid_stride >= 1, "vid_stride", f"must be at least 1, got {self.vid_stride}")
+        if self.start is not None:
+            _check(self.start >= 0, "start", f"must be 0 or more seconds, got {self.start}")
+        if self.end is not None:
+            _check(self.end > (self.start or 0), "end", f"must come after start, got {self.end}")
         if self.max_fps is not None:
             _check(self.max_fps > 0, "max_fps", f"must be > 0 frames a second, got {self.max_fps}")
         for source in self.sources:
@@ -323,6 +330,9 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
     return cls(**kwargs)
 
 
+_KIND_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+
+
 def _coerce(hint: Any, value: Any, where: str) -> Any:
     """Check ``value`` against a field's type hint, converting only where no information is lost."""
     origin = typing.get_origin(hint)
@@ -332,8 +342,13 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         args = typing.get_args(hint)
         if value is None and type(None) in args:
             return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _coerce(inner, value, where)
+        kinds = [a for a in args if a is not type(None)]
+        if len(kinds) == 1:
+            return _coerce(kinds[0], value, where)
+        for kind in kinds:  # a choice of plain kinds (a class by name or id): the first that fits
+            if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+                return value
+        raise ConfigError(f"{where}: expected {' or '.join(_KIND_NAMES[k] for k in kinds)}, got {value!r}")
     if origin is tuple:
         (inner, _) = typing.get_args(hint)
         if not isinstance(value, (list, tuple)):

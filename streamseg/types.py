@@ -7,6 +7,7 @@ import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 import torch
@@ -179,6 +180,38 @@ class Segmentation:
         index = self.index_map()
         table = torch.tensor([-1, *self.label_ids], dtype=torch.int64, device=index.device)
         return lookup(table, index)
+
+    def only(self, label_ids: frozenset[int]) -> Segmentation:
+        """The segments of these classes alone, each with its id; where the others were, no segment is."""
+        keep = [k for k, label_id in enumerate(self.label_ids) if label_id in label_ids]
+        if len(keep) == len(self):
+            return self
+        segment_map = self.segment_map
+        if segment_map is not None:  # k + 1 of each kept segment becomes its new place + 1; the others 0
+            table = torch.zeros(len(self) + 1, dtype=torch.int32, device=segment_map.device)
+            table[[k + 1 for k in keep]] = torch.arange(1, len(keep) + 1, dtype=torch.int32, device=segment_map.device)
+            segment_map = lookup(table, segment_map.mT).mT  # through its transpose: stays column-major
+        return dataclasses.replace(
+            self, ids=[self.ids[k] for k in keep], label_ids=[self.label_ids[k] for k in keep],
+            scores=[self.scores[k] for k in keep], areas=[self.areas[k] for k in keep],
+            boxes=[self.boxes[k] for k in keep], segment_map=segment_map,
+            mask_stack=None if self.mask_stack is None else self.mask_stack[keep])
+
+    def to_detections(self) -> Any:
+        """The segments as ``supervision.Detections`` (boxes as x0, y0, x1, y1; masks; class ids; scores,
+        None for semantic segments; ``data["class_name"]``), for supervision's annotators, zones and line
+        counters. Needs the optional extra: ``pip install 'streamseg[supervision]'``."""
+        try:
+            import supervision
+        except ImportError:
+            raise ImportError("Segmentation.to_detections needs supervision: "
+                              "pip install 'streamseg[supervision]'") from None
+        n = len(self)
+        boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in self.boxes], dtype=np.float32).reshape(n, 4)
+        masks = self.masks.cpu().numpy() if n else np.zeros((0, *self.size), dtype=bool)
+        scores = None if self.task == "semantic" else np.array(self.scores, dtype=np.float32)
+        return supervision.Detections(xyxy=boxes, mask=masks, class_id=np.array(self.label_ids, dtype=int),
+                                      confidence=scores, data={"class_name": np.array(self.labels, dtype=str)})
 
     def cpu(self, *, wait: bool = True) -> Segmentation:
         """The same segmentation in host memory (for a map, the map alone is copied).

@@ -286,3 +286,73 @@ def test_panoptic_coco_format_has_a_png_per_frame_with_its_segments(tmp_path: Pa
         areas = {s["id"]: s["area"] for s in annotation["segments_info"]}
         assert set(np.unique(ids)) - {0} == set(areas)
         assert all(int((ids == k).sum()) == area for k, area in areas.items())
+
+
+def test_classes_keep_only_those_segments_with_their_ids_and_masks(tmp_path: Path) -> None:
+    every, some = tmp_path / "all.jsonl", tmp_path / "some.jsonl"
+    for target, extra in ((every, []), (some, ["--classes", "ball", "3"])):  # a name and an id (3: sky)
+        proc = run_cli("segment", str(SAMPLE_CLIP), "--save-masks", str(target), "--duration", "0.5", "--batch-size",
+                       "1", "--config", CONFIG, *extra)
+        assert proc.returncode == 0, proc.stderr
+    kept = 0
+    for whole, part in zip(_records(every), _records(some)):
+        expected = [s for s in whole["segments"] if s["label"] in ("ball", "sky")]
+        assert [(s["id"], s["label"], s["area"], s["rle"]) for s in part["segments"]] == [
+            (s["id"], s["label"], s["area"], s["rle"]) for s in expected]
+        kept += len(expected)
+    assert kept > 0 and any(len(r["segments"]) > 2 for r in _records(every))
+
+
+def test_an_unknown_class_is_a_one_line_error_naming_the_model_s_classes(tmp_path: Path) -> None:
+    proc = run_cli("segment", str(SAMPLE_CLIP), "--save-masks", str(tmp_path / "m.jsonl"), "--classes", "cat",
+                   "--config", CONFIG)
+    assert proc.returncode == 2, proc.stderr
+    assert "postprocess.classes: this model has no class 'cat' (it has 0: ball" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_a_time_range_seeks_and_keeps_frame_numbers_times_and_its_own_sound(tmp_path: Path) -> None:
+    from streamseg.sources import read_frames
+
+    # The sample's keyframes are at 0 and 6.13 s: a seek to 7 s starts decoding at 6.13, not at 0.
+    first = next(iter(read_frames(SAMPLE_CLIP, seek=7.0)))
+    assert abs(first.time - 6.1333) < 0.01
+    masks, out = tmp_path / "m.jsonl", tmp_path / "clip.mp4"
+    proc = run_cli("segment", str(SAMPLE_CLIP), "--start", "7", "--end", "8.5", "--save-masks", str(masks), "-o",
+                   str(out), "--config", CONFIG)
+    assert proc.returncode == 0, proc.stderr
+    records = _records(masks)
+    assert [r["frame"] for r in records] == list(range(210, 255))
+    assert abs(records[0]["time"] - 7.0) < 1e-6 and abs(records[-1]["time"] - 254 / 30) < 1e-6
+    with av.open(str(out)) as container:
+        times = [float(f.time) for f in container.decode(video=0)]
+        container.seek(0)
+        sound = sum(float(f.samples) / f.sample_rate for f in container.decode(audio=0))
+    assert len(times) == 45 and times[0] == 0.0  # a clip of its own, from 0
+    assert abs(sound - 1.5) < 0.1, sound  # the range's sound, not the file's from its start
+
+
+def test_a_time_range_is_for_files(tmp_path: Path) -> None:
+    proc = run_cli("segment", "rtsp://127.0.0.1:9/cam", "--start", "2", "--save-masks", str(tmp_path / "m.jsonl"),
+                   "--config", CONFIG)
+    assert proc.returncode == 2 and "start, end: a time range is for video files" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("task", ["panoptic", "instance", "semantic"])
+def test_segments_become_supervision_detections(task: str) -> None:
+    import supervision as sv
+
+    frame = _video_frames(1)[0]
+    (result,) = streamseg.segment(frame, config=CONFIG, task=task)
+    seg = result.segmentation
+    detections = seg.to_detections()
+    assert isinstance(detections, sv.Detections) and len(detections) == len(seg) > 0
+    assert np.array_equal(detections.mask, seg.masks.numpy())
+    assert list(detections.class_id) == seg.label_ids and list(detections.data["class_name"]) == seg.labels
+    assert (detections.confidence is None) == (task == "semantic")
+    assert np.allclose(detections.area, [m.sum() for m in seg.masks.numpy()])  # supervision's area: the masks'
+    x0, y0, x1, y1 = detections.xyxy[0]
+    x, y, w, h = seg.boxes[0]
+    assert (x0, y0, x1 - x0, y1 - y0) == (x, y, w, h)
+    drawn = sv.MaskAnnotator().annotate(scene=frame.copy(), detections=detections)  # its annotators take them
+    assert drawn.shape == frame.shape and not np.array_equal(drawn, frame)

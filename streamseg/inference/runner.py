@@ -14,7 +14,7 @@ import torch
 
 from ..annotators.masks import MaskAnnotator
 from ..config import PostprocessConfig
-from ..exceptions import ModelError
+from ..exceptions import ConfigError, ModelError
 from ..ops import download, grouped, stacked
 from ..types import Frame, FrameResult, to_host
 from .color import rgb_to_yuv420, yuv420_to_rgb
@@ -112,6 +112,7 @@ class ModelRunner:
         self.loaded = loaded
         self.task = task
         self.post = post
+        self.classes = wanted_classes(post.classes, loaded.id2label)
         self.annotator = annotator
         self.masks_to_host = masks_to_host
         self.profile = profile
@@ -260,6 +261,8 @@ class ModelRunner:
                 label_ids_to_fuse=self.post.label_ids_to_fuse,
                 id2label=self.loaded.id2label,
             )
+            if self.classes is not None:
+                segs = [seg.only(self.classes) for seg in segs]
             timer.lap("postprocess")
             if not self._outputs_checked:
                 self._outputs_checked = True
@@ -414,3 +417,23 @@ def _warn_unless_finite(class_logits: torch.Tensor) -> None:
     if not bool(torch.isfinite(class_logits).all()):
         log.warning("the model's outputs are not finite (NaN or infinity): its weights may be damaged or not "
                     "fit for this dtype; it will find no segment")
+
+
+def wanted_classes(classes: Sequence[str], id2label: dict[int, str]) -> frozenset[int] | None:
+    """The label ids that ``classes`` (names or ids) name, or None to keep every class.
+
+    Raises:
+        ConfigError: naming a class the model does not have, and the classes it has.
+    """
+    if not classes:
+        return None
+    by_name = {name.lower(): label_id for label_id, name in id2label.items()}
+    wanted = set()
+    for given in classes:
+        label_id = int(given) if str(given).isdigit() else by_name.get(str(given).lower())
+        if label_id is None or label_id not in id2label:
+            known = ", ".join(f"{k}: {v}" for k, v in sorted(id2label.items())[:40])
+            raise ConfigError(f"postprocess.classes: this model has no class {given!r} (it has {known}"
+                              f"{', ...' if len(id2label) > 40 else ''})")
+        wanted.add(label_id)
+    return frozenset(wanted)

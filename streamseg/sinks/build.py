@@ -182,8 +182,11 @@ def _recording(config: Config, source: Source, path: str, encoder: dict[str, Any
     info = source.info
     if info is None:
         raise ConfigError(f"{source.name}: a source that is not live must say what its video is (Source.info)")
+    # A time range is a clip of its own: it starts at 0, and its sound is the range's.
+    ranged = config.start is not None or config.end is not None
     return VideoSink(path, time_base=info.time_base, rate=info.average_rate, audio_from=_sound(config, source),
-                     sample_aspect_ratio=info.sample_aspect_ratio, stopped=stopped, **encoder)
+                     sample_aspect_ratio=info.sample_aspect_ratio, stopped=None if ranged else stopped,
+                     rebase=ranged, **encoder)
 
 
 def _publisher(config: Config, source: Source, url: str, encoder: dict[str, Any]) -> StreamSink:

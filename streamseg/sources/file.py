@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -21,7 +22,7 @@ from .base import Source, SourceContext
 from .hardware import hardware_decoder
 from .pixels import display_rotation, frame_pixels
 
-__all__ = ["FileSource", "VideoInfo", "describe", "main_video_stream", "probe", "read_frames", "stamped"]
+__all__ = ["FileSource", "VideoInfo", "describe", "main_video_stream", "probe", "read_frames", "stamped", "within"]
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,7 @@ def _first_rotation(container: av.container.InputContainer, stream: av.VideoStre
 
 def read_frames(
     path: str | Path, *, name: str | None = None, threads: int = 0, hwaccel: str | None = None, yuv: bool = False,
-    gpu_frames: bool = False,
+    gpu_frames: bool = False, seek: float | None = None,
 ) -> Iterator[Frame]:
     """Decode every frame of a file's main video stream, in presentation order, as RGB (or, with ``yuv``,
     as the decoder's YUV 4:2:0 where a GPU can convert it: see :func:`~.pixels.frame_pixels`).
@@ -162,7 +163,8 @@ def read_frames(
     frame threads, a corrupt packet also costs the frames the other threads were decoding.
     ``hwaccel``: "cuda" or "cuda:N" decodes with NVDEC where the device, the driver and the codec allow,
     and on the CPU otherwise. ``gpu_frames`` (with ``yuv``): NVDEC's frames of 8-bit 4:2:0 video stay on
-    the GPU, as NV12 tensors, with no copy through the host.
+    the GPU, as NV12 tensors, with no copy through the host. ``seek``: start decoding at the keyframe at or
+    before this many seconds from the start (frames are then numbered from there: see :func:`within`).
 
     Raises:
         SourceError: the file cannot be opened, or fails before its first frame.
@@ -178,6 +180,9 @@ def read_frames(
         stream = main_video_stream(container)
         stream.thread_type = "AUTO"
         stream.codec_context.thread_count = threads
+        if seek:
+            time_base = stream.time_base or Fraction(1, 90000)
+            container.seek((stream.start_time or 0) + int(seek / time_base), stream=stream, backward=True)
         damage = Damage()
         pictures = _pictures(container, stream, damage, Timeline.of(container, path))
         last_pts = yield from stamped(pictures, stream, path=path, name=name, yuv=yuv)
@@ -263,15 +268,31 @@ def _declared_seconds(container: av.container.InputContainer, stream: av.VideoSt
     return None
 
 
+def within(frames: Iterator[Frame], start: float | None, end: float | None,
+           rate: Fraction | None) -> Iterator[Frame]:
+    """The frames from ``start`` up to (not including) ``end`` seconds, read from a seek to ``start``: each
+    numbered by its time at the file's average ``rate`` (its number in the file, for a constant rate),
+    since the frames before the seek were never decoded."""
+    for frame in frames:
+        if end is not None and frame.time >= end:
+            return
+        if start is not None and frame.time < start - 1e-6:
+            continue
+        number = round(frame.time * rate) if rate and start else frame.index
+        yield dataclasses.replace(frame, index=number) if number != frame.index else frame
+
+
 class FileSource(Source):
     """A video file (or a URL of one): probed when opened, every frame decoded, its sound reopened by each
     output that copies it."""
 
     live = False
 
-    def __init__(self, spec: str, name: str) -> None:
+    def __init__(self, spec: str, name: str, *, start: float | None = None, end: float | None = None) -> None:
         self.spec = spec
         self.name = name
+        self.start = start
+        self.end = end
         self._context = SourceContext()
 
     def open(self, context: SourceContext) -> None:
@@ -280,8 +301,11 @@ class FileSource(Source):
 
     def frames(self) -> Iterator[Frame]:
         ctx = self._context
-        return read_frames(self.spec, name=self.name, threads=ctx.threads, hwaccel=ctx.hwaccel, yuv=ctx.yuv,
-                           gpu_frames=ctx.gpu_frames)
+        frames = read_frames(self.spec, name=self.name, threads=ctx.threads, hwaccel=ctx.hwaccel, yuv=ctx.yuv,
+                             gpu_frames=ctx.gpu_frames, seek=self.start)
+        if self.start is None and self.end is None:
+            return frames
+        return within(frames, self.start, self.end, self.info.average_rate if self.info else None)
 
     def sound(self) -> str | None:
         return self.info.path if self.info is not None and self.info.has_audio else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..config import Config
+from ..exceptions import ConfigError
 from .base import Kind, Source, classify
 from .file import FileSource
 from .images import ImageSource
@@ -25,6 +26,9 @@ def open_source(spec: str, name: str, config: Config) -> Source:
         return PipeSource(spec, name)
     if kind is Kind.IMAGES:
         return ImageSource(spec, name)
+    ranged = config.start is not None or config.end is not None
+    if ranged and kind is not Kind.FILE:
+        raise ConfigError(f"start, end: a time range is for video files, not {spec!r}")
     if kind.live:
         return LiveSource(spec, name, config.live)
-    return FileSource(spec, name)
+    return FileSource(spec, name, start=config.start, end=config.end)
