@@ -7,8 +7,8 @@ alone in one thread, as a pipeline's threads run them:
 - ``encode``: ``VideoSink.write`` of drawn frames (YUV as a GPU hands them on, RGB as a CPU run does),
   libx264 ultrafast, so that little of x264's own work lands on the calling thread.
 
-Each tree (this checkout, and with ``--baseline DIR`` an earlier one) runs in a process of its own,
-alternated for ``--rounds``; the ratio is taken within a round. Run by hand:
+Each part of each tree (this checkout, and with ``--baseline DIR`` an earlier one) runs in a process of
+its own, the trees alternated for ``--rounds``; the ratio is taken within a round. Run by hand:
 
     python benchmarks/bench.py components --size 1280x720 --rounds 3 --baseline /tmp/base
 """
@@ -115,9 +115,13 @@ def encode_ms(width: int, height: int, frames: int = 90) -> dict[str, float]:
     return out
 
 
-def measure(width: int, height: int, batch: int, repeats: int, tasks: list[str]) -> dict[str, dict[str, float]]:
-    found = {f"finish {task}": finish_ms(task, width, height, batch, repeats) for task in tasks}
-    return {**found, "export": export_ms(width, height), "encode": encode_ms(width, height)}
+PARTS = ("finish", "export", "encode")
+
+
+def measure(part: str, width: int, height: int, batch: int, repeats: int, tasks: list[str]) -> dict[str, dict]:
+    if part == "finish":
+        return {f"finish {task}": finish_ms(task, width, height, batch, repeats) for task in tasks}
+    return {part: export_ms(width, height) if part == "export" else encode_ms(width, height)}
 
 
 def main(argv: list[str]) -> None:
@@ -129,20 +133,25 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--baseline", metavar="DIR", help="also time the package in this tree")
     parser.add_argument("--json", help="also write the results here")
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=PARTS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     width, height = (int(v) for v in args.size.lower().split("x"))
     if args.child:
-        found = measure(width, height, args.batch_size, args.repeats, args.tasks.split(","))
+        found = measure(args.child, width, height, args.batch_size, args.repeats, args.tasks.split(","))
         check_tree()
         print(json.dumps(found))
         return
     trees = source_trees(parser, args.baseline)
     rounds = []
     for r in range(args.rounds):
-        rounds.append({name: child_result(tree, "components", "--child", "--size", args.size, "--tasks", args.tasks,
-                                          "--batch-size", str(args.batch_size), "--repeats", str(args.repeats))
-                       for name, tree in trees.items()})
+        # Each part of each tree in a process of its own, so that none runs after another's work (its
+        # threads, its memory); the trees alternate part by part.
+        rounds.append({name: {} for name in trees})
+        for part in PARTS:
+            for name, tree in trees.items():
+                rounds[-1][name].update(child_result(tree, "components", "--child", part, "--size", args.size,
+                                                     "--tasks", args.tasks, "--batch-size", str(args.batch_size),
+                                                     "--repeats", str(args.repeats)))
         print(f"round {r + 1} done", file=sys.stderr, flush=True)
     print(f"CPU ms a frame at {args.size}, batch {args.batch_size}, one thread (median of {args.rounds} rounds)")
     for part in rounds[0]["streamseg"]:
