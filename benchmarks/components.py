@@ -145,8 +145,7 @@ def main(argv: list[str]) -> None:
     rounds = []
     for r in range(args.rounds):
         # Each part of each tree in a process of its own, so that none runs after another's work (its
-        # threads, its memory); the trees alternate part by part, and which goes first from round to round
-        # (the first of two encoder runs was the slower in every round, whichever tree it was).
+        # threads, its memory); the trees alternate part by part, and which goes first from round to round.
         rounds.append({name: {} for name in trees})
         order = list(trees.items()) if r % 2 == 0 else list(reversed(trees.items()))
         for part in PARTS:
