@@ -6,6 +6,7 @@ import argparse
 import glob
 import logging
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Sequence
@@ -24,6 +25,7 @@ __all__ = ["main"]
 
 EXIT_CODES = {ConfigError: 2, SourceError: 3, ModelError: 4, SinkError: 5}
 EXIT_INTERRUPTED = 130
+EXIT_SOME_FAILED = 6  # a job over many videos in which some failed (and were skipped)
 
 log = logging.getLogger("streamseg")
 
@@ -240,7 +242,6 @@ def _tell(text: str) -> None:
 def _segment(args: argparse.Namespace) -> int:
     # Imported here, not at the top: torch takes seconds to import, which --help and bad flags need not
     # wait for, and a Ctrl-C during the import ends with "aborted" like any other.
-    from .runtime.pipeline import Pipeline
     from .runtime.stats import StatsBoard
 
     config = build_config(args)
@@ -250,8 +251,27 @@ def _segment(args: argparse.Namespace) -> int:
     if not (out.video or out.masks or out.labels or out.coco or out.show or out.serve or out.stream):
         raise ConfigError("nothing to do: give -o OUTPUT, --save-masks PATH, --save-labels DIR, --save-coco FILE, "
                           "--stream URL, --show or --serve PORT")
+    from .jobs import many_videos
+
+    if (inputs := many_videos(config)) is not None:
+        return _segment_many(config, inputs, args)
+    summary, live = _run(config, args)
+    if live and summary.sources:
+        _tell(StatsBoard.format(summary.sources))
+    state = "stopped early" if summary.interrupted else "done"
+    written = [o for o in summary.outputs if "://" in o or glob.glob(glob.escape(o).replace("[*]", "*"))]
+    _tell(f"{state}: {summary.frames} frames in {summary.seconds:.1f} s ({summary.fps:.1f} fps) -> "
+          f"{', '.join(written) or 'no file'}")
+    return 128 + summary.signal if summary.signal is not None else 0  # the shell's code for a signal
+
+
+def _run(config: Config, args: argparse.Namespace) -> tuple[RunSummary, bool]:
+    """One pipeline over ``config``, with a progress bar; its summary, and whether a source was live."""
+    from .runtime.pipeline import Pipeline
+
     pipeline = Pipeline(config)
-    if any(pipeline.live.values()):
+    live = any(pipeline.live.values())
+    if live:
         logging.getLogger("streamseg.stats").setLevel(logging.INFO)
     progress = Progress(None, enabled=not args.no_progress)
 
@@ -262,17 +282,33 @@ def _segment(args: argparse.Namespace) -> int:
         progress.start(next(iter(pipeline.infos.values())).frames if single else None)
 
     try:
-        summary: RunSummary = pipeline.run(on_result=progress, on_started=started)
+        return pipeline.run(on_result=progress, on_started=started), live
     finally:
         pipeline.close()
         progress.finish()
-    if any(pipeline.live.values()) and summary.sources:
-        _tell(StatsBoard.format(summary.sources))
-    state = "stopped early" if summary.interrupted else "done"
-    written = [o for o in summary.outputs if "://" in o or glob.glob(glob.escape(o).replace("[*]", "*"))]
-    _tell(f"{state}: {summary.frames} frames in {summary.seconds:.1f} s ({summary.fps:.1f} fps) -> "
-          f"{', '.join(written) or 'no file'}")
-    return 128 + summary.signal if summary.signal is not None else 0  # the shell's code for a signal
+
+
+def _segment_many(config: Config, inputs: list[str], args: argparse.Namespace) -> int:
+    """Many videos, one after another, an output each in the folder given (see :mod:`streamseg.jobs`)."""
+    from .jobs import run_jobs
+
+    def run(one: Config) -> int:
+        _tell(f"{one.sources[0]}:")
+        summary, _ = _run(one, args)
+        if summary.interrupted:  # the job ends here; this input's outputs keep their temporary names
+            raise Aborted(summary.signal or signal.SIGINT)
+        return summary.frames
+
+    try:
+        outcomes = run_jobs(config, inputs, run)
+    except Aborted as stop:
+        _tell("stopped early: the inputs before it are done; run it again to go on with the rest")
+        return 128 + stop.signum
+    failed = [o for o in outcomes if o.error]  # each said as it failed, and in the manifest
+    skipped = sum(o.skipped for o in outcomes)
+    _tell(f"done: {len(outcomes) - len(failed)} of {len(inputs)} inputs ({skipped} done before, {len(failed)} "
+          f"failed), {sum(o.frames for o in outcomes)} frames -> {config.output.video}")
+    return EXIT_SOME_FAILED if failed else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

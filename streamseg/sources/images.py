@@ -34,7 +34,7 @@ def image_paths(spec: str) -> list[str]:
     """
     if os.path.isdir(spec):
         found = [str(p) for p in Path(spec).iterdir() if p.is_file() and is_image(p)]
-        what = "a folder with no image in it"
+        what = "a folder with no image in it (for a folder of videos, give -o OUTDIR/)"
     elif spec.lower().endswith(LIST_SUFFIX):
         try:
             lines = Path(spec).read_text(encoding="utf-8").splitlines()

@@ -1,0 +1,150 @@
+"""Many videos, one after another, one set of outputs each in a folder (``-o OUTDIR/``).
+
+Each input's outputs are written under a temporary name (``clip.part.mp4``) and renamed once the input has
+run to its end, so that a rerun skips what is finished and a file cut short by a crash is never taken for
+a finished one. A failed input is reported and skipped while the others go on; ``manifest.jsonl`` in the
+output folder records every input's outcome (frames, fps, seconds, error).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Config
+from .containers import names_folder
+from .exceptions import ConfigError, StreamsegError
+from .sources.base import LIST_SUFFIX, is_glob, is_image
+from .sources.images import natural_key
+from .urls import redact_text
+
+__all__ = ["Outcome", "VIDEO_SUFFIXES", "many_videos", "run_jobs"]
+
+log = logging.getLogger(__name__)
+
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".webm", ".avi", ".ts", ".m4v", ".flv", ".mpg", ".mpeg")
+MANIFEST = "manifest.jsonl"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one input."""
+
+    input: str
+    outputs: tuple[str, ...] = ()
+    frames: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    skipped: bool = False  # its outputs were there already, complete
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+def _videos_in(spec: str) -> list[str] | None:
+    """The video files a folder, a glob or a list file names (natural order; a list keeps its own), or None
+    where it names none, or names images (a job over images runs as one source instead)."""
+    if os.path.isdir(spec):
+        found = [str(p) for p in Path(spec).iterdir() if p.is_file()]
+    elif is_glob(spec):
+        found = [path for path in glob.glob(spec) if os.path.isfile(path)]
+    elif spec.lower().endswith(LIST_SUFFIX) and os.path.isfile(spec):
+        lines = [line.strip() for line in Path(spec).read_text(encoding="utf-8", errors="replace").splitlines()]
+        listed = [line if os.path.isabs(line) else str(Path(spec).parent / line)
+                  for line in lines if line and not line.startswith("#")]
+        return listed if listed and all(Path(p).suffix.lower() in VIDEO_SUFFIXES for p in listed) else None
+    else:
+        return None
+    if any(is_image(path) for path in found):
+        return None
+    videos = [path for path in found if Path(path).suffix.lower() in VIDEO_SUFFIXES]
+    return sorted(videos, key=natural_key) or None
+
+
+def many_videos(config: Config) -> list[str] | None:
+    """The inputs of a job over many videos (a folder, a glob or a list of them, or several video files, with
+    ``-o OUTDIR/``), or None for a run of its own."""
+    if not config.output.video or not names_folder(config.output.video):
+        return None
+    inputs: list[str] = []
+    for spec in config.sources:
+        videos = _videos_in(spec)
+        if videos is None and Path(spec).suffix.lower() in VIDEO_SUFFIXES and "://" not in spec:
+            videos = [spec]
+        if videos is None:
+            return None  # images, a camera, a stream: not a job over video files
+        inputs += videos
+    return inputs
+
+
+def _targets(config: Config, video: str) -> dict[str, str]:
+    """An input's outputs in the folders given: ``OUTDIR/<stem>.mp4``, and its masks ``<stem>.jsonl``."""
+    stem = Path(video).stem
+    targets = {"video": str(Path(config.output.video or ".") / f"{stem}.mp4")}
+    if config.output.masks:
+        targets["masks"] = str(Path(config.output.masks) / f"{stem}.jsonl")
+    return targets
+
+
+def _partial(path: str) -> str:
+    """Where an output is written until its input has run to its end: ``clip.part.mp4``."""
+    p = Path(path)
+    return str(p.with_name(f"{p.stem}.part{p.suffix}"))
+
+
+def run_jobs(config: Config, inputs: Sequence[str], run: Callable[[Config], int],
+             worker: str | None = None) -> list[Outcome]:
+    """Run each input in turn through ``run`` (which runs one config to its end and returns its frames, or
+    raises), its outputs written under temporary names and renamed when complete. A KeyboardInterrupt
+    (a signal) from ``run`` ends the job there, the input it stopped left unfinished.
+
+    Raises:
+        ConfigError: the masks go to a single file, which several inputs cannot share.
+    """
+    if config.output.masks and not names_folder(config.output.masks):
+        raise ConfigError(f"output.masks: with many videos, give a folder (--save-masks DIR/), not "
+                          f"{config.output.masks}")
+    folder = Path(config.output.video or ".")
+    worker = worker or socket.gethostname()
+    outcomes = []
+    for video in inputs:
+        targets = _targets(config, video)
+        if all(os.path.exists(path) for path in targets.values()):
+            outcomes.append(Outcome(video, tuple(targets.values()), skipped=True))
+            log.info("%s: done before, skipped", video)
+            continue
+        for path in targets.values():
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        one = dataclasses.replace(config, sources=(video,), output=dataclasses.replace(
+            config.output, video=_partial(targets["video"]),
+            masks=_partial(targets["masks"]) if "masks" in targets else None))
+        started = time.monotonic()
+        try:
+            frames = run(one)
+        except StreamsegError as exc:
+            outcome = Outcome(video, seconds=time.monotonic() - started, error=redact_text(str(exc)))
+            log.warning("%s: failed, skipped (%s)", video, outcome.error)
+        else:
+            for path in targets.values():
+                if os.path.exists(_partial(path)):
+                    os.replace(_partial(path), path)
+            outcome = Outcome(video, tuple(targets.values()), frames, time.monotonic() - started)
+        outcomes.append(outcome)
+        _record(folder / MANIFEST, outcome, worker)
+    return outcomes
+
+
+def _record(manifest: Path, outcome: Outcome, worker: str) -> None:
+    line = {"input": outcome.input, "worker": worker, "frames": outcome.frames, "fps": round(outcome.fps, 3),
+            "seconds": round(outcome.seconds, 3), "outputs": list(outcome.outputs), "error": outcome.error}
+    with manifest.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(line) + "\n")
