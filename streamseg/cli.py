@@ -88,6 +88,10 @@ def _parser() -> argparse.ArgumentParser:
     seg.add_argument("--opacity", type=float, help="mask opacity, 0 to 1 (default 0.5)")
     seg.add_argument("--no-labels", action="store_true", default=None, help="do not write class names")
     seg.add_argument("--no-outlines", action="store_true", default=None, help="do not outline segments")
+    seg.add_argument("--show-scores", action="store_true", default=None, help="add each segment's score to its label")
+    seg.add_argument("--boxes", action="store_true", default=None, help="draw each segment's bounding box")
+    seg.add_argument("--line-width", type=int, metavar="PIXELS", help="outlines' and boxes' width (default: 1 per "
+                     "360 rows of the frame)")
     seg.add_argument("--color-by", choices=("auto", "class", "instance"),
                      help="colour segments by class (auto), or give each segment of a frame its own shade")
     seg.add_argument("--no-audio", action="store_true", default=None, help="do not copy the source's audio")
@@ -165,6 +169,9 @@ def build_config(args: argparse.Namespace) -> Config:
         render__labels=flag_off(args.no_labels),
         render__outlines=flag_off(args.no_outlines),
         render__color_by=args.color_by,
+        render__show_scores=args.show_scores,
+        render__boxes=args.boxes,
+        render__line_width=args.line_width,
         output__video=args.output,
         output__masks=args.save_masks,
         output__labels=args.save_labels,
@@ -241,7 +248,10 @@ def _tell(text: str) -> None:
 
 def _segment(args: argparse.Namespace) -> int:
     # Imported here, not at the top: torch takes seconds to import, which --help and bad flags need not
-    # wait for, and a Ctrl-C during the import ends with "aborted" like any other.
+    # wait for, and a Ctrl-C during the import ends with "aborted" like any other. OpenCV comes before PyAV:
+    # with PyAV's FFmpeg libraries loaded first, a --show window hung in its first imshow.
+    import cv2  # noqa: F401
+
     from .runtime.stats import StatsBoard
 
     config = build_config(args)
