@@ -120,9 +120,14 @@ class RenderConfig:
     outlines: bool = True
     labels: bool = True
     color_by: str = "auto"
+    show_scores: bool = False  # each label with its segment's score
+    boxes: bool = False  # each segment's bounding box
+    line_width: int | None = None  # outlines and boxes, in pixels; none: 1 per 360 rows of the frame
 
     def __post_init__(self) -> None:
         _check(0.0 <= self.opacity <= 1.0, "render.opacity", f"must be between 0 and 1, got {self.opacity}")
+        if self.line_width is not None:
+            _check(1 <= self.line_width <= 64, "render.line_width", f"must be 1 to 64 pixels, got {self.line_width}")
         _check(self.color_by in ("auto", "class", "instance"), "render.color_by",
                f"unknown value {self.color_by!r} (expected auto, class or instance)")
 

@@ -268,3 +268,38 @@ def test_dilation_is_a_square_max_filter(radius: int) -> None:
     size = 2 * radius + 1
     expected = torch.nn.functional.max_pool2d(mask[None, None].float(), size, 1, radius)[0, 0] > 0
     assert torch.equal(_dilate(mask, radius), expected)
+
+
+
+def _drawn(**render) -> tuple:
+    """The sample's first frame drawn with these render settings, and its segmentation."""
+    import streamseg
+
+    from .conftest import ROOT, SAMPLE_CLIP
+
+    cfg = streamseg.load_config(ROOT / "configs" / "sample.yaml", sources=(str(SAMPLE_CLIP),), batching__batch_size=1,
+                                **{f"render__{k}": v for k, v in render.items()})
+    with streamseg.Pipeline(cfg, annotate=True, masks_to_host=True) as pipeline:
+        result = next(iter(pipeline.results()))
+        pipeline.stop()
+    return result.annotated, result.segmentation
+
+
+def test_boxes_scores_and_line_width_are_drawn_when_asked() -> None:
+    from streamseg.annotators.masks import class_color
+
+    plain, seg = _drawn()
+    assert len(seg) > 0
+    boxed, _ = _drawn(boxes=True, line_width=3)
+    bottoms = [(y + h - 1, x + w // 2, class_color(label)) for (x, y, w, h), label, area
+               in zip(seg.boxes, seg.label_ids, seg.areas) if area and w > 6 and h > 6]
+    assert bottoms and any(tuple(boxed[row, col]) == colour for row, col, colour in bottoms)
+    assert not np.array_equal(plain, boxed)
+    # Scores lengthen the labels, and only the labels.
+    assert not np.array_equal(_drawn(show_scores=True)[0], plain)
+    assert np.array_equal(_drawn(labels=False, show_scores=True)[0], _drawn(labels=False)[0])
+    # A 360-row frame's outlines are 1 pixel wide by default; 4 covers more.
+    thin, thick = _drawn(line_width=1)[0], _drawn(line_width=4)[0]
+    assert np.array_equal(thin, plain)
+    bare = _drawn(outlines=False)[0]
+    assert np.any(thick != bare, axis=2).sum() > 2 * np.any(thin != bare, axis=2).sum()

@@ -33,14 +33,21 @@ class MaskAnnotator:
         outlines: draw each segment's border at full colour.
         labels: write class names at the top-left of each segment's box.
         color_by: ``class`` colours by label id; ``instance`` gives each segment of a frame its own shade.
+        scores: add each segment's score to its label (``ball 0.93``), where it has one.
+        boxes: draw each segment's bounding box in its colour.
+        line_width: outlines' and boxes' width in pixels; None: 1 per 360 rows of the frame.
     """
 
     def __init__(self, opacity: float = 0.5, outlines: bool = True, labels: bool = True,
-                 color_by: str = "class") -> None:
+                 color_by: str = "class", *, scores: bool = False, boxes: bool = False,
+                 line_width: int | None = None) -> None:
         self.opacity = opacity
         self.outlines = outlines
         self.labels = labels
         self.color_by = color_by
+        self.scores = scores
+        self.boxes = boxes
+        self.line_width = line_width
         self._canvases: dict[tuple[str, int], np.ndarray] = {}
         self._glyphs: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -83,7 +90,7 @@ class MaskAnnotator:
             edge = torch.zeros(top.shape, dtype=torch.bool, device=device)
             edge[..., :, :-1] |= keys[..., :, :-1] != keys[..., :, 1:]
             edge[..., :-1, :] |= keys[..., :-1, :] != keys[..., 1:, :]
-            thickness = max(1, round(height / 360))
+            thickness = self._width(height)
             if thickness > 1:
                 edge = _dilate(edge, thickness - 1)
             owner = _shift_max(keys).to(torch.int32)
@@ -91,9 +98,33 @@ class MaskAnnotator:
         if len(scenes) > 1:
             index = index + first_row
         out = _blend(stack, index, keep, paint)
+        if self.boxes:
+            self._draw_boxes(out, segmentations)
         if self.labels:
             self._draw_labels(out, segmentations)
         return list(out)
+
+    def _width(self, height: int) -> int:
+        return self.line_width or max(1, round(height / 360))
+
+    def _colours(self, seg: Segmentation) -> list[tuple[int, int, int]]:
+        colours = [class_color(lab) for lab in seg.label_ids]
+        return [_shade(c, i) for i, c in enumerate(colours)] if self.color_by == "instance" else colours
+
+    def _draw_boxes(self, out: torch.Tensor, segmentations: list[Segmentation]) -> None:
+        """Each segment's box, its four sides ``line_width`` wide in the segment's colour, inside the box."""
+        height, width = out.shape[1:3]
+        t = self._width(height)
+        for f, seg in enumerate(segmentations):
+            for (x, y, w, h), colour, area in zip(seg.boxes, self._colours(seg), seg.areas):
+                if area == 0:
+                    continue
+                x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, width), min(y + h, height)
+                paint = torch.tensor(colour, dtype=torch.uint8, device=out.device)
+                sides = ((slice(y0, min(y0 + t, y1)), slice(x0, x1)), (slice(max(y1 - t, y0), y1), slice(x0, x1)),
+                         (slice(y0, y1), slice(x0, min(x0 + t, x1))), (slice(y0, y1), slice(max(x1 - t, x0), x1)))
+                for rows, cols in sides:
+                    out[f, rows, cols] = paint
 
     def _tables(self, segmentations: list[Segmentation], device: torch.device) -> tuple:
         """The batch's keep (T, 1) and paint (T, 3) rows, built on the host and copied in one transfer;
@@ -101,10 +132,7 @@ class MaskAnnotator:
         keeps, paints, first_rows, outline_rows = [], [], [], []
         for seg in segmentations:
             n = len(seg)
-            colours = [class_color(lab) for lab in seg.label_ids]
-            if self.color_by == "instance":
-                colours = [_shade(c, i) for i, c in enumerate(colours)]
-            rgb = np.array([(0, 0, 0), *colours], dtype=np.float32)
+            rgb = np.array([(0, 0, 0), *self._colours(seg)], dtype=np.float32)
             keep = np.full(n + 1, 1 - self.opacity, dtype=np.float32)
             keep[0] = 1.0
             paint = rgb * np.float32(self.opacity)
@@ -135,9 +163,11 @@ class MaskAnnotator:
         layers: list[list[tuple[tuple, int]]] = []  # per layer: (glyph key, flat index of its top-left pixel)
         for f, seg in enumerate(segmentations):
             placed: list[tuple[int, int, int, int, int]] = []  # x, y, w, h, layer
-            for name, box, area in zip(seg.labels, seg.boxes, seg.areas):
+            for name, box, area, score in zip(seg.labels, seg.boxes, seg.areas, seg.scores):
                 if area == 0:
                     continue
+                if self.scores and score is not None and score == score:  # NaN: no score to show
+                    name = f"{name} {score:.2f}"
                 gh, gw = self._canvas(name, scale).shape
                 x = min(max(box[0], 0), max(width - gw, 0))
                 y = min(max(box[1], 0), max(height - gh, 0))

@@ -138,8 +138,8 @@ class Pipeline:
         if any(map(is_stdin, config.sources)) and (file := stdin_file()):  # `< clip.mp4`: a file after all
             config = dataclasses.replace(config, sources=tuple(file if is_stdin(s) else s for s in config.sources))
         self.config = config
-        self.names = source_names([*config.sources, *(s.name for s in sources)])
         specs = [*config.sources, *(s.name for s in sources)]
+        self.names = source_names(specs)
         self._custom = {name: source for name, source in zip(self.names[len(config.sources):], sources)}
         for name, source in self._custom.items():
             source.name = name
@@ -218,7 +218,8 @@ class Pipeline:
         how = drawing(run, [s.wants_annotated for s in sinks], [s.takes_yuv for s in sinks], self._annotate)
         render = cfg.render
         annotator = MaskAnnotator(render.opacity, render.outlines, render.labels,
-                                  render.color_by if render.color_by != "auto" else "class")
+                                  render.color_by if render.color_by != "auto" else "class",
+                                  scores=render.show_scores, boxes=render.boxes, line_width=render.line_width)
         masks_to_host = self._masks_to_host or any(s.wants_masks for s in sinks)
         self.runner = ModelRunner(
             loaded, self.task, cfg.postprocess, annotator=annotator if how.draw else None,

@@ -162,7 +162,7 @@ class SourceContext:
     """
 
     stop: threading.Event = field(default_factory=threading.Event)
-    report: Callable = print
+    report: Callable[..., None] = lambda status: None
     clock: RunClock = field(default_factory=RunClock)
     threads: int = 0
     hwaccel: str | None = None
