@@ -581,6 +581,7 @@ def test_show_opens_a_window_per_source(rtsp, tmp_path: Path, tiny_model: Path) 
     server = rtsp("cam:15")
     display = f":{free_port() % 400 + 100}"
     xvfb = subprocess.Popen(["Xvfb", display, "-screen", "0", "1024x768x24"], stderr=subprocess.DEVNULL)
+    proc = None
     try:
         time.sleep(1.0)
         env = {**os.environ, "DISPLAY": display}
@@ -595,6 +596,9 @@ def test_show_opens_a_window_per_source(rtsp, tmp_path: Path, tiny_model: Path) 
             time.sleep(0.5)
         _, stderr = proc.communicate(timeout=60)
     finally:
+        if proc is not None and proc.poll() is None:  # a hung run must not outlive the test, spinning a core
+            proc.kill()
+            proc.wait()
         xvfb.kill()
         xvfb.wait()
     assert seen, stderr
