@@ -9,7 +9,6 @@ output folder records every input's outcome (frames, fps, seconds, error).
 from __future__ import annotations
 
 import dataclasses
-import glob
 import json
 import logging
 import os
@@ -22,7 +21,7 @@ from pathlib import Path
 from .config import Config
 from .containers import names_folder
 from .exceptions import ConfigError, StreamsegError
-from .sources.base import LIST_SUFFIX, is_glob, is_image
+from .sources.base import LIST_SUFFIX, files_named, is_glob, is_image, list_file_paths
 from .sources.images import natural_key
 from .urls import redact_text
 
@@ -53,17 +52,15 @@ class Outcome:
 def _videos_in(spec: str) -> list[str] | None:
     """The video files a folder, a glob or a list file names (natural order; a list keeps its own), or None
     where it names none, or names images (a job over images runs as one source instead)."""
-    if os.path.isdir(spec):
-        found = [str(p) for p in Path(spec).iterdir() if p.is_file()]
-    elif is_glob(spec):
-        found = [path for path in glob.glob(spec) if os.path.isfile(path)]
-    elif spec.lower().endswith(LIST_SUFFIX) and os.path.isfile(spec):
-        lines = [line.strip() for line in Path(spec).read_text(encoding="utf-8", errors="replace").splitlines()]
-        listed = [line if os.path.isabs(line) else str(Path(spec).parent / line)
-                  for line in lines if line and not line.startswith("#")]
+    if spec.lower().endswith(LIST_SUFFIX) and os.path.isfile(spec):
+        try:
+            listed = list_file_paths(spec)
+        except (OSError, UnicodeDecodeError):
+            return None  # read as a list of images, which says what is wrong with it
         return listed if listed and all(Path(p).suffix.lower() in VIDEO_SUFFIXES for p in listed) else None
-    else:
+    if not (os.path.isdir(spec) or is_glob(spec)):
         return None
+    found = files_named(spec)
     if any(is_image(path) for path in found):
         return None
     videos = [path for path in found if Path(path).suffix.lower() in VIDEO_SUFFIXES]

@@ -9,6 +9,7 @@ in a producer thread of its own, and closes it once that thread has ended.
 from __future__ import annotations
 
 import enum
+import glob
 import os
 import re
 import stat
@@ -28,7 +29,8 @@ if TYPE_CHECKING:
     from .file import VideoInfo
 
 __all__ = ["Kind", "LIVE_SCHEMES", "RunClock", "STDIN", "Source", "SourceContext", "classify", "is_fifo", "is_image",
-           "is_image_job", "is_piped", "is_stdin", "is_webcam", "output_stem", "source_names", "thinned"]
+           "is_image_job", "is_piped", "is_stdin", "is_webcam", "files_named", "list_file_paths", "output_stem",
+           "source_names", "thinned"]
 
 STDIN = "-"
 _STDIN_NAMES = (STDIN, "pipe:", "pipe:0")
@@ -90,6 +92,24 @@ def is_image_job(spec: str) -> bool:
     if "://" in spec:
         return False
     return is_image(spec) or spec.lower().endswith(LIST_SUFFIX) or os.path.isdir(spec) or is_glob(spec)
+
+
+def list_file_paths(spec: str) -> list[str]:
+    """The paths a list file names, one a line (``#`` starts a comment), relative to the list's folder.
+
+    Raises:
+        OSError, UnicodeDecodeError: the list cannot be read as UTF-8 text.
+    """
+    lines = (line.strip() for line in Path(spec).read_text(encoding="utf-8").splitlines())
+    base = Path(spec).parent
+    return [line if os.path.isabs(line) else str(base / line) for line in lines if line and not line.startswith("#")]
+
+
+def files_named(spec: str) -> list[str]:
+    """The files a folder holds (not its subfolders') or a glob matches, in no particular order."""
+    if os.path.isdir(spec):
+        return [str(p) for p in Path(spec).iterdir() if p.is_file()]
+    return [path for path in glob.glob(spec) if os.path.isfile(path)]
 
 
 def is_webcam(source: str) -> bool:

@@ -3,12 +3,10 @@ as one job in natural order (``img2`` before ``img10``), so that they are batche
 
 from __future__ import annotations
 
-import glob
 import os
 import re
 from collections.abc import Iterator
 from fractions import Fraction
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -16,7 +14,7 @@ import numpy as np
 from ..containers import IMAGE_SUFFIXES
 from ..exceptions import SourceError
 from ..types import Frame
-from .base import LIST_SUFFIX, Source, SourceContext, is_glob, is_image
+from .base import LIST_SUFFIX, Source, SourceContext, files_named, is_glob, is_image, list_file_paths
 from .file import VideoInfo
 
 __all__ = ["ImageSource", "image_paths", "natural_key", "read_image"]
@@ -32,28 +30,23 @@ def image_paths(spec: str) -> list[str]:
     Raises:
         SourceError: it names no image, or a list file names a file that is missing.
     """
-    if os.path.isdir(spec):
-        found = [str(p) for p in Path(spec).iterdir() if p.is_file() and is_image(p)]
-        what = "a folder with no image in it (for a folder of videos, give -o OUTDIR/)"
-    elif spec.lower().endswith(LIST_SUFFIX):
+    if spec.lower().endswith(LIST_SUFFIX):
         try:
-            lines = Path(spec).read_text(encoding="utf-8").splitlines()
+            listed = list_file_paths(spec)
         except (OSError, UnicodeDecodeError) as exc:
-            raise SourceError(f"{spec}: cannot read this list of images ({getattr(exc, 'strerror', None) or exc})") from None
-        base = Path(spec).parent
-        listed = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
-        found = [str(base / line) if not os.path.isabs(line) else line for line in listed]
-        missing = next((path for path in found if not os.path.isfile(path)), None)
+            why = getattr(exc, "strerror", None) or exc
+            raise SourceError(f"{spec}: cannot read this list of images ({why})") from None
+        missing = next((path for path in listed if not os.path.isfile(path)), None)
         if missing is not None:
             raise SourceError(f"{spec}: lists {missing}, which does not exist")
-        return found  # in the list's order
-    elif is_image(spec) and not is_glob(spec):
+        return listed  # in the list's order
+    if is_image(spec) and not is_glob(spec):
         if not os.path.isfile(spec):
             raise SourceError(f"{spec}: no such file")
         return [spec]
-    else:
-        found = [path for path in glob.glob(spec) if os.path.isfile(path) and is_image(path)]
-        what = "a pattern that matches no image"
+    found = [path for path in files_named(spec) if is_image(path)]
+    what = ("a folder with no image in it (for a folder of videos, give -o OUTDIR/)" if os.path.isdir(spec)
+            else "a pattern that matches no image")
     if not found:
         raise SourceError(f"{spec}: {what} ({', '.join(IMAGE_SUFFIXES)})")
     return sorted(found, key=natural_key)
