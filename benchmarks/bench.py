@@ -293,6 +293,7 @@ def measure_streamseg(args: argparse.Namespace) -> dict:
         batching__batch_size=args.batch_size, color_conversion=args.color_conversion, decoder=args.decoder,
         postprocess__threshold=args.threshold,
         **({"gpu_frames": True} if args.gpu_frames else {}),  # a baseline may predate the option
+        **({"tracking__enabled": False} if args.no_track else {}),
         output__video=str(out_dir / "streamseg.mp4"), output__masks=str(out_dir / "streamseg.jsonl"),
     )
     totals = dict.fromkeys(STAGES, 0.0)
@@ -416,6 +417,7 @@ def _child(mode: str, args: argparse.Namespace) -> dict:
            "--color-conversion", args.color_conversion, "--decoder", args.decoder, "--preset", args.preset]
     cmd += ["--compile"] if args.compile else []
     cmd += ["--gpu-frames"] if args.gpu_frames else []
+    cmd += ["--no-track"] if args.no_track else []
     cmd += ["--switch-interval", str(args.switch_interval)] if args.switch_interval else []
     cmd += ["--channels-last"] if args.channels_last else []
     cmd += [] if args.cuda_graphs else ["--no-cuda-graphs"]
@@ -463,6 +465,7 @@ def file_main(argv: list[str]) -> None:
     parser.add_argument("--decoder", default="auto", choices=("auto", "cpu"),
                         help="streamseg's decoder (auto: NVDEC when the model runs on CUDA and it opens)")
     parser.add_argument("--gpu-frames", action="store_true", help="NVDEC's frames stay on the GPU (streamseg)")
+    parser.add_argument("--no-track", action="store_true", help="streamseg without its tracking stage")
     parser.add_argument("--switch-interval", type=float, metavar="MS",
                         help="streamseg's process hands the interpreter lock over this often (Python: 5 ms)")
     parser.add_argument("--preset", default="veryfast", help="streamseg's libx264 preset (where there is no NVENC)")

@@ -3,6 +3,8 @@
 Reproduce with:
     python scripts/make_sample_clip.py --out samples/shapes.mp4
 
+``--truth-only`` rewrites the ground truth alone (the clip's encoding is left as it is).
+
 The scene seed (2,000,001) is outside the training range (below 1,000,000). The clip is H.264 with an
 AAC sound track (a short tune, so audio passthrough can be heard); the ground truth goes to
 ``<out>.truth.jsonl`` in the same format as ``--save-masks`` (panoptic ids, label ids, COCO RLE).
@@ -17,8 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamseg import rle
-from streamseg.testing.synthetic import LABELS, FrameTruth, Scene, write_clip
+from streamseg.testing.synthetic import FrameTruth, Scene, truth_record, write_clip
 
 SEED = 2_000_001
 
@@ -41,6 +42,7 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=360)
     parser.add_argument("--fps", type=int, default=30)
+    parser.add_argument("--truth-only", action="store_true", help="write the ground truth, not the clip")
     args = parser.parse_args()
 
     frames = int(args.seconds * args.fps)
@@ -48,14 +50,15 @@ def main() -> None:
     with open(truth_path, "w") as truth_file:
 
         def record(i: int, truth: FrameTruth) -> None:
-            segments = [
-                {"id": seg_id, "label_id": label, "label": LABELS[label], "rle": rle.encode(truth.panoptic == seg_id)}
-                for seg_id, label in truth.segments.items()
-            ]
-            truth_file.write(json.dumps({"frame": i, "width": args.width, "height": args.height,
-                                         "task": "panoptic", "segments": segments}) + "\n")
+            truth_file.write(json.dumps(truth_record(i, truth)) + "\n")
 
-        write_clip(args.out, Scene(args.seed, aspect=args.width / args.height), width=args.width,
+        scene = Scene(args.seed, aspect=args.width / args.height)
+        if args.truth_only:
+            for i in range(frames):
+                record(i, scene.render(i, args.width, args.height)[1])
+            print(f"wrote {truth_path}")
+            return
+        write_clip(args.out, scene, width=args.width,
                    height=args.height, pts=range(frames), time_base=Fraction(1, args.fps), rate=args.fps,
                    options={"crf": "18", "preset": "slow"}, audio=tune(args.seconds, 48000), on_frame=record)
     print(f"wrote {args.out} ({frames} frames, {args.out.stat().st_size / 1e6:.1f} MB) and {truth_path}")

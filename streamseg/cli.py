@@ -54,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
                                             "(.mp4, .mkv, .mov, .webm); with several sources, one file each "
                                             "(out-<source>.mp4)")
     seg.add_argument("--save-masks", metavar="PATH.jsonl", help="write per-frame masks as JSON lines (COCO RLE)")
+    seg.add_argument("--save-tracks", metavar="PATH.txt", help="write the tracked things in the MOTS text format "
+                     "(frame track_id class_id height width rle), which TrackEval reads")
     seg.add_argument("--save-labels", metavar="DIR", help="write per-frame label maps into DIR as lossless PNG, each "
                      "with a JSON of its segments (semantic: 16-bit class ids; panoptic: COCO's RGB id encoding; "
                      "instance: 16-bit instance values)")
@@ -92,8 +94,18 @@ def _parser() -> argparse.ArgumentParser:
     seg.add_argument("--boxes", action="store_true", default=None, help="draw each segment's bounding box")
     seg.add_argument("--line-width", type=int, metavar="PIXELS", help="outlines' and boxes' width (default: 1 per "
                      "360 rows of the frame)")
-    seg.add_argument("--color-by", choices=("auto", "class", "instance"),
-                     help="colour segments by class (auto), or give each segment of a frame its own shade")
+    seg.add_argument("--color-by", choices=("auto", "class", "instance", "track"),
+                     help="colour segments by class, give each segment of a frame its own shade, or colour things "
+                          "by track (auto: by track where tracking runs, else by class)")
+    track = seg.add_argument_group("tracking (instance and panoptic things; see README)")
+    track.add_argument("--no-track", action="store_true", default=None,
+                       help="segment each frame alone: no track ids, colours by class")
+    track.add_argument("--track-buffer", type=float, metavar="SECONDS",
+                       help="how long a lost track waits to be found again (occlusions, dropped frames; default 2)")
+    track.add_argument("--track-min-hits", type=int, metavar="N",
+                       help="frames in a row before a new object is confirmed and numbered (default 3)")
+    track.add_argument("--track-similarity", type=float, metavar="S",
+                       help="least embedding cosine to re-identify an object with no overlap (default 0.75)")
     seg.add_argument("--no-audio", action="store_true", default=None, help="do not copy the source's audio")
     seg.add_argument("--codec", help="video encoder: auto (VP9 for .webm; else NVENC on an NVIDIA GPU when it opens, "
                                      "else libx264), libx264, h264_nvenc, hevc, vp9, av1, ... (default auto)")
@@ -172,8 +184,13 @@ def build_config(args: argparse.Namespace) -> Config:
         render__show_scores=args.show_scores,
         render__boxes=args.boxes,
         render__line_width=args.line_width,
+        tracking__enabled=flag_off(args.no_track),
+        tracking__buffer_s=args.track_buffer,
+        tracking__min_hits=args.track_min_hits,
+        tracking__reid_similarity=args.track_similarity,
         output__video=args.output,
         output__masks=args.save_masks,
+        output__tracks=args.save_tracks,
         output__labels=args.save_labels,
         output__coco=args.save_coco,
         output__audio=flag_off(args.no_audio),
@@ -258,9 +275,9 @@ def _segment(args: argparse.Namespace) -> int:
     out = config.output
     if not config.sources:
         raise ConfigError("no source: give a video file, webcam index or stream URL")
-    if not (out.video or out.masks or out.labels or out.coco or out.show or out.serve or out.stream):
-        raise ConfigError("nothing to do: give -o OUTPUT, --save-masks PATH, --save-labels DIR, --save-coco FILE, "
-                          "--stream URL, --show or --serve PORT")
+    if not (out.video or out.masks or out.tracks or out.labels or out.coco or out.show or out.serve or out.stream):
+        raise ConfigError("nothing to do: give -o OUTPUT, --save-masks PATH, --save-tracks PATH, --save-labels DIR, "
+                          "--save-coco FILE, --stream URL, --show or --serve PORT")
     from .jobs import many_videos
 
     if (inputs := many_videos(config)) is not None:

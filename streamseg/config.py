@@ -128,8 +128,29 @@ class RenderConfig:
         _check(0.0 <= self.opacity <= 1.0, "render.opacity", f"must be between 0 and 1, got {self.opacity}")
         if self.line_width is not None:
             _check(1 <= self.line_width <= 64, "render.line_width", f"must be 1 to 64 pixels, got {self.line_width}")
-        _check(self.color_by in ("auto", "class", "instance"), "render.color_by",
-               f"unknown value {self.color_by!r} (expected auto, class or instance)")
+        _check(self.color_by in ("auto", "class", "instance", "track"), "render.color_by",
+               f"unknown value {self.color_by!r} (expected auto, class, instance or track)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrackingConfig:
+    """How thing segments keep their identity across frames (instance and panoptic; see
+    :mod:`streamseg.tracking.tracker` for the rules these tune)."""
+
+    enabled: bool = True
+    buffer_s: float = 2.0  # seconds a lost track waits to be found again (occlusions, dropped frames)
+    min_hits: int = 3  # matches in a row before a new track is confirmed and numbered
+    match_iou: float = 0.1  # the least mask overlap for a match by overlap
+    min_similarity: float = 0.3  # the least embedding cosine for a match by overlap
+    reid_similarity: float = 0.75  # the least embedding cosine for a match without overlap
+    smooth_classes: bool = True  # a track's class is the one with the most score over its history
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.buffer_s <= 3600, "tracking.buffer_s", f"must be 0 to 3600 seconds, got {self.buffer_s}")
+        _check(1 <= self.min_hits <= 100, "tracking.min_hits", f"must be 1 to 100, got {self.min_hits}")
+        for name in ("match_iou", "min_similarity", "reid_similarity"):
+            value = getattr(self, name)
+            _check(0.0 <= value <= 1.0, f"tracking.{name}", f"must be between 0 and 1, got {value}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -167,6 +188,7 @@ class OutputConfig:
 
     video: str | None = None
     masks: str | None = None
+    tracks: str | None = None  # a MOTS text file of the tracked things (see streamseg.sinks.tracks)
     labels: str | None = None  # a folder for per-frame label maps (PNG) and their segments (JSON)
     coco: str | None = None  # a COCO file: results (instance, semantic) or the panoptic format (panoptic)
     stream: str | None = None  # a URL to publish the annotated video to, live (rtsp://, rtmp://, srt://, udp://)
@@ -218,6 +240,7 @@ class Config:
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     live: LiveConfig = field(default_factory=LiveConfig)
     duration: float | None = None

@@ -83,12 +83,18 @@ def many_videos(config: Config) -> list[str] | None:
     return inputs
 
 
+# The per-input files a many-videos job writes into a folder each: config key -> suffix.
+_FOLDERED = {"masks": ".jsonl", "tracks": ".txt"}
+
+
 def _targets(config: Config, video: str) -> dict[str, str]:
-    """An input's outputs in the folders given: ``OUTDIR/<stem>.mp4``, and its masks ``<stem>.jsonl``."""
+    """An input's outputs in the folders given: ``OUTDIR/<stem>.mp4``, its masks ``<stem>.jsonl``, its
+    tracks ``<stem>.txt``."""
     stem = Path(video).stem
     targets = {"video": str(Path(config.output.video or ".") / f"{stem}.mp4")}
-    if config.output.masks:
-        targets["masks"] = str(Path(config.output.masks) / f"{stem}.jsonl")
+    for key, suffix in _FOLDERED.items():
+        if folder := getattr(config.output, key):
+            targets[key] = str(Path(folder) / f"{stem}{suffix}")
     return targets
 
 
@@ -105,11 +111,11 @@ def run_jobs(config: Config, inputs: Sequence[str], run: Callable[[Config], int]
     (a signal) from ``run`` ends the job there, the input it stopped left unfinished.
 
     Raises:
-        ConfigError: the masks go to a single file, which several inputs cannot share.
+        ConfigError: the masks or tracks go to a single file, which several inputs cannot share.
     """
-    if config.output.masks and not names_folder(config.output.masks):
-        raise ConfigError(f"output.masks: with many videos, give a folder (--save-masks DIR/), not "
-                          f"{config.output.masks}")
+    for key in _FOLDERED:
+        if (given := getattr(config.output, key)) and not names_folder(given):
+            raise ConfigError(f"output.{key}: with many videos, give a folder (--save-{key} DIR/), not {given}")
     folder = Path(config.output.video or ".")
     worker = worker or socket.gethostname()
     outcomes = []
@@ -122,8 +128,7 @@ def run_jobs(config: Config, inputs: Sequence[str], run: Callable[[Config], int]
         for path in targets.values():
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         one = dataclasses.replace(config, sources=(video,), output=dataclasses.replace(
-            config.output, video=_partial(targets["video"]),
-            masks=_partial(targets["masks"]) if "masks" in targets else None))
+            config.output, **{key: _partial(path) for key, path in targets.items()}))
         started = time.monotonic()
         try:
             frames = run(one)

@@ -105,6 +105,11 @@ class Segmentation:
         id2label: class names by label id.
         segment_map: (H, W) int32, k + 1 where segment k is and 0 elsewhere, for segments that never overlap.
         mask_stack: (N, H, W) bool, one mask per segment, for segments that may overlap.
+        queries: the model's query behind each segment (a fused segment's first), whose decoder embedding
+            the tracker compares across frames; None for semantic segments.
+        track_ids: each segment's identity across frames (see :mod:`streamseg.tracking`): an integer from 1,
+            unique in its source and never reused, for a confirmed track; None for stuff, for a thing not
+            yet confirmed, and for every segment when tracking is off (then the list itself is None).
     """
 
     task: str
@@ -117,14 +122,17 @@ class Segmentation:
     id2label: dict[int, str] = field(default_factory=dict, repr=False)
     segment_map: torch.Tensor | None = field(default=None, repr=False)
     mask_stack: torch.Tensor | None = field(default=None, repr=False)
+    queries: list[int] | None = field(default=None, repr=False)
+    track_ids: list[int | None] | None = None
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
         n = len(self.ids)
         counts = [len(self.label_ids), len(self.scores), len(self.areas), len(self.boxes)]
+        counts += [len(x) for x in (self.queries, self.track_ids) if x is not None]
         if any(c != n for c in counts):
-            raise ValueError(f"{n} ids but labels, scores, areas, boxes number {counts}")
+            raise ValueError(f"{n} ids but labels, scores, areas, boxes (queries, track ids) number {counts}")
         size = tuple(self.size)
         if self.segment_map is not None and (self.segment_map.shape != size or self.segment_map.dtype != torch.int32):
             raise ValueError(f"segment_map must be {size} int32, got {tuple(self.segment_map.shape)} "
@@ -195,7 +203,9 @@ class Segmentation:
             self, ids=[self.ids[k] for k in keep], label_ids=[self.label_ids[k] for k in keep],
             scores=[self.scores[k] for k in keep], areas=[self.areas[k] for k in keep],
             boxes=[self.boxes[k] for k in keep], segment_map=segment_map,
-            mask_stack=None if self.mask_stack is None else self.mask_stack[keep])
+            mask_stack=None if self.mask_stack is None else self.mask_stack[keep],
+            queries=None if self.queries is None else [self.queries[k] for k in keep],
+            track_ids=None if self.track_ids is None else [self.track_ids[k] for k in keep])
 
     def to_detections(self) -> Any:
         """The segments as ``supervision.Detections`` (boxes as x0, y0, x1, y1; masks; class ids; scores,

@@ -188,12 +188,13 @@ def test_a_forward_pass_that_waits_on_the_device_runs_without_graphs(caplog) -> 
         def forward(self, pixel_values):
             scale = pixel_values.abs().max().item()  # a copy to the host: cannot be captured
             return SimpleNamespace(class_queries_logits=pixel_values.mean((2, 3)),
-                                   masks_queries_logits=pixel_values / scale)
+                                   masks_queries_logits=pixel_values / scale,
+                                   transformer_decoder_last_hidden_state=pixel_values.mean(3))
 
     graphed = graphed_forward(Waits(), 4)
     pixels = torch.randn(2, 3, 8, 8, device="cuda")
     with caplog.at_level(logging.WARNING), torch.inference_mode():
-        class_logits, mask_logits = graphed(pixels)
+        class_logits, mask_logits, _ = graphed(pixels)
         again = graphed(pixels * 2)
     assert graphed.failed and "CUDA graphs unavailable" in caplog.text
     torch.testing.assert_close(mask_logits, pixels / pixels.abs().max())

@@ -105,5 +105,6 @@ def test_a_batch_of_one_kind_of_frame_takes_the_whole_graph() -> None:
                 assert torch.equal(got[0], torch.stack(plain.images))
                 torch.testing.assert_close(got[1], plain.class_logits)
                 torch.testing.assert_close(got[2], plain.mask_logits)
+                torch.testing.assert_close(got[3], plain.embeddings)
     runner.max_batch = 2  # after running out of memory: batches are split, outside the whole graph
     assert runner._whole_graph(yuv[:2]) is not None and runner._whole_graph(yuv[:3]) is None

@@ -12,7 +12,7 @@ import torch
 from ..ops import MOST_PIXELS, batch_chunks, grouped, lookup, stacked, upload_each
 from ..types import Segmentation
 
-__all__ = ["MaskAnnotator", "class_color"]
+__all__ = ["MaskAnnotator", "class_color", "track_color"]
 
 
 def class_color(label_id: int) -> tuple[int, int, int]:
@@ -20,6 +20,14 @@ def class_color(label_id: int) -> tuple[int, int, int]:
     hue = (label_id * 0.618033988749895 + 0.1) % 1.0
     sat = 0.65 + 0.35 * ((label_id * 7) % 3) / 2
     r, g, b = colorsys.hsv_to_rgb(hue, sat, 0.95)
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+def track_color(track_id: int) -> tuple[int, int, int]:
+    """A fixed, saturated RGB colour per track id: a track looks the same for its whole life, and tracks
+    numbered close together look far apart."""
+    hue = (track_id * 0.618033988749895 + 0.45) % 1.0
+    r, g, b = colorsys.hsv_to_rgb(hue, 0.8 + 0.2 * (track_id % 2), 0.95 - 0.2 * ((track_id // 2) % 2))
     return int(r * 255), int(g * 255), int(b * 255)
 
 
@@ -31,8 +39,10 @@ class MaskAnnotator:
     Args:
         opacity: weight of the mask colour over the frame.
         outlines: draw each segment's border at full colour.
-        labels: write class names at the top-left of each segment's box.
-        color_by: ``class`` colours by label id; ``instance`` gives each segment of a frame its own shade.
+        labels: write class names at the top-left of each segment's box, with the track id where it has one
+            (``ball 3``).
+        color_by: ``class`` colours by label id; ``instance`` gives each segment of a frame its own shade;
+            ``track`` colours each tracked segment by its track id, the others by class.
         scores: add each segment's score to its label (``ball 0.93``), where it has one.
         boxes: draw each segment's bounding box in its colour.
         line_width: outlines' and boxes' width in pixels; None: 1 per 360 rows of the frame.
@@ -109,6 +119,8 @@ class MaskAnnotator:
 
     def _colours(self, seg: Segmentation) -> list[tuple[int, int, int]]:
         colours = [class_color(lab) for lab in seg.label_ids]
+        if self.color_by == "track" and seg.track_ids is not None:
+            return [c if t is None else track_color(t) for c, t in zip(colours, seg.track_ids)]
         return [_shade(c, i) for i, c in enumerate(colours)] if self.color_by == "instance" else colours
 
     def _draw_boxes(self, out: torch.Tensor, segmentations: list[Segmentation]) -> None:
@@ -163,9 +175,12 @@ class MaskAnnotator:
         layers: list[list[tuple[tuple, int]]] = []  # per layer: (glyph key, flat index of its top-left pixel)
         for f, seg in enumerate(segmentations):
             placed: list[tuple[int, int, int, int, int]] = []  # x, y, w, h, layer
-            for name, box, area, score in zip(seg.labels, seg.boxes, seg.areas, seg.scores):
+            track_ids = seg.track_ids or [None] * len(seg)
+            for name, box, area, score, track_id in zip(seg.labels, seg.boxes, seg.areas, seg.scores, track_ids):
                 if area == 0:
                     continue
+                if track_id is not None:
+                    name = f"{name} {track_id}"
                 if self.scores and score is not None and score == score:  # NaN: no score to show
                     name = f"{name} {score:.2f}"
                 gh, gw = self._canvas(name, scale).shape

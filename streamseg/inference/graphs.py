@@ -26,14 +26,15 @@ __all__ = ["Graphed", "capture_supported", "forward_logits", "graph_sizes", "gra
 
 log = logging.getLogger(__name__)
 
-Logits = tuple[torch.Tensor, torch.Tensor]  # class logits, mask logits
+Logits = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # class logits, mask logits, query embeddings
 Outputs = tuple[torch.Tensor, ...]
 
 
 def forward_logits(model: Callable, pixel_values: torch.Tensor) -> Logits:
-    """The class and mask logits of one forward pass, launched kernel by kernel."""
+    """The class and mask logits of one forward pass, launched kernel by kernel, and each query's
+    embedding from the decoder's last layer (B, Q, D), which the tracker compares across frames."""
     out = model(pixel_values=pixel_values)
-    return out.class_queries_logits, out.masks_queries_logits
+    return out.class_queries_logits, out.masks_queries_logits, out.transformer_decoder_last_hidden_state
 
 
 def capture_supported(version: str | None = None) -> bool:

@@ -190,15 +190,17 @@ def _finish(
     *,
     maps: list[torch.Tensor | None] | None = None,
     stacks: list[torch.Tensor | None] | None = None,
+    queries: list[list[int]] | None = None,
 ) -> list[Segmentation]:
     """One Segmentation per frame, from a segment map (segments that never overlap) or a mask stack."""
     maps = maps or [None] * len(sizes)
     stacks = stacks or [None] * len(sizes)
+    queries = queries or [None] * len(sizes)
     areas, boxes = _boxes_and_areas([len(i) for i in ids], maps, stacks)
     return [
         Segmentation(task, i, lb, s, areas=a, boxes=b, size=tuple(size), id2label=id2label, segment_map=sm,
-                     mask_stack=st)
-        for size, i, lb, s, a, b, sm, st in zip(sizes, ids, labels, scores, areas, boxes, maps, stacks)
+                     mask_stack=st, queries=q)
+        for size, i, lb, s, a, b, sm, st, q in zip(sizes, ids, labels, scores, areas, boxes, maps, stacks, queries)
     ]
 
 
@@ -280,6 +282,7 @@ def instance(
     threshold_32 = float(np.float32(threshold))
     kept_rows: list[list[int]] = [[] for _ in target_sizes]
     labels: list[list[int]] = [[] for _ in target_sizes]
+    queries_kept: list[list[int]] = [[] for _ in target_sizes]
     out_scores: list[list[float | None]] = [[] for _ in target_sizes]
     row = 0
     for chunk in chunks:
@@ -291,6 +294,7 @@ def instance(
                           key=lambda r: -checks_h[r][0])
             kept_rows[b] = [r - start for r in kept]
             labels[b] = [index_h[b][pairs_h[b][r - mine.start]] % num_classes for r in kept]
+            queries_kept[b] = [index_h[b][pairs_h[b][r - mine.start]] // num_classes for r in kept]
             out_scores[b] = [round(checks_h[r][0], 6) for r in kept]
     out_masks = [torch.zeros((0, *size), dtype=torch.bool, device=device) for size in target_sizes]
     for chunk, binary in zip(chunks, binaries):
@@ -300,7 +304,8 @@ def instance(
         for b, frame_masks in zip(chunk, masks.split([len(kept_rows[b]) for b in chunk])):
             out_masks[b] = frame_masks
     ids = [list(range(len(kept))) for kept in kept_rows]
-    return _finish("instance", target_sizes, ids, labels, out_scores, id2label or {}, stacks=out_masks)
+    return _finish("instance", target_sizes, ids, labels, out_scores, id2label or {}, stacks=out_masks,
+                   queries=queries_kept)
 
 
 def _gathered(masks: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
@@ -387,10 +392,10 @@ def panoptic(
     stats = torch.cat(parts, dim=1).cpu().tolist() if parts else [[], []]
 
     fuse = set(label_ids_to_fuse)
-    ids, labels, out_scores = [], [], []
+    ids, labels, out_scores, queries = [], [], [], []
     positions: dict[int, torch.Tensor] = {}  # by frame with a segment map
     for b in range(len(target_sizes)):
-        ids.append([]), labels.append([]), out_scores.append([])
+        ids.append([]), labels.append([]), out_scores.append([]), queries.append([])
         if winners[b] is None:
             continue
         kept = kept_h[b]
@@ -400,6 +405,7 @@ def panoptic(
         seg_ids: list[int] = []
         seg_labels: list[int] = []
         seg_scores: list[float | None] = []
+        seg_queries: list[int] = []
         current, stuff_memory = 0, {}
         for k, q in enumerate(kept):
             label = int(labels_h[b][q])
@@ -415,15 +421,17 @@ def panoptic(
                 seg_ids.append(current)
                 seg_labels.append(label)
                 seg_scores.append(round(scores_h[b][q], 6))
+                seg_queries.append(q)
             if label in fuse:
                 stuff_memory[label] = current
         # Kept query -> its segment's index + 1, 0 for none.
         positions[b] = torch.tensor([seg_ids.index(i) + 1 if i else 0 for i in lut], dtype=torch.int32)
-        ids[b], labels[b], out_scores[b] = seg_ids, seg_labels, seg_scores
+        ids[b], labels[b], out_scores[b], queries[b] = seg_ids, seg_labels, seg_scores, seg_queries
 
     on_device = dict(zip(positions, upload_each(list(positions.values()), mask_logits.device)))
     segment_maps = [None if winner is None else lookup(on_device[b], winner) for b, winner in enumerate(winners)]
-    return _finish("panoptic", target_sizes, ids, labels, out_scores, id2label or {}, maps=segment_maps)
+    return _finish("panoptic", target_sizes, ids, labels, out_scores, id2label or {}, maps=segment_maps,
+                   queries=queries)
 
 
 def postprocess(

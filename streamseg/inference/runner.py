@@ -16,6 +16,7 @@ from ..annotators.masks import MaskAnnotator
 from ..config import PostprocessConfig
 from ..exceptions import ConfigError, ModelError
 from ..ops import download, grouped, stacked
+from ..tracking import Tracking
 from ..types import Frame, FrameResult, to_host
 from .color import rgb_to_yuv420, yuv420_to_rgb
 from .graphs import Graphed, capture_supported, forward_logits, graphed_forward
@@ -27,7 +28,7 @@ __all__ = ["ModelRunner", "Forwarded"]
 
 log = logging.getLogger(__name__)
 
-STAGES = ("upload", "preprocess", "forward", "postprocess", "render", "download")
+STAGES = ("upload", "preprocess", "forward", "postprocess", "track", "render", "download")
 
 
 class _Timer:
@@ -58,6 +59,7 @@ class Forwarded:
     images: list[torch.Tensor]
     class_logits: torch.Tensor
     mask_logits: torch.Tensor
+    embeddings: torch.Tensor  # (B, Q, D): each query's decoder embedding, for the tracker
     timer: _Timer
     ready: torch.cuda.Event | None = None  # on CUDA: recorded on the compute stream after the forward pass
 
@@ -89,6 +91,7 @@ class ModelRunner:
             are exact (costs a little speed; the benchmark turns it on).
         yuv_out: turn drawn frames into YUV 4:2:0 on the device, for an encoder (half the bytes to copy,
             no conversion on the host).
+        tracking: gives thing segments their track ids between post-processing and drawing; None: no ids.
         cuda_graphs: on CUDA and without ``compile``, replay the forward pass from a CUDA graph per input
             shape (see :mod:`.graphs`), with the colour conversion and preprocessing where a batch's frames
             are of one kind; ``batch_size`` is the largest batch, to which smaller ones are padded.
@@ -101,6 +104,7 @@ class ModelRunner:
         post: PostprocessConfig,
         *,
         annotator: MaskAnnotator | None = None,
+        tracking: Tracking | None = None,
         masks_to_host: bool = True,
         compile: bool = False,
         profile: bool = False,
@@ -114,6 +118,7 @@ class ModelRunner:
         self.post = post
         self.classes = wanted_classes(post.classes, loaded.id2label)
         self.annotator = annotator
+        self.tracking = tracking
         self.masks_to_host = masks_to_host
         self.profile = profile
         self.yuv_out = yuv_out
@@ -161,7 +166,7 @@ class ModelRunner:
             if whole is not None:  # one replay for all but the upload; its time is counted as the forward's
                 raw = self._upload_batch(frames)
                 timer.lap("upload")
-                rgb, class_logits, mask_logits = self._replay_whole(whole, raw)
+                rgb, class_logits, mask_logits, embeddings = self._replay_whole(whole, raw)
                 images = list(rgb.unbind(0))
                 timer.lap("forward")
             else:
@@ -169,15 +174,15 @@ class ModelRunner:
                 timer.lap("upload")
                 pixel_values = preprocess(images, self.loaded.spec, self.loaded.dtype, self._layout)
                 timer.lap("preprocess")
-                class_logits, mask_logits = self._run_model(pixel_values)
+                class_logits, mask_logits, embeddings = self._run_model(pixel_values)
                 timer.lap("forward")
             ready = None
             if self._post_stream is not None:
                 ready = torch.cuda.Event()
                 ready.record(torch.cuda.current_stream(self.loaded.device))
-            return Forwarded(list(frames), images, class_logits, mask_logits, timer, ready)
+            return Forwarded(list(frames), images, class_logits, mask_logits, embeddings, timer, ready)
 
-    def _run_model(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _run_model(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The forward pass, in chunks of at most ``max_batch`` frames. A chunk that runs out of device
         memory is halved and run again, and the smaller size holds for the rest of the run: a batch
         size too large for this device costs a warning, not the run."""
@@ -198,9 +203,9 @@ class ModelRunner:
             start += size
         if len(outputs) == 1:
             return outputs[0]
-        return torch.cat([o[0] for o in outputs]), torch.cat([o[1] for o in outputs])
+        return tuple(torch.cat(parts) for parts in zip(*outputs))
 
-    def _forward_chunk(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _forward_chunk(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if self._graphed is not None:
             return self._graphed(pixel_values)  # type: ignore[return-value]
         return forward_logits(self._forward, pixel_values)
@@ -264,6 +269,9 @@ class ModelRunner:
             if self.classes is not None:
                 segs = [seg.only(self.classes) for seg in segs]
             timer.lap("postprocess")
+            if self.tracking is not None:
+                segs = self.tracking.update(frames, segs, batch.embeddings)
+                timer.lap("track")
             if not self._outputs_checked:
                 self._outputs_checked = True
                 _warn_unless_finite(batch.class_logits)

@@ -50,6 +50,7 @@ from ..sources.hardware import decoder_problem
 from ..sources.live import TROUBLE, SourceStatus
 from ..sources.open import open_source
 from ..sources.pipe import stdin_file
+from ..tracking import tracking_for
 from ..types import Frame, FrameResult
 from .allocator import keep_freed_memory, release_freed_memory
 from .batcher import Batcher, produce
@@ -216,13 +217,13 @@ class Pipeline:
                             stopped=self._events.stop, on_quit=self.stop)
         sinks = built.all() + self._extra_sinks
         how = drawing(run, [s.wants_annotated for s in sinks], [s.takes_yuv for s in sinks], self._annotate)
-        render = cfg.render
+        render, tracking = cfg.render, tracking_for(cfg, self.task)
         annotator = MaskAnnotator(render.opacity, render.outlines, render.labels,
-                                  render.color_by if render.color_by != "auto" else "class",
+                                  render.color_by if render.color_by != "auto" else "track" if tracking else "class",
                                   scores=render.show_scores, boxes=render.boxes, line_width=render.line_width)
         masks_to_host = self._masks_to_host or any(s.wants_masks for s in sinks)
         self.runner = ModelRunner(
-            loaded, self.task, cfg.postprocess, annotator=annotator if how.draw else None,
+            loaded, self.task, cfg.postprocess, annotator=annotator if how.draw else None, tracking=tracking,
             masks_to_host=masks_to_host, compile=cfg.model.compile, profile=self._profile,
             channels_last=cfg.model.channels_last, yuv_out=how.yuv_out,
             cuda_graphs=cfg.model.cuda_graphs, batch_size=cfg.batching.batch_size,

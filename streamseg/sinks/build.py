@@ -26,6 +26,7 @@ from .paths import check_distinct, output_path, segments_of
 from .preview import WindowPreviewSink
 from .segments import SegmentedSink
 from .stream import StreamSink, stream_open_args, stream_url
+from .tracks import TracksSink
 from .video import VideoSink, check_encoder, check_writable, encoder_threads, pick_encoder
 from .web import WebPreviewSink
 
@@ -68,7 +69,8 @@ def check_outputs(config: Config, tags: dict[str, str]) -> None:
             and not all(classify(src) is Kind.IMAGES for src in config.sources)):
         raise ConfigError(f"output.video: {out.video} takes images; a video's output is a "
                           ".mp4, .mkv, .mov or .webm file")
-    paths = [output_path(template, tag, several) for template in (None if folder else out.video, out.masks, out.coco)
+    paths = [output_path(template, tag, several)
+             for template in (None if folder else out.video, out.masks, out.tracks, out.coco)
              if template for tag in tags.values()]
     # Standard input that is a file was taken as that file when the pipeline was made.
     check_distinct(paths, [src for src in config.sources if classify(src).local and "://" not in src
@@ -129,6 +131,10 @@ def build_sinks(config: Config, sources: Sequence[Source], tags: dict[str, str],
             else:
                 group.append(JsonlSink(path, wall_clock=source.live))
                 outputs.append(path)
+        if out.tracks:
+            path = output_path(out.tracks, tag, several)
+            group.append(TracksSink(path))
+            outputs.append(path)
         if out.labels:
             group.append(LabelSink(out.labels, tag))
             outputs.append(out.labels)

@@ -15,13 +15,15 @@ from ..exceptions import SinkError
 from ..types import FrameResult
 from .base import Sink
 
-__all__ = ["JsonlSink", "result_record"]
+__all__ = ["JsonlSink", "LinesSink", "result_record"]
 
 
 def result_record(result: FrameResult, *, wall_clock: bool = False) -> dict[str, Any]:
     """The JSON record of one frame.
 
     ``time`` is seconds from the start of the source, or Unix time for live sources (``wall_clock``).
+    Where tracking ran, each segment has ``track_id``: a thing's identity across the source's frames, or
+    null (stuff, and a thing whose track is not yet confirmed).
     """
     seg = result.segmentation
     if seg.segment_map is not None:  # one pass over the map for every segment, no mask needed
@@ -41,6 +43,9 @@ def result_record(result: FrameResult, *, wall_clock: bool = False) -> dict[str,
         for i, label_id, label, score, area, box, counts in zip(
             seg.ids, seg.label_ids, seg.labels, seg.scores, seg.areas, seg.boxes, encoded)
     ]
+    if seg.track_ids is not None:
+        for segment, track_id in zip(segments, seg.track_ids):
+            segment["track_id"] = track_id
     frame = result.frame
     return {
         "frame": frame.index,
@@ -54,24 +59,27 @@ def result_record(result: FrameResult, *, wall_clock: bool = False) -> dict[str,
     }
 
 
-class JsonlSink(Sink):
-    """Appends one JSON line per frame to a file, flushed per line so an interrupted run keeps its records."""
+class LinesSink(Sink):
+    """A text file written a frame's lines at a time, flushed per frame so an interrupted run keeps what it
+    wrote; a run in which no frame came leaves no empty file behind. Subclasses say what a frame's lines
+    are (:meth:`lines`)."""
 
-    stage = "export"  # name of its time in FrameResult.stats
     wants_masks = True
 
-    def __init__(self, path: str | Path, *, wall_clock: bool = False) -> None:
+    def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        self.wall_clock = wall_clock
-        self.records = 0
+        self.records = 0  # frames written
         self._file: IO[str] | None = None
 
-    def __enter__(self) -> JsonlSink:
+    def __enter__(self) -> LinesSink:
         self.open()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def lines(self, result: FrameResult) -> list[str]:
+        raise NotImplementedError
 
     def open(self) -> None:
         try:
@@ -84,8 +92,9 @@ class JsonlSink(Sink):
             self.open()
         assert self._file is not None
         try:
-            self._file.write(json.dumps(result_record(result, wall_clock=self.wall_clock)) + "\n")
-            self._file.flush()
+            if lines := self.lines(result):
+                self._file.write("\n".join(lines) + "\n")
+                self._file.flush()
             self.records += 1
         except OSError as exc:
             raise SinkError(f"{self.path}: cannot write: {exc.strerror or exc}") from exc
@@ -102,3 +111,16 @@ class JsonlSink(Sink):
             if self.records == 0 and os.path.isfile(self.path):  # no frame came: leave no empty file behind
                 with contextlib.suppress(OSError):
                     os.unlink(self.path)
+
+
+class JsonlSink(LinesSink):
+    """Appends one JSON line per frame (see :func:`result_record`) to a file."""
+
+    stage = "export"  # name of its time in FrameResult.stats
+
+    def __init__(self, path: str | Path, *, wall_clock: bool = False) -> None:
+        super().__init__(path)
+        self.wall_clock = wall_clock
+
+    def lines(self, result: FrameResult) -> list[str]:
+        return [json.dumps(result_record(result, wall_clock=self.wall_clock))]

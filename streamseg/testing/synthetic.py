@@ -7,11 +7,14 @@ swapped, a resize is misaligned or frames come out of order.
 A scene is a few moving, occluding "things" (three classes, each with its own shape and colour family)
 over up to three "stuff" bands with wavy, drifting borders. Everything is a function of the seed and
 the frame index, and geometry is in normalized coordinates, so a scene renders at any resolution.
+Each thing has an identity (its ``track_id`` in the ground truth), for scoring tracking; the options
+of :class:`Scene` add what makes tracking hard.
 """
 
 from __future__ import annotations
 
 import colorsys
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,6 +25,7 @@ import cv2
 import numpy as np
 
 __all__ = [
+    "truth_record",
     "write_clip",
     "LABELS",
     "STUFF_IDS",
@@ -49,10 +53,12 @@ class FrameTruth:
     Attributes:
         panoptic: (H, W) int32 segment ids, every pixel belongs to exactly one segment (ids from 1).
         segments: segment id -> label id, for the segments visible in this frame.
+        tracks: segment id -> identity (from 1, the same in every frame) of the visible things.
     """
 
     panoptic: np.ndarray
     segments: dict[int, int]
+    tracks: dict[int, int] = dataclasses.field(default_factory=dict)
 
     @property
     def semantic(self) -> np.ndarray:
@@ -74,6 +80,9 @@ class _Thing:
     angle: float
     spin: float
     rgb: tuple[int, int, int]
+    bounces: bool = True  # kept inside the frame; otherwise it moves on straight, out of the frame
+    warp: float = 0.0  # its speed swings between (1 - warp) and (1 + warp) times ...
+    period: float = 60.0  # ... over this many frames
 
 
 def _hsv_to_rgb(h: float, s: float, v: float) -> tuple[int, int, int]:
@@ -89,9 +98,21 @@ def _bounce(pos: float, low: float, high: float) -> float:
 
 
 class Scene:
-    """A deterministic moving scene; ``render(i, w, h)`` draws frame ``i``."""
+    """A deterministic moving scene; ``render(i, w, h)`` draws frame ``i``.
 
-    def __init__(self, seed: int, *, aspect: float = 16 / 9) -> None:
+    Options that make tracking hard (all off: the scenes the sample model was trained on):
+
+    - ``crossing``: two balls run at each other along one line and cross, one in front of the other;
+    - ``occlusion``: a large still box, with a small ball passing behind it, hidden for most of a second
+      at 30 frames a second;
+    - ``exits``: a kite comes in at the left edge and leaves at the right one;
+    - ``speed_changes``: the scene's own things and the kite speed up and slow down;
+    - ``own_things``: keep at most this many of the scene's own things (2 to 5), so that the added ones
+      do not crowd a frame beyond what the sample model was trained on.
+    """
+
+    def __init__(self, seed: int, *, aspect: float = 16 / 9, crossing: bool = False, occlusion: bool = False,
+                 exits: bool = False, speed_changes: bool = False, own_things: int | None = None) -> None:
         self.seed = seed
         self.aspect = aspect
         rng = np.random.default_rng(seed)
@@ -131,6 +152,28 @@ class Scene:
                     rgb=rgb,
                 )
             )
+        # The hard parts, each from its own draws after the scene's, so the plain scene stays as it was.
+        self._things = self._things[:own_things]
+        extra = np.random.default_rng(seed + 7)
+        if speed_changes:
+            self._things = [dataclasses.replace(t, warp=0.8, period=float(extra.uniform(40, 90))) for t in self._things]
+        if crossing:
+            y, gap, speed = float(extra.uniform(0.6, 0.8)), 0.03, 0.006
+            for x, sign, k in ((0.2, 1, 0), (0.8, -1, 1)):
+                self._things.append(_Thing(0, x, y + gap * (k - 0.5), sign * speed, 0.0, 0.1, 0.0, 0.0,
+                                           _hsv_to_rgb(extra.uniform(-12, 12) / 360, 0.9, 0.85 + 0.1 * k)))
+        if occlusion:
+            y = float(extra.uniform(0.3, 0.5))
+            # The ball first (drawn below), then the box over it: hidden while its centre is within
+            # 0.778 * 0.17 - 0.1 of the box's, in heights: 18 frames at 0.002 of the width a frame, from
+            # frame 66. Both sizes are within what the sample model was trained on.
+            self._things.append(_Thing(0, 0.35, y, 0.002, 0.0, 0.1, 0.0, 0.0, _hsv_to_rgb(0.0, 0.85, 0.9),
+                                       bounces=False))
+            self._things.append(_Thing(1, 0.5, y, 0.0, 0.0, 0.17, math.pi / 4, 0.0, _hsv_to_rgb(0.33, 0.8, 0.8)))
+        if exits:
+            self._things.append(_Thing(2, -0.1, float(extra.uniform(0.2, 0.8)), 0.009, 0.0, 0.1, 0.0, 0.02,
+                                       _hsv_to_rgb(0.64, 0.85, 0.85), bounces=False,
+                                       warp=0.5 if speed_changes else 0.0))
 
     @property
     def num_things(self) -> int:
@@ -167,7 +210,8 @@ class Scene:
             tone = (colour[None, None, :] * (shade * ripple)[..., None]).clip(0, 255)
             image[region] = tone[region].astype(np.uint8)
 
-        for thing in self._things:
+        tracks: dict[int, int] = {}
+        for identity, thing in enumerate(self._things, start=1):
             mask = np.zeros((height, width), dtype=np.uint8)
             pts = self._outline(thing, index, width, height)
             cv2.fillPoly(mask, [pts], 1, lineType=cv2.LINE_8)
@@ -176,6 +220,7 @@ class Scene:
                 continue
             seg_id = len(segments) + 1
             segments[seg_id] = thing.label
+            tracks[seg_id] = identity
             panoptic[region] = seg_id
             # Flat colour with a soft highlight so shapes are not perfectly flat.
             cx, cy = pts[:, 0].mean(), pts[:, 1].mean()
@@ -187,11 +232,16 @@ class Scene:
         noise = rng.normal(0.0, 4.0, size=image.shape).astype(np.float32)
         image = (image.astype(np.float32) + noise).clip(0, 255).astype(np.uint8)
         visible = {seg: lab for seg, lab in segments.items() if (panoptic == seg).any()}
-        return image, FrameTruth(panoptic=panoptic, segments=visible)
+        return image, FrameTruth(panoptic=panoptic, segments=visible,
+                                 tracks={seg: tracks[seg] for seg in visible if seg in tracks})
 
     def _outline(self, thing: _Thing, index: int, width: int, height: int) -> np.ndarray:
-        x = _bounce(thing.x + thing.vx * index, 0.05, 0.95) * width
-        y = _bounce(thing.y + thing.vy * index, 0.1, 0.9) * height
+        # Time as the thing lives it: its speed times 1 + warp * sin(2 pi index / period).
+        t = index + thing.warp * thing.period / (2 * math.pi) * (1 - math.cos(2 * math.pi * index / thing.period))
+        x, y = thing.x + thing.vx * t, thing.y + thing.vy * t
+        if thing.bounces:
+            x, y = _bounce(x, 0.05, 0.95), _bounce(y, 0.1, 0.9)
+        x, y = x * width, y * height
         r = thing.size * height
         angle = thing.angle + thing.spin * index
         if thing.label == 0:  # ball: circle
@@ -203,6 +253,21 @@ class Scene:
         theta = angle + np.arange(n) * 2 * math.pi / n
         pts = np.stack([x + np.cos(theta) * radii, y + np.sin(theta) * radii], axis=1)
         return np.round(pts).astype(np.int32)
+
+
+def truth_record(index: int, truth: FrameTruth) -> dict:
+    """A frame's ground truth in the ``--save-masks`` JSONL format: panoptic ids, label ids, COCO RLE,
+    and each thing's ``track_id``."""
+    from .. import rle
+
+    height, width = truth.panoptic.shape
+    segments = []
+    for seg_id, label in truth.segments.items():
+        segment = {"id": seg_id, "label_id": label, "label": LABELS[label], "rle": rle.encode(truth.panoptic == seg_id)}
+        if seg_id in truth.tracks:
+            segment["track_id"] = truth.tracks[seg_id]
+        segments.append(segment)
+    return {"frame": index, "width": width, "height": height, "task": "panoptic", "segments": segments}
 
 
 def write_clip(

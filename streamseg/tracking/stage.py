@@ -1,0 +1,98 @@
+"""The tracking stage: between post-processing and drawing, one :class:`~.tracker.Tracker` per source.
+
+Per batch, the features of every thing segment and the matrices against each source's tracks are made
+on the device, and the matrices of all sources come to the host in one copy: a batch, not a frame, waits
+for the device, and post-processing already waits once a batch. The tracks' features stay on the device.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import torch
+
+from ..ops import upload_each
+from ..config import Config, TrackingConfig
+from ..types import Frame, Segmentation
+from .features import Features, affinities, thing_features
+from .tracker import Candidate, Tracker
+
+__all__ = ["Tracking", "tracking_for"]
+
+
+class Tracking:
+    """Gives the thing segments of each source's frames their track ids.
+
+    Args:
+        settings: the association's knobs.
+        stuff: label ids that are stuff (they keep their class and get no track); every other class of an
+            instance or panoptic segmentation is a thing.
+    """
+
+    def __init__(self, settings: TrackingConfig, stuff: frozenset[int] = frozenset()) -> None:
+        self.settings = settings
+        self.stuff = stuff
+        self._trackers: dict[str, Tracker] = {}
+        self._banks: dict[str, Features] = {}
+
+    def reset(self, source: str) -> None:
+        """Forget a source's tracks (ids still never repeat within the source)."""
+        if source in self._trackers:
+            self._trackers[source].tracks = []
+            self._banks.pop(source, None)
+
+    def update(self, frames: Sequence[Frame], segs: Sequence[Segmentation],
+               embeddings: torch.Tensor) -> list[Segmentation]:
+        """``segs`` (one per frame, in order) with ``track_ids`` set; ``embeddings`` is the batch's (B, Q, D)."""
+        out = list(segs)
+        groups: dict[str, list[int]] = {}
+        for b, (frame, seg) in enumerate(zip(frames, segs)):
+            if seg.task != "semantic" and seg.queries is not None and frame.item is None:  # not an image job's
+                groups.setdefault(frame.source, []).append(b)
+        if not groups:
+            return out
+        things = {b: [k for k, label in enumerate(segs[b].label_ids) if label not in self.stuff and segs[b].areas[k]]
+                  for members in groups.values() for b in members}
+        matrices, shapes = [], []
+        for source, members in groups.items():
+            bank = self._banks.get(source)
+            if bank is None:
+                bank = Features.empty(embeddings.shape[-1], embeddings.device)
+            new = [thing_features(segs[b], things[b], embeddings[b]) for b in members if things[b]]
+            batch = bank if not new else bank.cat(Features(torch.cat([f.masks for f in new]),
+                                                           torch.cat([f.embeddings for f in new])))
+            matrices.append(affinities(batch, Features(batch.masks[len(bank):], batch.embeddings[len(bank):])).flatten())
+            shapes.append((len(batch), len(batch) - len(bank)))
+            self._banks[source] = batch
+        host = torch.cat(matrices).cpu().split([2 * r * c for r, c in shapes])  # the batch's one wait
+        for (source, members), flat, (rows, cols) in zip(groups.items(), host, shapes):
+            tracker = self._trackers.setdefault(source, Tracker(self.settings))
+            iou, similarity = flat.view(2, rows, cols).numpy()
+            tracker.begin(iou, similarity)
+            column = 0
+            for b in members:
+                seg = segs[b]
+                candidates = []
+                for k in things[b]:
+                    candidates.append(Candidate(column, seg.label_ids[k], float(seg.scores[k] or 0.0), seg.boxes[k]))
+                    column += 1
+                assigned = tracker.step(frames[b].time, candidates)
+                track_ids: list[int | None] = [None] * len(seg)
+                label_ids = list(seg.label_ids)
+                for k, (track_id, label_id) in zip(things[b], assigned):
+                    track_ids[k], label_ids[k] = track_id, label_id
+                out[b] = dataclasses.replace(seg, track_ids=track_ids, label_ids=label_ids)
+            batch = self._banks[source]
+            self._banks[source] = batch.take(upload_each([torch.tensor(tracker.refs(), dtype=torch.int64)],
+                                                         batch.masks.device)[0])
+        return out
+
+
+def tracking_for(config: Config, task: str) -> Tracking | None:
+    """The tracking stage a run of ``task`` gets, or None (turned off; semantic segments have no things).
+    A panoptic model's stuff classes are those whose queries it fuses (``postprocess.label_ids_to_fuse``)."""
+    if not config.tracking.enabled or task == "semantic":
+        return None
+    stuff = frozenset(config.postprocess.label_ids_to_fuse) if task == "panoptic" else frozenset()
+    return Tracking(config.tracking, stuff)
