@@ -144,6 +144,8 @@ class TrackingConfig:
     min_similarity: float = 0.3  # the least embedding cosine for a match by overlap
     reid_similarity: float = 0.75  # the least embedding cosine for a match without overlap
     smooth_classes: bool = True  # a track's class is the one with the most score over its history
+    # Label ids that are stuff (no track). Empty: a panoptic model's postprocess.label_ids_to_fuse.
+    stuff: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         _check(0 <= self.buffer_s <= 3600, "tracking.buffer_s", f"must be 0 to 3600 seconds, got {self.buffer_s}")

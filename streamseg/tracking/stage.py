@@ -91,8 +91,9 @@ class Tracking:
 
 def tracking_for(config: Config, task: str) -> Tracking | None:
     """The tracking stage a run of ``task`` gets, or None (turned off; semantic segments have no things).
-    A panoptic model's stuff classes are those whose queries it fuses (``postprocess.label_ids_to_fuse``)."""
+    Stuff classes are ``tracking.stuff``, or, where it is empty, those whose queries a panoptic model fuses
+    (``postprocess.label_ids_to_fuse``)."""
     if not config.tracking.enabled or task == "semantic":
         return None
-    stuff = frozenset(config.postprocess.label_ids_to_fuse) if task == "panoptic" else frozenset()
-    return Tracking(config.tracking, stuff)
+    stuff = config.tracking.stuff or (config.postprocess.label_ids_to_fuse if task == "panoptic" else ())
+    return Tracking(config.tracking, frozenset(stuff))
