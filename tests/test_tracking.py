@@ -16,7 +16,7 @@ import torch
 from streamseg import rle
 from streamseg.config import ConfigError, TrackingConfig, load_config
 from streamseg.testing.synthetic import THING_IDS, Scene, truth_record, write_clip
-from streamseg.tracking.features import Features, affinities, thing_features
+from streamseg.tracking.features import affinities, feature_index, thing_features
 from streamseg.tracking.stage import Tracking
 from streamseg.tracking.tracker import Candidate, Tracker
 from streamseg.types import Frame, FrameResult, Segmentation
@@ -24,6 +24,8 @@ from streamseg.types import Frame, FrameResult, Segmentation
 from .conftest import ROOT, SAMPLE_CLIP, SAMPLE_MODEL, run_cli
 
 needs_model = pytest.mark.skipif(not SAMPLE_MODEL.exists(), reason="sample model not built")
+# The first test through the pipeline renders and segments every clip (about two minutes on two free cores).
+long_setup = pytest.mark.timeout(900)
 TRUTH = ROOT / "samples" / "shapes.truth.jsonl"
 HARD_SEEDS = (5_000_001, 5_000_002, 5_000_003)  # outside the sample model's training seeds (below 1,000,000)
 HARD = {"crossing": True, "occlusion": True, "exits": True, "speed_changes": True, "own_things": 0}
@@ -128,14 +130,14 @@ def test_grid_iou_is_close_to_the_full_size_iou() -> None:
     a = _panoptic([(10, 10, 40, 30)], [0])
     b = _panoptic([(20, 15, 40, 30)], [0])
     embeddings = torch.randn(4, 8)
-    fa, fb = thing_features(a, [0], embeddings), thing_features(b, [0], embeddings)
+    fa, fb = (thing_features(seg, feature_index(seg, [0]), embeddings) for seg in (a, b))
     iou, cosine = affinities(fa, fb)
     full = (a.masks[0] & b.masks[0]).sum() / (a.masks[0] | b.masks[0]).sum()
     assert abs(float(iou[0, 0]) - float(full)) < 0.05
     assert float(cosine[0, 0]) == pytest.approx(1.0, abs=1e-5)
     # Instance masks give the same features as the map they came from.
     stack = dataclasses.replace(a, task="instance", segment_map=None, mask_stack=a.masks.clone())
-    assert torch.equal(thing_features(stack, [0], embeddings).masks, fa.masks)
+    assert torch.equal(thing_features(stack, feature_index(stack, [0]), embeddings).masks, fa.masks)
 
 
 def test_each_source_has_its_own_tracks_and_stuff_gets_none() -> None:
@@ -243,6 +245,7 @@ def _scores(run: dict) -> dict:
 
 
 @needs_model
+@long_setup
 def test_sample_clip_keeps_every_identity(runs: dict) -> None:
     got = _scores(runs["sample"])
     print({k: v for k, v in got.items()})
@@ -251,6 +254,7 @@ def test_sample_clip_keeps_every_identity(runs: dict) -> None:
 
 
 @needs_model
+@long_setup
 def test_the_mots_export_scores_as_the_jsonl_does(runs: dict) -> None:
     from streamseg.testing.tracking import read_jsonl_tracks, read_mots, score
 
@@ -261,6 +265,7 @@ def test_the_mots_export_scores_as_the_jsonl_does(runs: dict) -> None:
 
 
 @needs_model
+@long_setup
 def test_the_metric_can_fail(runs: dict) -> None:
     from streamseg.testing.tracking import read_jsonl_tracks, score, shuffled
 
@@ -271,6 +276,7 @@ def test_the_metric_can_fail(runs: dict) -> None:
 
 
 @needs_model
+@long_setup
 def test_hard_scenes_beat_both_baselines_near_the_bound(runs: dict) -> None:
     ours, bound = [], []
     for seed in HARD_SEEDS:
@@ -283,6 +289,7 @@ def test_hard_scenes_beat_both_baselines_near_the_bound(runs: dict) -> None:
 
 
 @needs_model
+@long_setup
 def test_dropping_every_second_frame_costs_little(runs: dict) -> None:
     from streamseg.testing.tracking import read_jsonl_tracks, score
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from ..types import Segmentation
 
-__all__ = ["GRID", "Features", "affinities", "thing_features"]
+__all__ = ["GRID", "Features", "affinities", "feature_index", "thing_features"]
 
 GRID = (72, 128)  # rows, columns of the grid masks are compared on
 
@@ -48,19 +48,23 @@ def _grid_index(size: tuple[int, int], device: torch.device) -> tuple[torch.Tens
     return rows, cols
 
 
-def thing_features(seg: Segmentation, things: list[int], embeddings: torch.Tensor) -> Features:
-    """The features of segments ``things`` of ``seg``; ``embeddings`` is its frame's (Q, D) query embeddings."""
-    device = embeddings.device
+def feature_index(seg: Segmentation, things: list[int]) -> torch.Tensor:
+    """On the host, what :func:`thing_features` needs to pick ``things`` of ``seg``: their places, then their
+    queries. Those of a batch go to the device together (``ops.upload_each``), so no frame waits for it."""
+    return torch.tensor([*things, *(seg.queries[k] for k in things)], dtype=torch.int64)
+
+
+def thing_features(seg: Segmentation, index: torch.Tensor, embeddings: torch.Tensor) -> Features:
+    """The features of some segments of ``seg``, picked by ``index`` (:func:`feature_index`, on the device);
+    ``embeddings`` is the frame's (Q, D) query embeddings."""
+    things, queries = index.view(2, -1)
     rows, cols = _grid_index(tuple(seg.size), seg.device)
     if seg.segment_map is not None:  # sample the map, then one mask per thing: never a full-size mask
         small = seg.segment_map.index_select(0, rows).index_select(1, cols)
-        ids = torch.tensor([k + 1 for k in things], dtype=torch.int32, device=small.device)
-        masks = small[None] == ids[:, None, None]
+        masks = small[None] == (things + 1).to(torch.int32)[:, None, None]
     else:
-        picked = torch.tensor(things, dtype=torch.int64, device=seg.device)
-        masks = seg.masks.index_select(0, picked).view(torch.uint8).index_select(1, rows).index_select(2, cols)
-    queries = torch.tensor([seg.queries[k] for k in things], dtype=torch.int64, device=device)
-    return Features(masks.to(device, torch.float32).flatten(1),
+        masks = seg.masks.index_select(0, things).view(torch.uint8).index_select(1, rows).index_select(2, cols)
+    return Features(masks.to(embeddings.device, torch.float32).flatten(1),
                     F.normalize(embeddings.index_select(0, queries).float(), dim=-1))
 
 

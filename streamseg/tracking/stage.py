@@ -15,7 +15,7 @@ import torch
 from ..ops import upload_each
 from ..config import Config, TrackingConfig
 from ..types import Frame, Segmentation
-from .features import Features, affinities, thing_features
+from .features import Features, affinities, feature_index, thing_features
 from .tracker import Candidate, Tracker
 
 __all__ = ["Tracking", "tracking_for"]
@@ -54,12 +54,14 @@ class Tracking:
             return out
         things = {b: [k for k, label in enumerate(segs[b].label_ids) if label not in self.stuff and segs[b].areas[k]]
                   for members in groups.values() for b in members}
+        picked = [b for b, chosen in things.items() if chosen]
+        index = dict(zip(picked, upload_each([feature_index(segs[b], things[b]) for b in picked], embeddings.device)))
         matrices, shapes = [], []
         for source, members in groups.items():
             bank = self._banks.get(source)
             if bank is None:
                 bank = Features.empty(embeddings.shape[-1], embeddings.device)
-            new = [thing_features(segs[b], things[b], embeddings[b]) for b in members if things[b]]
+            new = [thing_features(segs[b], index[b], embeddings[b]) for b in members if things[b]]
             batch = bank if not new else bank.cat(Features(torch.cat([f.masks for f in new]),
                                                            torch.cat([f.embeddings for f in new])))
             matrices.append(affinities(batch, Features(batch.masks[len(bank):], batch.embeddings[len(bank):])).flatten())
