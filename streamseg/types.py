@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import rle
 from .ops import download, frames_at_once, grouped, lookup
 from .yuv import YUV_FORMATS, YUV_MATRICES, yuv_to_rgb
 
@@ -168,6 +169,14 @@ class Segmentation:
             return torch.zeros((0, *self.size), dtype=torch.bool)
         ids = torch.arange(1, len(self) + 1, dtype=torch.int32, device=self.segment_map.device)
         return self.segment_map[None] == ids[:, None, None]
+
+    @functools.cached_property
+    def rles(self) -> list[dict]:
+        """Each segment's mask as COCO RLE (``{"size": [h, w], "counts": str}``), encoded once however many
+        outputs export it (the JSONL, COCO and MOTS files are written by threads of their own)."""
+        if self.segment_map is not None:  # one pass over the map for every segment, no mask needed
+            return rle.encode_map(self.segment_map.cpu().numpy(), len(self))
+        return rle.encode_masks(self.masks.cpu().numpy())
 
     def index_map(self) -> torch.Tensor:
         """(H, W) int32: k + 1 where segment k is, 0 where none is; later segments win where they overlap."""

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from .. import rle
 from ..exceptions import SinkError
 from ..types import FrameResult
 from .base import Sink
@@ -26,10 +25,6 @@ def result_record(result: FrameResult, *, wall_clock: bool = False) -> dict[str,
     null (stuff, and a thing whose track is not yet confirmed).
     """
     seg = result.segmentation
-    if seg.segment_map is not None:  # one pass over the map for every segment, no mask needed
-        encoded = rle.encode_map(seg.segment_map.cpu().numpy(), len(seg))
-    else:
-        encoded = rle.encode_masks(seg.masks.cpu().numpy())
     segments = [
         {
             "id": i,
@@ -41,7 +36,7 @@ def result_record(result: FrameResult, *, wall_clock: bool = False) -> dict[str,
             "rle": counts,
         }
         for i, label_id, label, score, area, box, counts in zip(
-            seg.ids, seg.label_ids, seg.labels, seg.scores, seg.areas, seg.boxes, encoded)
+            seg.ids, seg.label_ids, seg.labels, seg.scores, seg.areas, seg.boxes, seg.rles)
     ]
     if seg.track_ids is not None:
         for segment, track_id in zip(segments, seg.track_ids):

@@ -24,9 +24,8 @@ def mots_lines(result: FrameResult) -> list[str]:
     tracked = [k for k, t in enumerate(seg.track_ids or ()) if t is not None]
     if not tracked:
         return []
-    if seg.segment_map is not None:  # never overlapping: one pass over the map
-        encoded = rle.encode_map(seg.segment_map.cpu().numpy(), len(seg))
-        counts = [encoded[k]["counts"] for k in tracked]
+    if seg.segment_map is not None:  # never overlapping: the masks as every export has them
+        counts = [seg.rles[k]["counts"] for k in tracked]
     else:
         stack = seg.masks.cpu().numpy()[tracked]
         taken = np.zeros(seg.size, dtype=bool)

@@ -13,12 +13,13 @@ Needs the test extra: trackeval, pycocotools, supervision, trackers.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .evaluation import read_jsonl
 
 __all__ = ["Objects", "TrackScore", "bytetrack_ids", "greedy_iou_ids", "oracle_ids", "read_jsonl_tracks", "read_mots",
            "score", "shuffled"]
@@ -48,15 +49,11 @@ def read_jsonl_tracks(path: str | Path, things: Collection[int], *, tracked: boo
     """The thing segments (label ids in ``things``), frame by frame: those with a ``track_id``, as their ids;
     or, not ``tracked``, all of them, numbered within their frame (for a baseline to give ids to)."""
     out = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            record = json.loads(line)
-            kept = [s for s in record["segments"] if s["label_id"] in things and (s.get("track_id") or not tracked)]
-            ids = [int(s["track_id"]) for s in kept] if tracked else list(range(len(kept)))
-            out.append(Objects(record["frame"], ids, [s["rle"] for s in kept], [s.get("score") or 1.0 for s in kept],
-                               [s["label_id"] for s in kept]))
+    for record in read_jsonl(path):
+        kept = [s for s in record["segments"] if s["label_id"] in things and (s.get("track_id") or not tracked)]
+        ids = [int(s["track_id"]) for s in kept] if tracked else list(range(len(kept)))
+        out.append(Objects(record["frame"], ids, [s["rle"] for s in kept], [s.get("score") or 1.0 for s in kept],
+                           [s["label_id"] for s in kept]))
     return out
 
 
@@ -77,7 +74,6 @@ def read_mots(path: str | Path) -> list[Objects]:
 def score(predicted: Iterable[Objects], truth: Iterable[Objects]) -> TrackScore:
     """HOTA, IDF1, ID switches and MOTA of ``predicted`` against ``truth`` over the frames ``predicted`` has
     (truth's other frames are left out: a run that segments every second frame is scored on those)."""
-    from pycocotools import mask as mask_utils
     from trackeval.metrics import CLEAR, HOTA, Identity
 
     by_frame = {o.frame: o for o in truth}
@@ -89,12 +85,7 @@ def score(predicted: Iterable[Objects], truth: Iterable[Objects]) -> TrackScore:
     # TrackEval wants ids numbered 0..n-1 in each of the two sets.
     gt_index = {i: k for k, i in enumerate(sorted({i for o in gts for i in o.ids}))}
     pred_index = {i: k for k, i in enumerate(sorted({i for o in pred for i in o.ids}))}
-    similarity = []
-    for p, g in zip(pred, gts):
-        if p.rles and g.rles:
-            similarity.append(np.asarray(mask_utils.iou(_rles(g.rles), _rles(p.rles), [0] * len(p.rles))))
-        else:
-            similarity.append(np.zeros((len(g.ids), len(p.ids))))
+    similarity = [_ious(g.rles, p.rles) for p, g in zip(pred, gts)]
     data = {
         "num_timesteps": len(pred), "num_gt_ids": len(gt_index), "num_tracker_ids": len(pred_index),
         "num_gt_dets": sum(len(g.ids) for g in gts), "num_tracker_dets": sum(len(p.ids) for p in pred),
@@ -110,7 +101,17 @@ def score(predicted: Iterable[Objects], truth: Iterable[Objects]) -> TrackScore:
                       id_switches=int(clear["IDSW"]), mota=float(clear["MOTA"]))
 
 
-def _rles(rles: list[dict]) -> list[dict]:
+def _ious(rows: list[dict], columns: list[dict]) -> np.ndarray:
+    """(len(rows), len(columns)): the IoU of each pair of RLE masks (pycocotools, which wants bytes)."""
+    from pycocotools import mask as mask_utils
+
+    if not rows or not columns:
+        return np.zeros((len(rows), len(columns)))
+    return np.asarray(mask_utils.iou(_coco(rows), _coco(columns), [0] * len(columns)))
+
+
+def _coco(rles: list[dict]) -> list[dict]:
+    """RLEs as pycocotools takes them: counts as bytes."""
     return [{"size": r["size"], "counts": r["counts"].encode() if isinstance(r["counts"], str) else r["counts"]}
             for r in rles]
 
@@ -126,14 +127,11 @@ def oracle_ids(frames: list[Objects], truth: Iterable[Objects], *, threshold: fl
     """Each object given the id of the truth object its mask overlaps most (IoU at least ``threshold``), the
     others left out: what a tracker that never errs would make of these segments, whose score bounds what
     any tracker can reach on them."""
-    from pycocotools import mask as mask_utils
-
     by_frame = {o.frame: o for o in truth}
     out = []
     for o in frames:
         g = by_frame[o.frame]
-        ious = (np.asarray(mask_utils.iou(_rles(o.rles), _rles(g.rles), [0] * len(g.rles)))
-                if o.rles and g.rles else np.zeros((len(o.rles), len(g.rles))))
+        ious = _ious(o.rles, g.rles)
         kept = [k for k in range(len(o.rles)) if len(g.ids) and ious[k].max() >= threshold]
         out.append(Objects(o.frame, [g.ids[int(ious[k].argmax())] for k in kept], [o.rles[k] for k in kept]))
     return out
@@ -143,13 +141,10 @@ def greedy_iou_ids(frames: list[Objects], *, threshold: float = 0.5, ttl: int = 
     """New ids for ``frames``' objects by greedy IoU matching, as detectron2's video visualizer does: each
     object, in order, takes the unclaimed recent object (seen in the last ``ttl`` frames) it overlaps most,
     if their IoU is at least ``threshold``, else a new id."""
-    from pycocotools import mask as mask_utils
-
     recent: list[tuple[int, dict, int]] = []  # id, rle, frames left
     next_id, out = 1, []
     for o in frames:
-        ious = (np.asarray(mask_utils.iou(_rles(o.rles), _rles([r for _, r, _ in recent]), [0] * len(recent)))
-                if o.rles and recent else np.zeros((len(o.rles), len(recent))))
+        ious = _ious(o.rles, [r for _, r, _ in recent])
         claimed: set[int] = set()
         ids = []
         for k in range(len(o.rles)):
@@ -176,7 +171,7 @@ def bytetrack_ids(frames: list[Objects], *, frame_rate: int = 30) -> list[Object
     tracker = ByteTrackTracker(frame_rate=frame_rate)
     out = []
     for o in frames:
-        boxes = np.array(mask_utils.toBbox(_rles(o.rles)), dtype=np.float32).reshape(-1, 4) if o.rles else \
+        boxes = np.array(mask_utils.toBbox(_coco(o.rles)), dtype=np.float32).reshape(-1, 4) if o.rles else \
             np.zeros((0, 4), dtype=np.float32)
         boxes[:, 2:] += boxes[:, :2]
         detections = sv.Detections(xyxy=boxes, confidence=np.array(o.scores, dtype=np.float32),

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 import torch
 
-from ..ops import upload_each
 from ..config import Config, TrackingConfig
+from ..ops import upload_each
 from ..types import Frame, Segmentation
 from .features import Features, affinities, feature_index, thing_features
 from .tracker import Candidate, Tracker
@@ -35,12 +35,6 @@ class Tracking:
         self.stuff = stuff
         self._trackers: dict[str, Tracker] = {}
         self._banks: dict[str, Features] = {}
-
-    def reset(self, source: str) -> None:
-        """Forget a source's tracks (ids still never repeat within the source)."""
-        if source in self._trackers:
-            self._trackers[source].tracks = []
-            self._banks.pop(source, None)
 
     def update(self, frames: Sequence[Frame], segs: Sequence[Segmentation],
                embeddings: torch.Tensor) -> list[Segmentation]:

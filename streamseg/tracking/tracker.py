@@ -119,11 +119,10 @@ class Tracker:
         if cost.size:
             rows, cols = linear_sum_assignment(cost)
             matched = {int(c): int(t) for t, c in zip(rows, cols) if cost[t, c] < _NEVER}
-        kept: list[_Track] = []
+        hit = set(matched.values())
+        # A tentative track that missed this frame is dropped.
+        kept = [track for t, track in enumerate(self.tracks) if t in hit or track.id is not None]
         out: list[tuple[int | None, int]] = []
-        for t, track in enumerate(self.tracks):
-            if t in matched.values() or track.id is not None:
-                kept.append(track)  # a tentative track that missed a frame is dropped
         for c, cand in enumerate(candidates):
             if c in matched:
                 track = self.tracks[matched[c]]
@@ -194,4 +193,4 @@ class Tracker:
     def _expire(self, now: float) -> None:
         """Tracks unseen for longer than the buffer end (time going backwards, a new start, ends them all)."""
         buffer = self.settings.buffer_s
-        self.tracks = [t for t in self.tracks if 0 <= now - t.last_seen <= buffer or now == t.last_seen]
+        self.tracks = [t for t in self.tracks if 0 <= now - t.last_seen <= buffer]
