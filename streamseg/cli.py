@@ -18,6 +18,8 @@ from .exceptions import Aborted, ConfigError, ModelError, SinkError, SourceError
 from .urls import redact_text
 
 if TYPE_CHECKING:
+    from .inference.loading import LoadedModel
+    from .jobs import Outcome
     from .runtime.pipeline import RunSummary
     from .types import FrameResult
 
@@ -142,6 +144,13 @@ def _parser() -> argparse.ArgumentParser:
                       help="reconnect when no frame arrives for this long (default 5)")
     live.add_argument("--stats-interval", type=float, metavar="SECONDS",
                       help="print per-source stats this often (default 10; 0: only at exit)")
+    ray = seg.add_argument_group("cluster (many videos on Ray workers; pip install 'streamseg[ray]')")
+    ray.add_argument("--cluster", metavar="ADDRESS",
+                     help="run the inputs (with -o OUTDIR/) on Ray workers: local (start Ray on this machine), "
+                          "auto, or a cluster's address (host:6379, ray://host:10001); outputs must be on a "
+                          "path every node sees")
+    ray.add_argument("--workers", type=int, metavar="N", help="how many workers (default: as many as fit)")
+    ray.add_argument("--worker-cpus", type=int, metavar="N", help="CPUs each worker takes (default 1)")
     seg.add_argument("--no-progress", action="store_true", help="no progress line")
     seg.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     return parser
@@ -214,6 +223,9 @@ def build_config(args: argparse.Namespace) -> Config:
         live__transport=args.rtsp_transport,
         live__stall_timeout_s=args.stall_timeout,
         live__stats_interval_s=args.stats_interval,
+        cluster__address=args.cluster,
+        cluster__workers=args.workers,
+        cluster__worker_cpus=args.worker_cpus,
     )
 
 
@@ -272,6 +284,10 @@ def _segment(args: argparse.Namespace) -> int:
     from .runtime.stats import StatsBoard
 
     config = build_config(args)
+    if config.cluster.address:
+        from .cluster.connect import ray_module
+
+        ray_module()  # installed, or said at once how to install it
     out = config.output
     if not config.sources:
         raise ConfigError("no source: give a video file, webcam index or stream URL")
@@ -281,7 +297,10 @@ def _segment(args: argparse.Namespace) -> int:
     from .jobs import many_videos
 
     if (inputs := many_videos(config)) is not None:
-        return _segment_many(config, inputs, args)
+        return (_segment_on_cluster if config.cluster.address else _segment_many)(config, inputs, args)
+    if config.cluster.address:
+        raise ConfigError("cluster.address: --cluster runs many video files (files, a folder, a glob or a list, "
+                          "with -o OUTDIR/); cameras and streams run in one process")
     summary, live = _run(config, args)
     if live and summary.sources:
         _tell(StatsBoard.format(summary.sources))
@@ -292,11 +311,12 @@ def _segment(args: argparse.Namespace) -> int:
     return 128 + summary.signal if summary.signal is not None else 0  # the shell's code for a signal
 
 
-def _run(config: Config, args: argparse.Namespace) -> tuple[RunSummary, bool]:
-    """One pipeline over ``config``, with a progress bar; its summary, and whether a source was live."""
+def _run(config: Config, args: argparse.Namespace, model: LoadedModel | None = None) -> tuple[RunSummary, bool]:
+    """One pipeline over ``config`` (with ``model`` where it is loaded already), with a progress bar; its
+    summary, and whether a source was live."""
     from .runtime.pipeline import Pipeline
 
-    pipeline = Pipeline(config)
+    pipeline = Pipeline(config, model=model)
     live = any(pipeline.live.values())
     if live:
         logging.getLogger("streamseg.stats").setLevel(logging.INFO)
@@ -316,12 +336,18 @@ def _run(config: Config, args: argparse.Namespace) -> tuple[RunSummary, bool]:
 
 
 def _segment_many(config: Config, inputs: list[str], args: argparse.Namespace) -> int:
-    """Many videos, one after another, an output each in the folder given (see :mod:`streamseg.jobs`)."""
+    """Many videos, one after another, an output each in the folder given (see :mod:`streamseg.jobs`); the
+    model is loaded once, for the first input that needs it."""
+    from .inference.loading import load_model
     from .jobs import run_jobs
+
+    models = []
 
     def run(one: Config) -> int:
         _tell(f"{one.sources[0]}:")
-        summary, _ = _run(one, args)
+        if not models:
+            models.append(load_model(one.model.name, device=one.model.device, dtype=one.model.dtype))
+        summary, _ = _run(one, args, models[0])
         if summary.interrupted:  # the job ends here; this input's outputs keep their temporary names
             raise Aborted(summary.signal or signal.SIGINT)
         return summary.frames
@@ -331,6 +357,32 @@ def _segment_many(config: Config, inputs: list[str], args: argparse.Namespace) -
     except Aborted as stop:
         _tell("stopped early: the inputs before it are done; run it again to go on with the rest")
         return 128 + stop.signum
+    return _job_done(config, inputs, outcomes)
+
+
+def _segment_on_cluster(config: Config, inputs: list[str], args: argparse.Namespace) -> int:
+    """Many videos on Ray workers (see :mod:`streamseg.cluster`), with the driver's progress lines."""
+    from .cluster import run_on_cluster
+    from .cluster.progress import ProgressLines
+
+    def said(outcome: Outcome, worker: str) -> None:
+        if outcome.error:
+            _tell(f"{outcome.input}: failed on {worker} ({outcome.error})")
+        else:
+            _tell(f"{outcome.input}: {outcome.frames} frames in {outcome.seconds:.1f} s ({outcome.fps:.1f} fps) "
+                  f"on {worker}")
+
+    lines = ProgressLines(config.live.stats_interval_s or 10.0)
+    try:
+        outcomes = run_on_cluster(config, inputs, lines if not args.no_progress else lambda view: None, said)
+    except KeyboardInterrupt:
+        _tell("stopped early: the inputs finished are done; run it again to go on with the rest")
+        raise
+    return _job_done(config, inputs, outcomes)
+
+
+def _job_done(config: Config, inputs: list[str], outcomes: list[Outcome]) -> int:
+    """The last line of a job over many videos, and its exit code."""
     failed = [o for o in outcomes if o.error]  # each said as it failed, and in the manifest
     skipped = sum(o.skipped for o in outcomes)
     _tell(f"done: {len(outcomes) - len(failed)} of {len(inputs)} inputs ({skipped} done before, {len(failed)} "

@@ -234,6 +234,25 @@ class OutputConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ClusterConfig:
+    """Where a job over many videos runs: this process (no address), or Ray workers (see
+    :mod:`streamseg.cluster`)."""
+
+    address: str | None = None  # local (a Ray instance started here), auto, host:port or ray://host:port
+    workers: int | None = None  # None: as many as the cluster has room for
+    worker_cpus: int = 1  # CPUs each worker takes (its torch threads); a worker on a GPU node takes 1 GPU too
+    start_timeout_s: float = 300.0  # give up when no worker has started (loaded its model) for this long
+
+    def __post_init__(self) -> None:
+        if self.address is not None:
+            _check(bool(self.address.strip()), "cluster.address", "must be local, auto or a Ray address")
+        if self.workers is not None:
+            _check(1 <= self.workers <= 10000, "cluster.workers", f"must be 1 to 10000, got {self.workers}")
+        _check(1 <= self.worker_cpus <= 1024, "cluster.worker_cpus", f"must be 1 to 1024, got {self.worker_cpus}")
+        _check(self.start_timeout_s > 0, "cluster.start_timeout_s", f"must be > 0 seconds, got {self.start_timeout_s}")
+
+
+@dataclass(frozen=True, kw_only=True)
 class Config:
     """Everything a run needs; build it with :func:`load_config` or ``Config.from_dict``."""
 
@@ -245,6 +264,7 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     live: LiveConfig = field(default_factory=LiveConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     duration: float | None = None
     start: float | None = None  # files: segment from this many seconds in (seeking there, not decoding up to it)
     end: float | None = None  # files: up to this many seconds in

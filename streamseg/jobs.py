@@ -25,7 +25,7 @@ from .sources.base import LIST_SUFFIX, files_named, is_glob, is_image, list_file
 from .sources.images import natural_key
 from .urls import redact_text
 
-__all__ = ["Outcome", "VIDEO_SUFFIXES", "many_videos", "run_jobs"]
+__all__ = ["VIDEO_SUFFIXES", "Outcome", "check_folders", "finished", "many_videos", "record", "run_jobs", "run_one"]
 
 log = logging.getLogger(__name__)
 
@@ -104,11 +104,8 @@ def _partial(path: str) -> str:
     return str(p.with_name(f"{p.stem}.part{p.suffix}"))
 
 
-def run_jobs(config: Config, inputs: Sequence[str], run: Callable[[Config], int],
-             worker: str | None = None) -> list[Outcome]:
-    """Run each input in turn through ``run`` (which runs one config to its end and returns its frames, or
-    raises), its outputs written under temporary names and renamed when complete. A KeyboardInterrupt
-    (a signal) from ``run`` ends the job there, the input it stopped left unfinished.
+def check_folders(config: Config) -> None:
+    """Refuse per-input outputs that several inputs would share.
 
     Raises:
         ConfigError: the masks or tracks go to a single file, which several inputs cannot share.
@@ -116,37 +113,67 @@ def run_jobs(config: Config, inputs: Sequence[str], run: Callable[[Config], int]
     for key in _FOLDERED:
         if (given := getattr(config.output, key)) and not names_folder(given):
             raise ConfigError(f"output.{key}: with many videos, give a folder (--save-{key} DIR/), not {given}")
-    folder = Path(config.output.video or ".")
+
+
+def finished(config: Config, video: str) -> bool:
+    """Whether every output of ``video`` is there under its final name (written by an earlier run)."""
+    return all(os.path.exists(path) for path in _targets(config, video).values())
+
+
+def run_one(config: Config, video: str, run: Callable[[Config], int]) -> Outcome:
+    """Run one input through ``run`` (which runs a config to its end and returns its frames, or raises),
+    its outputs written under temporary names and renamed when complete. An input whose outputs are all
+    there already is skipped. A :class:`StreamsegError` is the input's failure, reported in the outcome; any
+    other exception (a KeyboardInterrupt from a signal) leaves its outputs under their temporary names."""
+    targets = _targets(config, video)
+    if finished(config, video):
+        log.info("%s: done before, skipped", video)
+        return Outcome(video, tuple(targets.values()), skipped=True)
+    for path in targets.values():
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    one = dataclasses.replace(config, sources=(video,), output=dataclasses.replace(
+        config.output, **{key: _partial(path) for key, path in targets.items()}))
+    started = time.monotonic()
+    try:
+        frames = run(one)
+    except StreamsegError as exc:
+        outcome = Outcome(video, seconds=time.monotonic() - started, error=redact_text(str(exc)))
+        log.warning("%s: failed, skipped (%s)", video, outcome.error)
+        return outcome
+    for path in targets.values():
+        if os.path.exists(_partial(path)):
+            os.replace(_partial(path), path)
+    return Outcome(video, tuple(targets.values()), frames, time.monotonic() - started)
+
+
+def run_jobs(config: Config, inputs: Sequence[str], run: Callable[[Config], int],
+             worker: str | None = None) -> list[Outcome]:
+    """Run each input in turn with :func:`run_one`, each outcome recorded in the manifest as it ends. A
+    KeyboardInterrupt (a signal) from ``run`` ends the job there, the input it stopped left unfinished.
+
+    Raises:
+        ConfigError: the masks or tracks go to a single file, which several inputs cannot share.
+    """
+    check_folders(config)
     worker = worker or socket.gethostname()
     outcomes = []
     for video in inputs:
-        targets = _targets(config, video)
-        if all(os.path.exists(path) for path in targets.values()):
-            outcomes.append(Outcome(video, tuple(targets.values()), skipped=True))
-            log.info("%s: done before, skipped", video)
-            continue
-        for path in targets.values():
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        one = dataclasses.replace(config, sources=(video,), output=dataclasses.replace(
-            config.output, **{key: _partial(path) for key, path in targets.items()}))
-        started = time.monotonic()
-        try:
-            frames = run(one)
-        except StreamsegError as exc:
-            outcome = Outcome(video, seconds=time.monotonic() - started, error=redact_text(str(exc)))
-            log.warning("%s: failed, skipped (%s)", video, outcome.error)
-        else:
-            for path in targets.values():
-                if os.path.exists(_partial(path)):
-                    os.replace(_partial(path), path)
-            outcome = Outcome(video, tuple(targets.values()), frames, time.monotonic() - started)
+        outcome = run_one(config, video, run)
         outcomes.append(outcome)
-        _record(folder / MANIFEST, outcome, worker)
+        if not outcome.skipped:
+            record(manifest_path(config), outcome, worker)
     return outcomes
 
 
-def _record(manifest: Path, outcome: Outcome, worker: str) -> None:
+def manifest_path(config: Config) -> Path:
+    """The job's manifest: ``manifest.jsonl`` in the videos' output folder."""
+    return Path(config.output.video or ".") / MANIFEST
+
+
+def record(manifest: Path, outcome: Outcome, worker: str, **extra: object) -> None:
+    """Append one input's outcome to the manifest (one JSON line, written whole)."""
+    manifest.parent.mkdir(parents=True, exist_ok=True)
     line = {"input": outcome.input, "worker": worker, "frames": outcome.frames, "fps": round(outcome.fps, 3),
-            "seconds": round(outcome.seconds, 3), "outputs": list(outcome.outputs), "error": outcome.error}
+            "seconds": round(outcome.seconds, 3), "outputs": list(outcome.outputs), "error": outcome.error, **extra}
     with manifest.open("a", encoding="utf-8") as f:
         f.write(json.dumps(line) + "\n")

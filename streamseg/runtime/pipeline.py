@@ -36,7 +36,7 @@ import torch
 from ..annotators.masks import MaskAnnotator
 from ..config import Config
 from ..exceptions import Aborted, ConfigError, SourceError, StreamsegError
-from ..inference.loading import guess_task, load_model, resolve_device
+from ..inference.loading import LoadedModel, guess_task, load_model, resolve_device
 from ..inference.runner import ModelRunner
 from ..inference.threads import set_torch_threads, yield_to_forward
 from ..sinks.base import Sink, as_sink
@@ -127,10 +127,13 @@ class Pipeline:
             otherwise only when an output declares it wants them.
         profile: exact per-stage timings in ``FrameResult.stats`` (syncs the device after each stage).
         annotate: draw every result (``FrameResult.annotated``), as RGB, whether an output shows it or not.
+        model: a model loaded already (:func:`~streamseg.inference.loading.load_model`), for a process that
+            runs many pipelines one after another (many videos, a cluster worker); else ``config.model``'s.
     """
 
     def __init__(self, config: Config, *, sinks: Sequence[Any] | None = None, sources: Sequence[Any] = (),
-                 masks_to_host: bool = False, profile: bool = False, annotate: bool = False) -> None:
+                 masks_to_host: bool = False, profile: bool = False, annotate: bool = False,
+                 model: LoadedModel | None = None) -> None:
         sources = [as_source(source, f"array{k}" if len(sources) > 1 else "array") for k, source in enumerate(sources)]
         if not config.sources and not sources:
             raise ConfigError("sources: at least one source is needed")
@@ -159,6 +162,7 @@ class Pipeline:
         self._masks_to_host = masks_to_host
         self._profile = profile
         self._annotate = annotate
+        self._model = model
         self._state = State.NEW
         self._events = RunEvents(threading.Event(), threading.Event(), threading.Event())
         self._clock = RunClock()
@@ -207,7 +211,7 @@ class Pipeline:
             self._caller_threads = run.torch_threads
             set_torch_threads(1)
         self._open_sources(run)
-        loaded = load_model(cfg.model.name, device=cfg.model.device, dtype=cfg.model.dtype)
+        loaded = self._model or load_model(cfg.model.name, device=cfg.model.device, dtype=cfg.model.dtype)
         self.task = cfg.model.task if cfg.model.task != "auto" else guess_task(cfg.model.name, loaded.id2label)
         for name, info in self.infos.items():
             if warning := oversized(name, info.width, info.height, loaded.spec):

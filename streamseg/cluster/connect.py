@@ -1,0 +1,69 @@
+"""Ray, an optional extra, and the connection to a cluster: ``local`` starts one on this machine."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import ModuleType
+
+from ..exceptions import ConfigError
+
+__all__ = ["connected", "ray_module"]
+
+INSTALL = "pip install 'streamseg[ray]'"
+
+
+def ray_module() -> ModuleType:
+    """Ray, or a one-line error that says how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError(f"--cluster needs Ray, which is not installed: {INSTALL}") from None
+    return ray
+
+
+@contextmanager
+def connected(address: str) -> Iterator[ModuleType]:
+    """Ray, connected to the cluster at ``address`` for the block: ``local`` starts a Ray instance on this
+    machine (and stops it after), ``auto`` finds the one this node belongs to, anything else is a Ray address.
+    A process connected already (a caller's own ``ray.init``) keeps its connection.
+
+    Raises:
+        ConfigError: no cluster answers at ``address``.
+    """
+    ray = ray_module()
+    if ray.is_initialized():
+        yield ray
+        return
+    _check_answers(address)
+    # The workers' logs stay in the cluster's log folder: the driver reports each input's outcome itself.
+    quiet = {"logging_level": logging.ERROR, "log_to_driver": False}
+    try:
+        if address == "local":
+            ray.init(include_dashboard=False, **quiet)
+        else:
+            ray.init(address=address, **quiet)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"cluster.address: cannot connect to Ray at {address!r}: {first}") from None
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def _check_answers(address: str) -> None:
+    """Refuse at once a ``host:port`` where nothing listens: Ray itself waits minutes for it, printing as
+    it goes."""
+    if address in ("local", "auto") or "://" in address or ":" not in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not port.isdigit():
+        raise ConfigError(f"cluster.address: expected local, auto, host:port or ray://host:port, got {address!r}")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as exc:
+        raise ConfigError(f"cluster.address: nothing answers at {address} ({exc.strerror or exc}); start Ray "
+                          f"there first (ray start --head) or use --cluster local") from None
