@@ -4,6 +4,7 @@
     python benchmarks/bench.py file --model swin-tiny --plant 8 --size 1280x720 --batch-size 8 --device cuda
     python benchmarks/bench.py live --seconds 10 --rounds 2          (see live.py)
     python benchmarks/bench.py components --size 1280x720            (see components.py)
+    python benchmarks/bench.py cluster --files 8 --rounds 2          (see cluster.py: Ray workers)
 
 ``file`` is side-by-side throughput over a file: the model-only ceiling, streamseg end to end, and the
 naive per-frame loop. Each measurement runs in its own process, one after the other on the same
@@ -38,6 +39,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import cluster
 import components
 import gil_holders
 import live
@@ -588,7 +590,7 @@ def file_main(argv: list[str]) -> None:
         Path(args.json).write_text(json.dumps({**provenance(), "args": vars(args), "rounds": rounds}, indent=2))
 
 
-SCENARIOS = {"file": file_main, "live": live.main, "components": components.main}
+SCENARIOS = {"file": file_main, "live": live.main, "components": components.main, "cluster": cluster.main}
 
 
 def main() -> None:

@@ -43,6 +43,7 @@ class Outcome:
     seconds: float = 0.0
     error: str | None = None
     skipped: bool = False  # its outputs were there already, complete
+    started: float | None = None  # when it started, in seconds since the epoch
 
     @property
     def fps(self) -> float:
@@ -133,17 +134,17 @@ def run_one(config: Config, video: str, run: Callable[[Config], int]) -> Outcome
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     one = dataclasses.replace(config, sources=(video,), output=dataclasses.replace(
         config.output, **{key: _partial(path) for key, path in targets.items()}))
-    started = time.monotonic()
+    at, started = time.time(), time.monotonic()
     try:
         frames = run(one)
     except StreamsegError as exc:
-        outcome = Outcome(video, seconds=time.monotonic() - started, error=redact_text(str(exc)))
+        outcome = Outcome(video, seconds=time.monotonic() - started, error=redact_text(str(exc)), started=at)
         log.warning("%s: failed, skipped (%s)", video, outcome.error)
         return outcome
     for path in targets.values():
         if os.path.exists(_partial(path)):
             os.replace(_partial(path), path)
-    return Outcome(video, tuple(targets.values()), frames, time.monotonic() - started)
+    return Outcome(video, tuple(targets.values()), frames, time.monotonic() - started, started=at)
 
 
 def run_jobs(config: Config, inputs: Sequence[str], run: Callable[[Config], int],
@@ -174,6 +175,7 @@ def record(manifest: Path, outcome: Outcome, worker: str, **extra: object) -> No
     """Append one input's outcome to the manifest (one JSON line, written whole)."""
     manifest.parent.mkdir(parents=True, exist_ok=True)
     line = {"input": outcome.input, "worker": worker, "frames": outcome.frames, "fps": round(outcome.fps, 3),
-            "seconds": round(outcome.seconds, 3), "outputs": list(outcome.outputs), "error": outcome.error, **extra}
+            "seconds": round(outcome.seconds, 3), "started": round(outcome.started, 3) if outcome.started else None,
+            "outputs": list(outcome.outputs), "error": outcome.error, **extra}
     with manifest.open("a", encoding="utf-8") as f:
         f.write(json.dumps(line) + "\n")
