@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+import time
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
@@ -295,12 +296,15 @@ def _segment(args: argparse.Namespace) -> int:
         raise ConfigError("nothing to do: give -o OUTPUT, --save-masks PATH, --save-tracks PATH, --save-labels DIR, "
                           "--save-coco FILE, --stream URL, --show or --serve PORT")
     from .jobs import many_videos
+    from .sources.base import classify
 
     if (inputs := many_videos(config)) is not None:
         return (_segment_on_cluster if config.cluster.address else _segment_many)(config, inputs, args)
     if config.cluster.address:
-        raise ConfigError("cluster.address: --cluster runs many video files (files, a folder, a glob or a list, "
-                          "with -o OUTDIR/); cameras and streams run in one process")
+        if not all(classify(spec).live for spec in config.sources):
+            raise ConfigError("cluster.address: --cluster runs many video files (files, a folder, a glob or a "
+                              "list, with -o OUTDIR/) or cameras and streams, not one file or images")
+        return _watch_on_cluster(config)
     summary, live = _run(config, args)
     if live and summary.sources:
         _tell(StatsBoard.format(summary.sources))
@@ -379,6 +383,27 @@ def _segment_on_cluster(config: Config, inputs: list[str], args: argparse.Namesp
         _tell("stopped early: the inputs finished are done; run it again to go on with the rest")
         raise
     return _job_done(config, inputs, outcomes)
+
+
+def _watch_on_cluster(config: Config) -> int:
+    """Cameras spread over Ray workers (see :mod:`streamseg.cluster.cameras`), every camera's statistics
+    printed with its worker; Ctrl-C ends every recording cleanly."""
+    from .cluster.cameras import watch_on_cluster
+    from .runtime.stats import StatsBoard
+
+    def board(stats: list[dict]) -> str:
+        return "\n".join(f"{StatsBoard.format([s])} [on {s['worker']}]" for s in stats)
+
+    started = time.monotonic()
+    try:
+        final = watch_on_cluster(config, lambda stats: stats and _tell(board(stats)))
+    except KeyboardInterrupt:
+        _tell("stopped: the recordings are finished")
+        raise
+    _tell(board(final))
+    frames = sum(s["frames"] for s in final)
+    _tell(f"done: {frames} frames from {len(config.sources)} sources in {time.monotonic() - started:.1f} s")
+    return 0
 
 
 def _job_done(config: Config, inputs: list[str], outcomes: list[Outcome]) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from pathlib import Path
 import av
 import pytest
 
-from .conftest import ROOT, read_video, run_cli, write_clip
+from .conftest import ROOT, needs_rtsp, read_video, run_cli, write_clip
 
 ray = pytest.importorskip("ray", reason="Ray is the [ray] extra (in [test] too)")
 
@@ -38,7 +39,7 @@ def _workers_under(node) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
         try:
-            if b"FileWorker" in (entry / "cmdline").read_bytes() and f"PPid:\t{raylet}\n" in (entry / "status").read_text():
+            if b"SegmentWorker" in (entry / "cmdline").read_bytes() and f"PPid:\t{raylet}\n" in (entry / "status").read_text():
                 found.append(int(entry.name))
         except (OSError, ValueError):
             continue
@@ -143,9 +144,16 @@ def test_bad_cluster_settings_are_one_line(tmp_path: Path, extra: list[str], mes
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
-def test_a_camera_is_not_run_on_the_cluster(tmp_path: Path) -> None:
-    proc = run_cli("segment", "rtsp://127.0.0.1:9/cam", "-o", str(tmp_path / "cam.mp4"), *SAMPLE, "--cluster", "local")
-    assert proc.returncode == 2 and "--cluster runs many video files" in proc.stderr, proc.stderr
+@pytest.mark.parametrize(("inputs", "output", "message"), [
+    (["rtsp://127.0.0.1:9/cam"], "cam.mp4", "output.segment_time: cameras on a cluster record in segments"),
+    (["a.mp4"], "a-out.mp4", "or cameras and streams, not one file or images"),
+])
+def test_what_a_cluster_cannot_run_is_refused_in_one_line(tmp_path: Path, inputs, output, message) -> None:
+    write_clip(tmp_path / "a.mp4")
+    proc = subprocess.run([sys.executable, "-m", "streamseg", "segment", *inputs, "-o", output, *SAMPLE,
+                           "--cluster", "local"], capture_output=True, text=True, cwd=tmp_path, timeout=60, check=False)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
 
 
 def test_without_ray_the_flag_says_how_to_install_it(tmp_path: Path) -> None:
@@ -156,3 +164,48 @@ def test_without_ray_the_flag_says_how_to_install_it(tmp_path: Path) -> None:
                    env={"PYTHONPATH": str(tmp_path)})
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip() == "error: --cluster needs Ray, which is not installed: pip install 'streamseg[ray]'"
+
+
+@needs_rtsp
+def test_a_dead_workers_camera_goes_on_on_the_other_worker(head, rtsp, tmp_path: Path) -> None:
+    # Two servers with the same mount: the cameras are "cam" and "cam#2" wherever each runs.
+    cameras = [rtsp("cam:15").url("cam"), rtsp("cam:15").url("cam")]
+    node = head.add_node(num_cpus=1)
+    head.wait_for_nodes()
+    (tmp_path / "out").mkdir()
+    args = [sys.executable, "-m", "streamseg", "segment", *cameras, "-o", "out/rec.mp4", "--save-masks", "out/m.jsonl",
+            "--segment-time", "4", "--duration", "24", "--stats-interval", "1", "--cluster", head.address,
+            "--config", str(ROOT / "configs" / "sample.yaml")]
+    err = tmp_path / "stderr"
+    try:
+        with err.open("w") as log:
+            proc = subprocess.Popen(args, stderr=log, cwd=tmp_path)
+            try:
+                deadline = time.monotonic() + 200
+
+                def holder() -> int | None:  # the worker whose stats show cam#2 live with frames
+                    found = re.findall(r"^cam#2: live, [1-9]\d* frames.*\[on \S+:(\d+)\]$", err.read_text(), re.MULTILINE)
+                    return int(found[-1]) if found else None
+
+                victim = _wait_for(holder, deadline, proc, "cam#2 live on a worker")
+                os.kill(victim, signal.SIGKILL)
+                killed_at = time.time()
+                proc.wait(timeout=max(deadline - time.monotonic(), 1))
+            finally:
+                proc.kill()
+    finally:
+        head.remove_node(node)
+    stderr = err.read_text()
+    assert proc.returncode == 0, stderr
+    assert re.search(rf"worker \S+:{victim} died: rtsp://127\.0\.0\.1:\d+/cam move to \S+", stderr), stderr
+    final = {line.split(":")[0]: line for line in stderr.splitlines() if re.match(r"^cam(#2)?: ended", line)}
+    assert set(final) == {"cam", "cam#2"} and f":{victim}]" not in final["cam#2"], stderr
+    assert "done: " in stderr
+    # Its frames resumed on the other worker, recorded in new segment files beside those from before.
+    times = [json.loads(line)["time"] for path in (tmp_path / "out").glob("m-cam_2-*.jsonl")
+             for line in path.read_text().splitlines()]
+    assert min(times) < killed_at < max(times) - 3, (min(times), killed_at, max(times))
+    recordings = sorted((tmp_path / "out").glob("rec-cam_2-*.mp4"))
+    assert len(recordings) >= 2
+    for path in recordings[1:]:
+        assert len(read_video(path)[0]) > 0

@@ -3,13 +3,13 @@
 - :mod:`.connect`: Ray itself, an optional extra (``pip install 'streamseg[ray]'``), and the connection.
 - :mod:`.worker`: the worker, a Ray actor that loads the model once and runs whole inputs through the
   ordinary :class:`~streamseg.runtime.pipeline.Pipeline`, so frames never cross Ray's object store.
-- :mod:`.pool`: the driver's side: the work list, a worker per slot, retries when a worker dies, the manifest.
+- :mod:`.files`: the driver's side for many videos: the work list, a worker per slot, retries when a worker dies, the manifest.
 - :mod:`.progress`: the driver's progress lines.
 
 Nothing here is a scheduler of its own: Ray places the workers, restarts none (the pool replaces a dead one,
 which Ray starts wherever there is room) and carries the calls.
 """
 
-from .pool import run_on_cluster
+from .files import run_on_cluster
 
 __all__ = ["run_on_cluster"]

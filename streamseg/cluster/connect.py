@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import ModuleType
+from typing import Any
 
+from ..config import Config
 from ..exceptions import ConfigError
+from .worker import SegmentWorker
 
-__all__ = ["connected", "ray_module"]
+__all__ = ["connected", "for_workers", "ray_module", "worker_class"]
 
 INSTALL = "pip install 'streamseg[ray]'"
 
@@ -67,3 +72,26 @@ def _check_answers(address: str) -> None:
     except OSError as exc:
         raise ConfigError(f"cluster.address: nothing answers at {address} ({exc.strerror or exc}); start Ray "
                           f"there first (ray start --head) or use --cluster local") from None
+
+
+def worker_class(ray: ModuleType, config: Config) -> tuple[int, Any]:
+    """How many workers fit the cluster, and :class:`SegmentWorker` as a Ray actor class: a GPU each where the
+    cluster has GPUs and the model is not pinned to the CPU, ``cluster.worker_cpus`` CPUs each. Ray restarts
+    none: the driver replaces a dead worker itself, knowing what it was doing."""
+    resources = ray.cluster_resources()
+    cpus = config.cluster.worker_cpus
+    gpus = int(resources.get("GPU", 0)) if config.model.device != "cpu" else 0
+    fit = gpus if gpus else int(resources.get("CPU", 0)) // cpus
+    # Threads: a file or a share of cameras, cameras moved from a dead worker, and the driver's questions.
+    actor = ray.remote(num_cpus=cpus, num_gpus=1 if gpus else 0, max_restarts=0, max_task_retries=0,
+                       max_concurrency=16, scheduling_strategy="SPREAD")(SegmentWorker)
+    return config.cluster.workers or max(fit, 1), actor
+
+
+def for_workers(config: Config) -> Config:
+    """``config`` with its output paths made absolute: a worker's working folder is not the driver's (a
+    folder keeps its closing slash)."""
+    absolute = {key: os.path.abspath(value) + ("/" if value.endswith(("/", os.sep)) else "")
+                for key in ("video", "masks", "tracks", "labels", "coco")
+                if (value := getattr(config.output, key)) and "://" not in value}
+    return dataclasses.replace(config, output=dataclasses.replace(config.output, **absolute))

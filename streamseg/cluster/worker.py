@@ -1,22 +1,28 @@
-"""A cluster worker: the model loaded once, whole inputs run one at a time through the ordinary pipeline.
+"""A cluster worker: the model loaded once; whole video files run one at a time, or a share of the cameras
+watched, through the ordinary pipeline.
 
-A plain class: :mod:`.pool` makes it a Ray actor (``ray.remote(...)(FileWorker)``). It is a threaded actor
-with two threads, so that the driver can ask for :meth:`FileWorker.progress` while :meth:`FileWorker.run`
-works.
+A plain class: :mod:`.files` and :mod:`.cameras` make it a Ray actor (``ray.remote(...)(SegmentWorker)``). It is
+a threaded actor, so that the driver can ask for :meth:`SegmentWorker.progress` or
+:meth:`SegmentWorker.stats` while a file runs or cameras are watched, and so that cameras moved to it from
+a dead worker run beside its own.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ..config import Config
 from ..exceptions import Aborted, StreamsegError
 from ..jobs import Outcome, run_one
+from ..sinks.base import Sink
 
-__all__ = ["FileWorker", "Working"]
+__all__ = ["SegmentWorker", "StatsTap", "Working"]
 
 
 @dataclass(frozen=True)
@@ -29,8 +35,23 @@ class Working:
     total: int | None = None
 
 
-class FileWorker:
-    """Runs whole inputs of ``config``'s job, each with its outputs under temporary names until complete."""
+class StatsTap(Sink):
+    """An output that keeps the run's latest per-source statistics, for the driver to ask for."""
+
+    wants_stats = True
+
+    def __init__(self) -> None:
+        self.snapshot: list[dict] = []
+
+    def write(self, result: Any) -> None:
+        pass
+
+    def publish_stats(self, snapshot: list[dict]) -> None:
+        self.snapshot = snapshot
+
+
+class SegmentWorker:
+    """Runs ``config``'s job on one device: whole inputs (:meth:`run`) or cameras (:meth:`watch`)."""
 
     def __init__(self, config: Config, cpus: int) -> None:
         self.config = config
@@ -39,6 +60,7 @@ class FileWorker:
         self._model = None
         self._lock = threading.Lock()
         self._working = Working()
+        self._watching: list[tuple[Any, StatsTap]] = []  # (pipeline, its stats) per watch() under way
 
     def load(self) -> tuple[str, str | None]:
         """Load the model; this worker's name and, where the model cannot be loaded, why (an error here is
@@ -54,6 +76,8 @@ class FileWorker:
         except StreamsegError as exc:
             return self.name, str(exc)
         return self.name, None
+
+    # -- files ---------------------------------------------------------------------------------
 
     def run(self, video: str) -> Outcome:
         """Run one input to its end (or skip it, finished before); its outcome."""
@@ -89,3 +113,34 @@ class FileWorker:
     def _set(self, working: Working) -> None:
         with self._lock:
             self._working = working
+
+    # -- cameras -------------------------------------------------------------------------------
+
+    def watch(self, cameras: Sequence[str], part_of: Sequence[str], seconds: float | None) -> list[dict]:
+        """Run ``cameras`` (batched together, as in one process) for ``seconds``, or until :meth:`stop`; their
+        last statistics. Named, and their outputs' files, as in a run of all of ``part_of``."""
+        from ..runtime.pipeline import Pipeline
+
+        config = dataclasses.replace(self.config, sources=tuple(cameras), duration=seconds)
+        tap = StatsTap()
+        pipeline = Pipeline(config, model=self._model, part_of=part_of, sinks=[tap])
+        with self._lock:
+            self._watching.append((pipeline, tap))
+        try:
+            pipeline.run(handle_interrupt=False)
+        finally:
+            pipeline.close()
+            with self._lock:
+                self._watching.remove((pipeline, tap))
+        return [{**stats, "worker": self.name} for stats in pipeline.final_stats]
+
+    def stats(self) -> list[dict]:
+        """The latest statistics of every camera this worker watches, each with the worker's name."""
+        with self._lock:
+            return [{**stats, "worker": self.name} for _, tap in self._watching for stats in tap.snapshot]
+
+    def stop(self) -> None:
+        """End every watch (its recordings finished as at the end of a run)."""
+        with self._lock:
+            for pipeline, _ in self._watching:
+                pipeline.stop()

@@ -129,11 +129,14 @@ class Pipeline:
         annotate: draw every result (``FrameResult.annotated``), as RGB, whether an output shows it or not.
         model: a model loaded already (:func:`~streamseg.inference.loading.load_model`), for a process that
             runs many pipelines one after another (many videos, a cluster worker); else ``config.model``'s.
+        part_of: the sources of a whole job of which this pipeline runs ``config.sources`` (a cluster
+            worker's share of the cameras): the sources are named, and their outputs' files, as the whole
+            job's would be.
     """
 
     def __init__(self, config: Config, *, sinks: Sequence[Any] | None = None, sources: Sequence[Any] = (),
                  masks_to_host: bool = False, profile: bool = False, annotate: bool = False,
-                 model: LoadedModel | None = None) -> None:
+                 model: LoadedModel | None = None, part_of: Sequence[str] = ()) -> None:
         sources = [as_source(source, f"array{k}" if len(sources) > 1 else "array") for k, source in enumerate(sources)]
         if not config.sources and not sources:
             raise ConfigError("sources: at least one source is needed")
@@ -143,11 +146,13 @@ class Pipeline:
             config = dataclasses.replace(config, sources=tuple(file if is_stdin(s) else s for s in config.sources))
         self.config = config
         specs = [*config.sources, *(s.name for s in sources)]
-        self.names = source_names(specs)
+        whole = [*part_of, *(s.name for s in sources)] if part_of else specs
+        names = source_names(whole)  # each source's name, and what it adds to its outputs' names, in the whole job
+        self._tags = output_tags({name: output_stem(name, spec) for name, spec in zip(names, whole)})
+        self.names = [names[whole.index(spec)] for spec in specs]
         self._custom = {name: source for name, source in zip(self.names[len(config.sources):], sources)}
         for name, source in self._custom.items():
             source.name = name
-        self._tags = output_tags({name: output_stem(name, spec) for name, spec in zip(self.names, specs)})
         # Spelled out, without a connection: a playlist counts as live until start() asks it.
         self.live = {name: classify(spec).live for name, spec in zip(self.names, config.sources)}
         self.live.update({name: source.live for name, source in self._custom.items()})
@@ -196,7 +201,7 @@ class Pipeline:
         if self._state is not State.NEW:
             raise RuntimeError(f"a pipeline runs once; this one is {self._state.value}")
         cfg = self.config
-        check_outputs(cfg, self._tags)
+        self.check_outputs()
         if cfg.decoder not in ("auto", "cpu") and (problem := decoder_problem(cfg.decoder)):
             # As --device cuda is refused where there is no CUDA: what was asked for cannot be done.
             raise ConfigError(f"decoder: {cfg.decoder!r} requested but NVDEC cannot decode here ({problem})")
@@ -240,6 +245,15 @@ class Pipeline:
         if cfg.duration is not None:
             self._deadline = time.monotonic() + cfg.duration
         self._state = State.RUNNING
+
+    def check_outputs(self) -> None:
+        """Refuse, before any work, outputs that cannot be written (the first step of :meth:`start`; a cluster's
+        driver takes it before its workers start).
+
+        Raises:
+            ConfigError, SinkError: naming the output.
+        """
+        check_outputs(self.config, self._tags)
 
     def _open_sources(self, run: RunPlan) -> None:
         cfg = self.config

@@ -103,7 +103,7 @@ def build_sinks(config: Config, sources: Sequence[Source], tags: dict[str, str],
     fallback = pick_encoder("auto", False, out.video) if out.codec == "auto" else None
     encoder = {"codec": codec, "crf": out.crf, "preset": out.preset, "fallback": fallback,
                "threads": encoder_threads(codec_threads, len(sources) if out.video else 0)}
-    several = len(sources) > 1
+    several = len(tags) > 1  # of the whole job's sources (see Pipeline's part_of), not only these
     by_source: dict[str, list[Sink]] = {}
     outputs: list[str] = []
     for source in sources:

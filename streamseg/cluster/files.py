@@ -14,8 +14,9 @@ from typing import Any
 from ..config import Config
 from ..exceptions import ModelError
 from ..jobs import Outcome, check_folders, finished, manifest_path, record
+from .connect import connected, for_workers, worker_class
 from .progress import PoolView, WorkerView
-from .worker import FileWorker, Working
+from .worker import Working
 
 __all__ = ["DEATHS_TO_FAIL", "FilePool", "run_on_cluster"]
 
@@ -37,20 +38,8 @@ class _Worker:
     ready_at: float = 0.0
 
 
-def worker_options(ray: ModuleType, config: Config) -> tuple[int, dict[str, Any]]:
-    """How many workers fit the cluster, and the Ray options of each: a GPU each where the cluster has GPUs
-    and the model is not pinned to the CPU, ``cluster.worker_cpus`` CPUs each."""
-    resources = ray.cluster_resources()
-    cpus = config.cluster.worker_cpus
-    gpus = int(resources.get("GPU", 0)) if config.model.device != "cpu" else 0
-    fit = gpus if gpus else int(resources.get("CPU", 0)) // cpus
-    options = {"num_cpus": cpus, "num_gpus": 1 if gpus else 0, "max_restarts": 0, "max_task_retries": 0,
-               "max_concurrency": 2, "scheduling_strategy": "SPREAD"}
-    return config.cluster.workers or max(fit, 1), options
-
-
 class FilePool:
-    """Ray workers (:class:`~streamseg.cluster.worker.FileWorker` actors), each given the next input as it
+    """Ray workers (:class:`~streamseg.cluster.worker.SegmentWorker` actors), each given the next input as it
     finishes one.
 
     - A worker that dies (its process killed, its node lost) costs only the input it was running: that input
@@ -69,8 +58,7 @@ class FilePool:
         self._config = config
         self._on_outcome = on_outcome
         self._on_progress = on_progress
-        self._count, options = worker_options(ray, config)
-        self._class = ray.remote(**options)(FileWorker)
+        self._count, self._class = worker_class(ray, config)
         self._workers: list[_Worker] = []
         self._started = self._polled = time.monotonic()
 
@@ -187,15 +175,10 @@ def run_on_cluster(config: Config, inputs: Sequence[str], progress: Callable[[Po
         ConfigError: Ray is not installed, no cluster answers, or an output is a single file.
         ModelError: the model cannot be loaded on a worker.
     """
-    import dataclasses
     import os
 
-    from .connect import connected
-
     check_folders(config)
-    absolute = {key: os.path.abspath(value) + ("/" if value.endswith(("/", os.sep)) else "")
-                for key in ("video", "masks", "tracks") if (value := getattr(config.output, key))}
-    config = dataclasses.replace(config, output=dataclasses.replace(config.output, **absolute))
+    config = for_workers(config)
     inputs = [os.path.abspath(video) for video in inputs]
     skipped = [Outcome(video, skipped=True) for video in inputs if finished(config, video)]
     todo = [video for video in inputs if not finished(config, video)]

@@ -1,0 +1,216 @@
+"""The driver's side of cameras on a Ray cluster: the cameras spread over the workers, a dead worker's
+cameras moved to the survivors, every camera's statistics printed with its worker."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+from ..config import Config
+from ..exceptions import ConfigError, ModelError, StreamsegError
+from ..urls import redact
+from .connect import connected, for_workers, worker_class
+
+__all__ = ["CameraPool", "check_cameras", "watch_on_cluster"]
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.5  # how often the driver looks at its workers
+STOP_WAIT_S = 30.0  # how long the workers get to finish their recordings once told to stop
+
+
+@dataclass
+class _Worker:
+    actor: Any
+    name: str = "starting"
+    loaded: Any = None  # the ObjectRef of its load() call until it answers
+    watches: dict[Any, tuple[str, ...]] = field(default_factory=dict)  # watch() call -> its cameras
+
+
+def check_cameras(config: Config) -> None:
+    """Refuse the outputs that a camera moving to another worker would overwrite or cut in two.
+
+    Raises:
+        ConfigError: naming the key.
+    """
+    out = config.output
+    if (out.video or out.masks) and not out.segment_time:
+        raise ConfigError("output.segment_time: cameras on a cluster record in segments (--segment-time SECONDS), "
+                          "so that a camera moved to another worker goes on in a new file")
+    for key in ("tracks", "labels", "coco", "serve"):
+        if getattr(out, key):
+            raise ConfigError(f"output.{key}: not written for cameras on a cluster (each worker would write its own)")
+    if out.show:
+        raise ConfigError("output.show: the workers have no screen; use --stream to watch cameras on a cluster")
+    from ..runtime.pipeline import Pipeline
+
+    Pipeline(config).check_outputs()  # what a worker would refuse, refused before any starts
+
+
+class CameraPool:
+    """Cameras on Ray workers (:class:`~streamseg.cluster.worker.SegmentWorker` actors), spread evenly; each
+    worker batches its share on its device as one process does.
+
+    When a worker dies (its process killed, its node lost), its cameras go to the workers left, the fewest
+    cameras first, within about a second, for what is left of the run; and Ray is asked for a worker in its
+    place, which takes cameras the next time one dies. The cameras' recordings go on in a new segment file.
+    """
+
+    def __init__(self, ray: ModuleType, config: Config, on_stats: Callable[[list[dict]], None]) -> None:
+        self._ray = ray
+        self._config = config
+        self._on_stats = on_stats
+        self._count, self._class = worker_class(ray, config)
+        self._workers: list[_Worker] = []
+        self.moves = 0  # cameras moved from a dead worker
+
+    def run(self, cameras: Sequence[str]) -> list[dict]:
+        """Watch every camera for ``config.duration`` (or until a KeyboardInterrupt, which stops the workers
+        and waits for their recordings to be finished); every camera's last statistics."""
+        self._cameras = tuple(cameras)
+        duration = self._config.duration
+        self._workers = [self._spawn() for _ in range(min(self._count, len(cameras)))]
+        self._wait_loaded()
+        self._deadline = time.monotonic() + duration if duration else None
+        ready = [w for w in self._workers if w.loaded is None]
+        for k, w in enumerate(ready):
+            self._give(w, cameras[k::len(ready)])
+        final: list[dict] = []
+        shown = time.monotonic()
+        try:
+            while any(w.watches for w in self._workers):
+                refs = [ref for w in self._workers for ref in w.watches]
+                done, _ = self._ray.wait(refs, num_returns=1, timeout=POLL_S)
+                for ref in done:
+                    final += self._ended(ref)
+                for w in [w for w in self._workers if w.loaded is not None]:
+                    self._check_loaded(w, wait=0)
+                if time.monotonic() - shown >= (self._config.live.stats_interval_s or 10.0):
+                    shown = time.monotonic()
+                    self._on_stats(self.stats())
+        except KeyboardInterrupt:
+            final += self._stop_all()
+            raise
+        return final
+
+    def stats(self) -> list[dict]:
+        """Every camera's statistics now, each with the worker that watches it."""
+        asked = [w.actor.stats.remote() for w in self._workers if w.watches]
+        answered, _ = self._ray.wait(asked, num_returns=len(asked), timeout=2.0) if asked else ([], [])
+        found = []
+        for ref in answered:
+            try:
+                found += self._ray.get(ref)
+            except self._ray.exceptions.RayError:
+                pass  # died meanwhile: its cameras move when its watch says so
+        return sorted(found, key=lambda s: self._cameras.index(s["source"]) if s["source"] in self._cameras else 0)
+
+    def close(self) -> None:
+        for w in self._workers:
+            self._ray.kill(w.actor, no_restart=True)
+        self._workers = []
+
+    def _spawn(self) -> _Worker:
+        actor = self._class.remote(self._config, self._config.cluster.worker_cpus)
+        return _Worker(actor, loaded=actor.load.remote())
+
+    def _wait_loaded(self) -> None:
+        """Wait for every worker to start, or for the start timeout; refuse to go on with none."""
+        deadline = time.monotonic() + self._config.cluster.start_timeout_s
+        while any(w.loaded is not None for w in self._workers) and time.monotonic() < deadline:
+            for w in [w for w in self._workers if w.loaded is not None]:
+                self._check_loaded(w, wait=POLL_S)
+        if not any(w.loaded is None for w in self._workers):
+            raise ConfigError(f"cluster: no worker started in {self._config.cluster.start_timeout_s:.0f} s: the "
+                              f"cluster has no room for one ({self._config.cluster.worker_cpus} CPUs each)")
+
+    def _check_loaded(self, w: _Worker, wait: float) -> None:
+        done, _ = self._ray.wait([w.loaded], timeout=wait)
+        if not done:
+            return
+        try:
+            name, problem = self._ray.get(w.loaded)
+        except self._ray.exceptions.RayActorError:
+            self._workers[self._workers.index(w)] = self._spawn()
+            return
+        if problem:
+            raise ModelError(problem)
+        w.name, w.loaded = name, None
+        log.info("worker %s ready", name)
+
+    def _give(self, w: _Worker, cameras: Sequence[str]) -> None:
+        if not cameras:
+            return
+        remaining = None if self._deadline is None else max(self._deadline - time.monotonic(), 0.1)
+        w.watches[w.actor.watch.remote(list(cameras), list(self._cameras), remaining)] = tuple(cameras)
+
+    def _ended(self, ref: Any) -> list[dict]:
+        w = next(w for w in self._workers if ref in w.watches)
+        cameras = w.watches.pop(ref)
+        try:
+            return self._ray.get(ref)
+        except self._ray.exceptions.RayActorError:
+            pass
+        except self._ray.exceptions.RayTaskError as exc:  # the pipeline failed, as it would in one process
+            self._stop_all()
+            if isinstance(exc.cause, StreamsegError):
+                raise exc.cause from None
+            raise StreamsegError(f"{', '.join(map(redact, cameras))} on {w.name}: {exc}".splitlines()[0]) from None
+        # Its worker died: everything it watched moves.
+        lost = [*cameras, *(c for group in w.watches.values() for c in group)]
+        self._ray.kill(w.actor, no_restart=True)
+        self._workers[self._workers.index(w)] = self._spawn()
+        if self._deadline is not None and time.monotonic() >= self._deadline - 0.5:
+            return []
+        alive = [x for x in self._workers if x.loaded is None]
+        if not alive:
+            self._wait_loaded()
+            alive = [x for x in self._workers if x.loaded is None]
+        log.warning("worker %s died: %s move to %s", w.name, ", ".join(map(redact, lost)), ", ".join(x.name for x in alive))
+        load = {id(x): sum(len(g) for g in x.watches.values()) for x in alive}
+        moved: dict[int, list[str]] = {}
+        for camera in lost:
+            target = min(alive, key=lambda x: load[id(x)])
+            load[id(target)] += 1
+            moved.setdefault(id(target), []).append(camera)
+        for x in alive:
+            self._give(x, moved.get(id(x), []))
+        self.moves += len(lost)
+        return []
+
+    def _stop_all(self) -> list[dict]:
+        for w in self._workers:
+            if w.watches:
+                w.actor.stop.remote()
+        refs = [ref for w in self._workers for ref in w.watches]
+        done, _ = self._ray.wait(refs, num_returns=len(refs), timeout=STOP_WAIT_S) if refs else ([], [])
+        final = []
+        for ref in done:
+            try:
+                final += self._ray.get(ref)
+            except self._ray.exceptions.RayError:
+                pass
+        return final
+
+
+def watch_on_cluster(config: Config, on_stats: Callable[[list[dict]], None] = lambda stats: None) -> list[dict]:
+    """Watch ``config.sources`` (cameras, streams) on the Ray cluster at ``config.cluster.address``; every
+    camera's last statistics, each with its worker.
+
+    Raises:
+        ConfigError: Ray is not installed, no cluster answers, or an output cannot be written this way.
+        ModelError: the model cannot be loaded on a worker.
+        StreamsegError: a worker's pipeline failed, as it would have in one process.
+    """
+    check_cameras(config)
+    config = for_workers(config)
+    with connected(config.cluster.address or "local") as ray:
+        pool = CameraPool(ray, config, on_stats)
+        try:
+            return pool.run(config.sources)
+        finally:
+            pool.close()
