@@ -396,7 +396,8 @@ def _watch_on_cluster(config: Config) -> int:
 
     started = time.monotonic()
     try:
-        final = watch_on_cluster(config, lambda stats: stats and _tell(board(stats)))
+        final = watch_on_cluster(config, lambda stats: stats and _tell(board(stats)),
+                                 lambda page: _tell(f"live preview on {page.url}"))  # with its token: said once
     except KeyboardInterrupt:
         _tell("stopped: the recordings are finished")
         raise

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import av
@@ -175,6 +176,7 @@ def test_a_dead_workers_camera_goes_on_on_the_other_worker(head, rtsp, tmp_path:
     (tmp_path / "out").mkdir()
     args = [sys.executable, "-m", "streamseg", "segment", *cameras, "-o", "out/rec.mp4", "--save-masks", "out/m.jsonl",
             "--segment-time", "4", "--duration", "24", "--stats-interval", "1", "--cluster", head.address,
+            "--serve", "127.0.0.1:0",
             "--config", str(ROOT / "configs" / "sample.yaml")]
     err = tmp_path / "stderr"
     try:
@@ -190,6 +192,20 @@ def test_a_dead_workers_camera_goes_on_on_the_other_worker(head, rtsp, tmp_path:
                 victim = _wait_for(holder, deadline, proc, "cam#2 live on a worker")
                 os.kill(victim, signal.SIGKILL)
                 killed_at = time.time()
+                # The driver's page: cam#2's pictures and stats from the worker it moved to.
+                page = re.search(r"live preview on (http://\S+)", err.read_text()).group(1)
+
+                def moved() -> list[dict]:
+                    stats = json.loads(urllib.request.urlopen(page + "stats", timeout=5).read())
+                    return [s for s in stats if s["source"] == "cam#2" and s["frames"] > 0
+                            and not s["worker"].endswith(f":{victim}")]
+
+                assert _wait_for(moved, deadline, proc, "cam#2 on the page from another worker")
+                pictures = set()
+                for _ in range(3):
+                    pictures.add(urllib.request.urlopen(page + "frame/1.jpg", timeout=5).read())
+                    time.sleep(0.5)
+                assert len(pictures) > 1 and all(p.startswith(b"\xff\xd8") for p in pictures)
                 proc.wait(timeout=max(deadline - time.monotonic(), 1))
             finally:
                 proc.kill()

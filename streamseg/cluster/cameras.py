@@ -3,6 +3,7 @@ cameras moved to the survivors, every camera's statistics printed with its worke
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -12,6 +13,8 @@ from typing import Any
 
 from ..config import Config
 from ..exceptions import ConfigError, ModelError, StreamsegError
+from ..sinks.web import WebPreviewSink
+from ..sources.base import source_names
 from ..urls import redact
 from .connect import connected, for_workers, worker_class
 
@@ -19,7 +22,8 @@ __all__ = ["CameraPool", "check_cameras", "watch_on_cluster"]
 
 log = logging.getLogger(__name__)
 
-POLL_S = 0.5  # how often the driver looks at its workers
+POLL_S = 0.2  # how often the driver looks at its workers (and asks for the page's pictures)
+PAGE_FPS = 5.0  # the driver's page: each camera's newest picture, this many times a second
 STOP_WAIT_S = 30.0  # how long the workers get to finish their recordings once told to stop
 
 
@@ -41,7 +45,7 @@ def check_cameras(config: Config) -> None:
     if (out.video or out.masks) and not out.segment_time:
         raise ConfigError("output.segment_time: cameras on a cluster record in segments (--segment-time SECONDS), "
                           "so that a camera moved to another worker goes on in a new file")
-    for key in ("tracks", "labels", "coco", "serve"):
+    for key in ("tracks", "labels", "coco"):
         if getattr(out, key):
             raise ConfigError(f"output.{key}: not written for cameras on a cluster (each worker would write its own)")
     if out.show:
@@ -60,10 +64,14 @@ class CameraPool:
     place, which takes cameras the next time one dies. The cameras' recordings go on in a new segment file.
     """
 
-    def __init__(self, ray: ModuleType, config: Config, on_stats: Callable[[list[dict]], None]) -> None:
+    def __init__(self, ray: ModuleType, config: Config, on_stats: Callable[[list[dict]], None],
+                 page: WebPreviewSink | None = None) -> None:
         self._ray = ray
         self._config = config
         self._on_stats = on_stats
+        self._page = page  # the driver's page, fed each camera's newest picture and every camera's stats
+        self._asked: dict[Any, _Worker] = {}  # pictures() calls under way
+        self._stats_at = 0.0  # when the page was last given the stats
         self._count, self._class = worker_class(ray, config)
         self._workers: list[_Worker] = []
         self.moves = 0  # cameras moved from a dead worker
@@ -89,6 +97,8 @@ class CameraPool:
                     final += self._ended(ref)
                 for w in [w for w in self._workers if w.loaded is not None]:
                     self._check_loaded(w, wait=0)
+                if self._page is not None:
+                    self._feed_page()
                 if time.monotonic() - shown >= (self._config.live.stats_interval_s or 10.0):
                     shown = time.monotonic()
                     self._on_stats(self.stats())
@@ -108,6 +118,27 @@ class CameraPool:
             except self._ray.exceptions.RayError:
                 pass  # died meanwhile: its cameras move when its watch says so
         return sorted(found, key=lambda s: self._cameras.index(s["source"]) if s["source"] in self._cameras else 0)
+
+    def _feed_page(self) -> None:
+        """Hand the page the pictures asked for last time, and ask again (nothing here waits)."""
+        answered, _ = self._ray.wait(list(self._asked), num_returns=len(self._asked), timeout=0) if self._asked \
+            else ([], [])
+        for ref in answered:
+            self._asked.pop(ref)
+            try:
+                pictures = self._ray.get(ref)
+            except self._ray.exceptions.RayError:
+                continue
+            for name, picture in pictures.items():
+                if name in self._page.frames:
+                    self._page.frames[name].publish(picture)
+        waiting = set(map(id, self._asked.values()))
+        for w in self._workers:
+            if w.watches and id(w) not in waiting:
+                self._asked[w.actor.pictures.remote()] = w
+        if time.monotonic() - self._stats_at >= 1.0:
+            self._stats_at = time.monotonic()
+            self._page.publish_stats(self.stats())
 
     def close(self) -> None:
         for w in self._workers:
@@ -146,7 +177,8 @@ class CameraPool:
         if not cameras:
             return
         remaining = None if self._deadline is None else max(self._deadline - time.monotonic(), 0.1)
-        w.watches[w.actor.watch.remote(list(cameras), list(self._cameras), remaining)] = tuple(cameras)
+        fps = PAGE_FPS if self._page is not None else 0.0
+        w.watches[w.actor.watch.remote(list(cameras), list(self._cameras), remaining, fps)] = tuple(cameras)
 
     def _ended(self, ref: Any) -> list[dict]:
         w = next(w for w in self._workers if ref in w.watches)
@@ -197,9 +229,11 @@ class CameraPool:
         return final
 
 
-def watch_on_cluster(config: Config, on_stats: Callable[[list[dict]], None] = lambda stats: None) -> list[dict]:
+def watch_on_cluster(config: Config, on_stats: Callable[[list[dict]], None] = lambda stats: None,
+                     on_page: Callable[[WebPreviewSink], None] = lambda page: None) -> list[dict]:
     """Watch ``config.sources`` (cameras, streams) on the Ray cluster at ``config.cluster.address``; every
-    camera's last statistics, each with its worker.
+    camera's last statistics, each with its worker. With ``output.serve``, the page is served here, by the
+    driver, for every camera wherever it runs (``on_page`` is told once it listens).
 
     Raises:
         ConfigError: Ray is not installed, no cluster answers, or an output cannot be written this way.
@@ -207,10 +241,20 @@ def watch_on_cluster(config: Config, on_stats: Callable[[list[dict]], None] = la
         StreamsegError: a worker's pipeline failed, as it would have in one process.
     """
     check_cameras(config)
+    page = None
+    if config.output.serve:  # one page on the driver for every camera; the workers serve none
+        page = WebPreviewSink(config.output.serve, source_names(config.sources), max_fps=PAGE_FPS,
+                              token=config.output.serve_token)
+        config = dataclasses.replace(config, output=dataclasses.replace(config.output, serve=None))
     config = for_workers(config)
     with connected(config.cluster.address or "local") as ray:
-        pool = CameraPool(ray, config, on_stats)
+        pool = CameraPool(ray, config, on_stats, page)
         try:
+            if page is not None:
+                page.open()
+                on_page(page)
             return pool.run(config.sources)
         finally:
             pool.close()
+            if page is not None:
+                page.close()

@@ -13,6 +13,7 @@ import dataclasses
 import os
 import socket
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,8 +22,9 @@ from ..config import Config
 from ..exceptions import Aborted, StreamsegError
 from ..jobs import Outcome, run_one
 from ..sinks.base import Sink
+from ..sinks.web import jpeg
 
-__all__ = ["SegmentWorker", "StatsTap", "Working"]
+__all__ = ["FrameTap", "SegmentWorker", "StatsTap", "Working"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,27 @@ class StatsTap(Sink):
         self.snapshot = snapshot
 
 
+class FrameTap(Sink):
+    """An output that keeps each source's newest drawn picture as JPEG (at most ``max_fps`` a second), for
+    the driver's page to ask for."""
+
+    stage = "serve"
+    wants_annotated = True
+
+    def __init__(self, max_fps: float) -> None:
+        self.max_fps = max_fps
+        self.latest: dict[str, bytes] = {}
+        self._encoded: dict[str, float] = {}
+
+    def write(self, result: Any) -> None:
+        now = time.monotonic()
+        if now - self._encoded.get(result.source, 0.0) < 1 / self.max_fps:
+            return
+        self._encoded[result.source] = now
+        if (encoded := jpeg(result)) is not None:
+            self.latest[result.source] = encoded
+
+
 class SegmentWorker:
     """Runs ``config``'s job on one device: whole inputs (:meth:`run`) or cameras (:meth:`watch`)."""
 
@@ -60,7 +83,7 @@ class SegmentWorker:
         self._model = None
         self._lock = threading.Lock()
         self._working = Working()
-        self._watching: list[tuple[Any, StatsTap]] = []  # (pipeline, its stats) per watch() under way
+        self._watching: list[tuple[Any, list]] = []  # (pipeline, [its stats, its pictures]) per watch() under way
 
     def load(self) -> tuple[str, str | None]:
         """Load the model; this worker's name and, where the model cannot be loaded, why (an error here is
@@ -116,28 +139,35 @@ class SegmentWorker:
 
     # -- cameras -------------------------------------------------------------------------------
 
-    def watch(self, cameras: Sequence[str], part_of: Sequence[str], seconds: float | None) -> list[dict]:
+    def watch(self, cameras: Sequence[str], part_of: Sequence[str], seconds: float | None,
+              pictures_fps: float = 0.0) -> list[dict]:
         """Run ``cameras`` (batched together, as in one process) for ``seconds``, or until :meth:`stop`; their
-        last statistics. Named, and their outputs' files, as in a run of all of ``part_of``."""
+        last statistics. Named, and their outputs' files, as in a run of all of ``part_of``. With
+        ``pictures_fps``, their newest drawn pictures are kept for :meth:`pictures` that many times a second."""
         from ..runtime.pipeline import Pipeline
 
         config = dataclasses.replace(self.config, sources=tuple(cameras), duration=seconds)
-        tap = StatsTap()
-        pipeline = Pipeline(config, model=self._model, part_of=part_of, sinks=[tap])
+        taps = [StatsTap(), *([FrameTap(pictures_fps)] if pictures_fps else [])]
+        pipeline = Pipeline(config, model=self._model, part_of=part_of, sinks=taps)
         with self._lock:
-            self._watching.append((pipeline, tap))
+            self._watching.append((pipeline, taps))
         try:
             pipeline.run(handle_interrupt=False)
         finally:
             pipeline.close()
             with self._lock:
-                self._watching.remove((pipeline, tap))
+                self._watching.remove((pipeline, taps))
         return [{**stats, "worker": self.name} for stats in pipeline.final_stats]
 
     def stats(self) -> list[dict]:
         """The latest statistics of every camera this worker watches, each with the worker's name."""
         with self._lock:
-            return [{**stats, "worker": self.name} for _, tap in self._watching for stats in tap.snapshot]
+            return [{**stats, "worker": self.name} for _, taps in self._watching for stats in taps[0].snapshot]
+
+    def pictures(self) -> dict[str, bytes]:
+        """The newest drawn picture (JPEG) of every camera this worker watches, by name."""
+        with self._lock:
+            return {name: image for _, taps in self._watching for tap in taps[1:] for name, image in tap.latest.items()}
 
     def stop(self) -> None:
         """End every watch (its recordings finished as at the end of a run)."""

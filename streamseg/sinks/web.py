@@ -28,7 +28,7 @@ from ..exceptions import SinkError
 from ..types import FrameResult
 from .base import Sink
 
-__all__ = ["WebPreviewSink", "Latest", "parse_address"]
+__all__ = ["WebPreviewSink", "Latest", "jpeg", "parse_address"]
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +119,13 @@ class _Server(ThreadingHTTPServer):
             self._slots.release()
 
 
+def jpeg(result: FrameResult, quality: int = 80) -> bytes | None:
+    """A result's picture (drawn, where it was) as JPEG, or None where OpenCV cannot encode it."""
+    image = result.annotated if result.annotated is not None else result.frame.image
+    ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return encoded.tobytes() if ok else None
+
+
 class WebPreviewSink(Sink):
     """Serves ``/`` (the page), ``/stream/N.mjpg``, ``/frame/N.jpg`` and ``/stats`` for sources 0..N-1.
 
@@ -181,11 +188,8 @@ class WebPreviewSink(Sink):
         if name not in self.frames or now - self._last_encode[name] < 1 / self.max_fps:
             return
         self._last_encode[name] = now
-        image = result.annotated if result.annotated is not None else result.frame.image
-        ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
-                                [cv2.IMWRITE_JPEG_QUALITY, self.quality])
-        if ok:
-            self.frames[name].publish(jpeg.tobytes())
+        if (encoded := jpeg(result, self.quality)) is not None:
+            self.frames[name].publish(encoded)
 
     def publish_stats(self, snapshot: list[dict]) -> None:
         self.stats.publish(json.dumps(snapshot).encode())
