@@ -152,6 +152,9 @@ def _parser() -> argparse.ArgumentParser:
                           "path every node sees")
     ray.add_argument("--workers", type=int, metavar="N", help="how many workers (default: as many as fit)")
     ray.add_argument("--worker-cpus", type=int, metavar="N", help="CPUs each worker takes (default 1)")
+    ray.add_argument("--chunk-seconds", type=float, metavar="S",
+                     help="cut each long file at keyframes into parts of about S seconds, run on several workers "
+                          "and joined without re-encoding (timestamps, sound and masks as one run gives them)")
     seg.add_argument("--no-progress", action="store_true", help="no progress line")
     seg.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     return parser
@@ -227,6 +230,7 @@ def build_config(args: argparse.Namespace) -> Config:
         cluster__address=args.cluster,
         cluster__workers=args.workers,
         cluster__worker_cpus=args.worker_cpus,
+        cluster__chunk_seconds=args.chunk_seconds,
     )
 
 

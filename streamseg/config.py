@@ -242,6 +242,7 @@ class ClusterConfig:
     workers: int | None = None  # None: as many as the cluster has room for
     worker_cpus: int = 1  # CPUs each worker takes (its torch threads); a worker on a GPU node takes 1 GPU too
     start_timeout_s: float = 300.0  # give up when no worker has started (loaded its model) for this long
+    chunk_seconds: float | None = None  # cut long files at keyframes into parts this long, run on several workers
 
     def __post_init__(self) -> None:
         if self.address is not None:
@@ -249,6 +250,9 @@ class ClusterConfig:
         if self.workers is not None:
             _check(1 <= self.workers <= 10000, "cluster.workers", f"must be 1 to 10000, got {self.workers}")
         _check(1 <= self.worker_cpus <= 1024, "cluster.worker_cpus", f"must be 1 to 1024, got {self.worker_cpus}")
+        if self.chunk_seconds is not None:
+            _check(self.chunk_seconds > 0, "cluster.chunk_seconds", f"must be > 0 seconds, got {self.chunk_seconds}")
+            _check(self.address is not None, "cluster.chunk_seconds", "chunks run on a cluster: give --cluster too")
         _check(self.start_timeout_s > 0, "cluster.start_timeout_s", f"must be > 0 seconds, got {self.start_timeout_s}")
 
 

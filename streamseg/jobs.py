@@ -25,7 +25,8 @@ from .sources.base import LIST_SUFFIX, files_named, is_glob, is_image, list_file
 from .sources.images import natural_key
 from .urls import redact_text
 
-__all__ = ["VIDEO_SUFFIXES", "Outcome", "check_folders", "finished", "many_videos", "record", "run_jobs", "run_one"]
+__all__ = ["VIDEO_SUFFIXES", "Outcome", "check_folders", "finished", "many_videos", "partial", "record", "run_jobs",
+           "run_one", "targets"]
 
 log = logging.getLogger(__name__)
 
@@ -88,18 +89,18 @@ def many_videos(config: Config) -> list[str] | None:
 _FOLDERED = {"masks": ".jsonl", "tracks": ".txt"}
 
 
-def _targets(config: Config, video: str) -> dict[str, str]:
+def targets(config: Config, video: str) -> dict[str, str]:
     """An input's outputs in the folders given: ``OUTDIR/<stem>.mp4``, its masks ``<stem>.jsonl``, its
     tracks ``<stem>.txt``."""
     stem = Path(video).stem
-    targets = {"video": str(Path(config.output.video or ".") / f"{stem}.mp4")}
+    found = {"video": str(Path(config.output.video or ".") / f"{stem}.mp4")}
     for key, suffix in _FOLDERED.items():
         if folder := getattr(config.output, key):
-            targets[key] = str(Path(folder) / f"{stem}{suffix}")
-    return targets
+            found[key] = str(Path(folder) / f"{stem}{suffix}")
+    return found
 
 
-def _partial(path: str) -> str:
+def partial(path: str) -> str:
     """Where an output is written until its input has run to its end: ``clip.part.mp4``."""
     p = Path(path)
     return str(p.with_name(f"{p.stem}.part{p.suffix}"))
@@ -118,7 +119,7 @@ def check_folders(config: Config) -> None:
 
 def finished(config: Config, video: str) -> bool:
     """Whether every output of ``video`` is there under its final name (written by an earlier run)."""
-    return all(os.path.exists(path) for path in _targets(config, video).values())
+    return all(os.path.exists(path) for path in targets(config, video).values())
 
 
 def run_one(config: Config, video: str, run: Callable[[Config], int]) -> Outcome:
@@ -126,14 +127,14 @@ def run_one(config: Config, video: str, run: Callable[[Config], int]) -> Outcome
     its outputs written under temporary names and renamed when complete. An input whose outputs are all
     there already is skipped. A :class:`StreamsegError` is the input's failure, reported in the outcome; any
     other exception (a KeyboardInterrupt from a signal) leaves its outputs under their temporary names."""
-    targets = _targets(config, video)
+    final = targets(config, video)
     if finished(config, video):
         log.info("%s: done before, skipped", video)
-        return Outcome(video, tuple(targets.values()), skipped=True)
-    for path in targets.values():
+        return Outcome(video, tuple(final.values()), skipped=True)
+    for path in final.values():
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     one = dataclasses.replace(config, sources=(video,), output=dataclasses.replace(
-        config.output, **{key: _partial(path) for key, path in targets.items()}))
+        config.output, **{key: partial(path) for key, path in final.items()}))
     at, started = time.time(), time.monotonic()
     try:
         frames = run(one)
@@ -141,10 +142,10 @@ def run_one(config: Config, video: str, run: Callable[[Config], int]) -> Outcome
         outcome = Outcome(video, seconds=time.monotonic() - started, error=redact_text(str(exc)), started=at)
         log.warning("%s: failed, skipped (%s)", video, outcome.error)
         return outcome
-    for path in targets.values():
-        if os.path.exists(_partial(path)):
-            os.replace(_partial(path), path)
-    return Outcome(video, tuple(targets.values()), frames, time.monotonic() - started, started=at)
+    for path in final.values():
+        if os.path.exists(partial(path)):
+            os.replace(partial(path), path)
+    return Outcome(video, tuple(final.values()), frames, time.monotonic() - started, started=at)
 
 
 def run_jobs(config: Config, inputs: Sequence[str], run: Callable[[Config], int],

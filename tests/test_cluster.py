@@ -16,7 +16,7 @@ from pathlib import Path
 import av
 import pytest
 
-from .conftest import ROOT, needs_rtsp, read_video, run_cli, write_clip
+from .conftest import ROOT, SAMPLE_CLIP, needs_rtsp, read_video, run_cli, write_clip
 
 ray = pytest.importorskip("ray", reason="Ray is the [ray] extra (in [test] too)")
 
@@ -225,3 +225,41 @@ def test_a_dead_workers_camera_goes_on_on_the_other_worker(head, rtsp, tmp_path:
     assert len(recordings) >= 2
     for path in recordings[1:]:
         assert len(read_video(path)[0]) > 0
+
+
+def test_a_long_file_in_chunks_equals_one_run(head, tmp_path: Path) -> None:
+    # The sample: 10 s with sound, keyframes at 0 and 6.13 s, so two chunks, on two workers.
+    outputs = ["--save-masks", "{}/masks/", "--save-tracks", "{}/tracks/"]
+
+    def run(where: str, *extra: str) -> subprocess.CompletedProcess:
+        args = [a.format(tmp_path / where) for a in outputs]
+        return run_cli("segment", str(SAMPLE_CLIP), "-o", f"{tmp_path / where}/", *args, *SAMPLE, *extra,
+                       env={"OMP_NUM_THREADS": "1"})
+
+    one = run("one")
+    assert one.returncode == 0, one.stderr
+    node = head.add_node(num_cpus=1)
+    head.wait_for_nodes()
+    try:
+        chunked = run("chunked", "--cluster", head.address, "--chunk-seconds", "3")
+    finally:
+        head.remove_node(node)
+    assert chunked.returncode == 0, chunked.stderr
+    [line] = _manifest(tmp_path / "chunked")
+    assert line["chunks"] == 2 and line["frames"] == 300 and len(line["worker"].split()) == 2, line
+
+    def streams(path: Path) -> tuple[list, list]:
+        with av.open(str(path)) as container:
+            pictures = [f.pts * f.time_base for f in container.decode(container.streams.video[0])]
+        with av.open(str(path)) as container:
+            sound = [(p.pts * p.time_base, bytes(p)) for p in container.demux(container.streams.audio[0])
+                     if p.dts is not None]
+        return pictures, sound
+
+    pictures, sound = streams(tmp_path / "chunked" / "shapes.mp4")
+    assert (pictures, sound) == streams(tmp_path / "one" / "shapes.mp4")
+    assert len(pictures) == 300 and len(sound) > 400
+    # The masks and the tracks (their ids stitched across the join) as one run gives them, byte for byte.
+    for name in ("masks/shapes.jsonl", "tracks/shapes.txt"):
+        assert (tmp_path / "chunked" / name).read_bytes() == (tmp_path / "one" / name).read_bytes(), name
+    assert not [p for p in tmp_path.rglob("*") if ".part" in p.name or p.name == ".chunks"]

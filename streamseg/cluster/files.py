@@ -3,27 +3,47 @@ when a worker dies, the manifest, progress."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import shutil
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import av
+
 from ..config import Config
 from ..exceptions import ModelError
-from ..jobs import Outcome, check_folders, finished, manifest_path, record
+from ..jobs import Outcome, check_folders, finished, manifest_path, partial, record, targets
+from .chunks import Chunk, join, plan
 from .connect import connected, for_workers, worker_class
 from .progress import PoolView, WorkerView
 from .worker import Working
 
-__all__ = ["DEATHS_TO_FAIL", "FilePool", "run_on_cluster"]
+__all__ = ["DEATHS_TO_FAIL", "FilePool", "Joins", "Task", "run_on_cluster"]
 
 log = logging.getLogger(__name__)
 
+CHUNKS = ".chunks"  # in the output folder: the parts of long files until they are joined
 DEATHS_TO_FAIL = 2  # an input whose worker dies this many times is marked failed (it may be what kills them)
 POLL_S = 1.0  # how often the driver looks at its workers (and asks them for progress)
+
+
+@dataclass(frozen=True)
+class Task:
+    """One piece of work for a worker: a whole input, or one chunk of it with its parts' paths."""
+
+    video: str
+    chunk: Chunk | None = None
+    parts: tuple[tuple[str, str], ...] = ()  # (output key, path) of the chunk's outputs
+
+    def __str__(self) -> str:
+        return self.video if self.chunk is None else f"{self.video} (part {self.chunk.index + 1})"
 
 
 @dataclass
@@ -32,7 +52,7 @@ class _Worker:
     name: str = "starting"
     loaded: Any = None  # the ObjectRef of its load() call until it answers
     running: Any = None  # the ObjectRef of its run() call
-    video: str | None = None
+    task: Task | None = None
     frames: int = 0  # frames of the inputs it has finished
     working: Working = field(default_factory=Working)
     ready_at: float = 0.0
@@ -52,7 +72,7 @@ class FilePool:
       room for one), the inputs left are failed rather than waited for forever.
     """
 
-    def __init__(self, ray: ModuleType, config: Config, on_outcome: Callable[[Outcome, str, int], None],
+    def __init__(self, ray: ModuleType, config: Config, on_outcome: Callable[[Task, Outcome, str, int], None],
                  on_progress: Callable[[PoolView], None]) -> None:
         self._ray = ray
         self._config = config
@@ -61,23 +81,26 @@ class FilePool:
         self._count, self._class = worker_class(ray, config)
         self._workers: list[_Worker] = []
         self._started = self._polled = time.monotonic()
+        self._unit = "inputs"
 
-    def run(self, inputs: Sequence[str]) -> list[Outcome]:
-        """Run every input; their outcomes, in the order they ended."""
-        todo, outcomes = deque(inputs), []
-        deaths: Counter[str] = Counter()
+    def run(self, tasks: Sequence[Task], unit: str = "inputs") -> list[Outcome]:
+        """Run every task; their outcomes, in the order they ended."""
+        todo, outcomes = deque(tasks), []
+        deaths: Counter[Task] = Counter()
         self._workers = [self._spawn() for _ in range(min(self._count, len(todo)))]
+        self._unit = unit
         alive_at = time.monotonic()
 
-        def finish(outcome: Outcome, worker: str) -> None:
+        def finish(task: Task, outcome: Outcome, worker: str) -> None:
             outcomes.append(outcome)
-            self._on_outcome(outcome, worker, deaths[outcome.input] + 1)
+            self._on_outcome(task, outcome, worker, deaths[task] + 1)
 
         while todo or any(w.running for w in self._workers):
             for w in self._workers:
                 if w.loaded is None and w.running is None and todo:
-                    w.video = todo.popleft()
-                    w.running = w.actor.run.remote(w.video)
+                    w.task = task = todo.popleft()
+                    w.running = (w.actor.run.remote(task.video) if task.chunk is None
+                                 else w.actor.run_chunk.remote(task.video, task.chunk, dict(task.parts)))
             pending = [r for w in self._workers for r in (w.loaded, w.running) if r is not None]
             # Whichever answers first is dealt with at once: an idle worker gets its next input without waiting.
             if not pending:  # every worker gone and waiting for room
@@ -88,34 +111,35 @@ class FilePool:
                 if ref is w.loaded:
                     self._loaded(w)
                     continue
-                video, w.running, w.video = w.video, None, None
+                task, w.running, w.task = w.task, None, None
                 try:
                     outcome = self._ray.get(ref)
                 except self._ray.exceptions.RayActorError:
-                    deaths[video] += 1
-                    log.warning("%s: its worker %s died (%d of %d)", video, w.name, deaths[video], DEATHS_TO_FAIL)
-                    if deaths[video] >= DEATHS_TO_FAIL:
-                        finish(Outcome(video, error=f"its worker died {deaths[video]} times"), w.name)
+                    deaths[task] += 1
+                    log.warning("%s: its worker %s died (%d of %d)", task, w.name, deaths[task], DEATHS_TO_FAIL)
+                    if deaths[task] >= DEATHS_TO_FAIL:
+                        finish(task, Outcome(task.video, error=f"its worker died {deaths[task]} times"), w.name)
                     else:
-                        todo.appendleft(video)
+                        todo.appendleft(task)
                     self._replace(w)
                     continue
                 except self._ray.exceptions.RayTaskError as exc:  # not a StreamsegError: a bug, said in one line
                     cause = exc.cause if getattr(exc, "cause", None) is not None else exc
-                    outcome = Outcome(video, error=f"{type(cause).__name__}: {str(cause).splitlines()[0]}")
+                    outcome = Outcome(task.video, error=f"{type(cause).__name__}: {str(cause).splitlines()[0]}")
                 w.frames += outcome.frames
-                finish(outcome, w.name)
+                finish(task, outcome, w.name)
             if any(w.loaded is None for w in self._workers):
                 alive_at = time.monotonic()
             elif time.monotonic() - alive_at > self._config.cluster.start_timeout_s:
                 why = (f"no worker started in {self._config.cluster.start_timeout_s:.0f} s: the cluster has no room "
                        f"for one ({self._config.cluster.worker_cpus} CPUs each)")
                 while todo:
-                    finish(Outcome(todo.popleft(), error=why), "none")
+                    task = todo.popleft()
+                    finish(task, Outcome(task.video, error=why), "none")
             if time.monotonic() - self._polled >= POLL_S:
                 self._polled = time.monotonic()
-                self._poll_progress(len(inputs), outcomes)
-        self._poll_progress(len(inputs), outcomes)
+                self._poll_progress(len(tasks), outcomes)
+        self._poll_progress(len(tasks), outcomes)
         return outcomes
 
     def close(self) -> None:
@@ -161,7 +185,7 @@ class FilePool:
             seconds=time.monotonic() - self._started,
             workers={w.name: WorkerView(w.frames + w.working.frames, time.monotonic() - w.ready_at, w.working)
                      for w in self._workers if w.loaded is None},
-            frames=sum(o.frames for o in outcomes) + sum(w.working.frames for w in self._workers)))
+            frames=sum(o.frames for o in outcomes) + sum(w.working.frames for w in self._workers), unit=self._unit))
 
 
 def run_on_cluster(config: Config, inputs: Sequence[str], progress: Callable[[PoolView], None] = lambda view: None,
@@ -184,14 +208,91 @@ def run_on_cluster(config: Config, inputs: Sequence[str], progress: Callable[[Po
     todo = [video for video in inputs if not finished(config, video)]
     if not todo:
         return skipped
-
-    def recorded(outcome: Outcome, worker: str, attempt: int) -> None:
-        record(manifest_path(config), outcome, worker, attempt=attempt)
-        on_outcome(outcome, worker)
-
+    joins = Joins(config, todo, on_outcome)
     with connected(config.cluster.address or "local") as ray:
-        pool = FilePool(ray, config, recorded, progress)
+        pool = FilePool(ray, config, joins.ended, progress)
         try:
-            return skipped + pool.run(todo)
+            pool.run(joins.tasks, unit="parts" if config.cluster.chunk_seconds else "inputs")
         finally:
             pool.close()
+    return skipped + joins.outcomes
+
+
+class Joins:
+    """The tasks of a job, an input each or, with ``cluster.chunk_seconds``, a task per chunk of a long input;
+    as tasks end, each input's outcome (its chunks joined once all are done) recorded in the manifest."""
+
+    def __init__(self, config: Config, inputs: Sequence[str],
+                 on_outcome: Callable[[Outcome, str], None]) -> None:
+        self.config = config
+        self.on_outcome = on_outcome
+        self.tasks: list[Task] = []
+        self.outcomes: list[Outcome] = []
+        self._chunks: dict[str, list[Task]] = {}
+        self._ended: dict[str, dict[int, tuple[Outcome, str]]] = {}
+        for video in inputs:
+            chunks = plan(video, config.cluster.chunk_seconds) if config.cluster.chunk_seconds else []
+            if len(chunks) < 2:
+                self.tasks.append(Task(video))
+                continue
+            folder = self._folder(video)
+            shutil.rmtree(folder, ignore_errors=True)  # a crashed run's parts are not trusted
+            folder.mkdir(parents=True)
+            suffix = Path(targets(config, video)["video"]).suffix
+            self._chunks[video] = [Task(video, chunk, tuple(
+                (key, str(folder / f"{chunk.index}{ext}")) for key, ext in
+                (("video", suffix), ("masks", ".jsonl"))))
+                for chunk in chunks]
+            self.tasks += self._chunks[video]
+
+    def ended(self, task: Task, outcome: Outcome, worker: str, attempt: int) -> None:
+        if task.chunk is None:
+            self._record(outcome, worker, attempt)
+            return
+        done = self._ended.setdefault(task.video, {})
+        done[task.chunk.index] = (outcome, worker)
+        chunks = self._chunks[task.video]
+        if len(done) < len(chunks):
+            return
+        parts = [done[k][0] for k in range(len(chunks))]
+        workers = " ".join(sorted({w for _, w in done.values()}))
+        seconds, started = sum(o.seconds for o in parts), min((o.started for o in parts if o.started), default=None)
+        errors = [f"part {k + 1}: {o.error}" for k, o in enumerate(parts) if o.error]
+        if not errors:
+            try:
+                self._join(task.video, chunks)
+            except (OSError, av.FFmpegError, ValueError) as exc:
+                errors.append(f"joining its parts: {exc}")
+        if errors:
+            self._record(Outcome(task.video, seconds=seconds, error="; ".join(errors), started=started), workers,
+                         attempt, chunks=len(chunks))
+            return
+        final = targets(self.config, task.video)
+        self._record(Outcome(task.video, tuple(final.values()), sum(o.frames for o in parts), seconds,
+                             started=started), workers, attempt, chunks=len(chunks))
+
+    def _join(self, video: str, tasks: list[Task]) -> None:
+        final = targets(self.config, video)
+        for path in final.values():
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            join(video, [t.chunk for t in tasks], [dict(t.parts) for t in tasks],
+                 {key: partial(path) for key, path in final.items()})
+        except BaseException:
+            for path in final.values():
+                with contextlib.suppress(OSError):
+                    os.remove(partial(path))
+            raise
+        for path in final.values():
+            os.replace(partial(path), path)
+        shutil.rmtree(self._folder(video), ignore_errors=True)
+        with contextlib.suppress(OSError):
+            self._folder(video).parent.rmdir()  # the chunks' folder, once the last input's are gone
+
+    def _folder(self, video: str) -> Path:
+        return Path(self.config.output.video or ".") / CHUNKS / Path(video).stem
+
+    def _record(self, outcome: Outcome, worker: str, attempt: int, **extra: object) -> None:
+        self.outcomes.append(outcome)
+        record(manifest_path(self.config), outcome, worker, attempt=attempt, **extra)
+        self.on_outcome(outcome, worker)

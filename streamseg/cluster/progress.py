@@ -36,6 +36,7 @@ class PoolView:
     seconds: float
     workers: dict[str, WorkerView]
     frames: int
+    unit: str = "inputs"  # or "parts", where long files are cut into chunks
 
     @property
     def fraction(self) -> float:
@@ -75,7 +76,7 @@ class ProgressLines:
         seconds = max(view.seconds, 1e-9)
         each = ", ".join(f"{name} {worker.fps:.1f}" for name, worker in sorted(view.workers.items()))
         eta = f", ETA {_clock(view.eta)}" if view.eta is not None else ""
-        return (f"cluster: {view.done + view.failed}/{view.total} inputs ({view.failed} failed), {view.frames} frames, "
+        return (f"cluster: {view.done + view.failed}/{view.total} {view.unit} ({view.failed} failed), {view.frames} frames, "
                 f"{view.frames / seconds:.1f} fps [{each or 'no worker yet'}]{eta}")
 
     def _say(self, line: str) -> None:

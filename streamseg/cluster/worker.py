@@ -23,6 +23,8 @@ from ..exceptions import Aborted, StreamsegError
 from ..jobs import Outcome, run_one
 from ..sinks.base import Sink
 from ..sinks.web import jpeg
+from ..urls import redact_text
+from .chunks import Chunk, chunk_config
 
 __all__ = ["FrameTap", "SegmentWorker", "StatsTap", "Working"]
 
@@ -105,6 +107,15 @@ class SegmentWorker:
     def run(self, video: str) -> Outcome:
         """Run one input to its end (or skip it, finished before); its outcome."""
         return run_one(self.config, video, self._segment)
+
+    def run_chunk(self, video: str, chunk: Chunk, parts: dict[str, str]) -> Outcome:
+        """Run one chunk of ``video`` (see :mod:`.chunks`), its outputs at ``parts``; its outcome."""
+        at, started = time.time(), time.monotonic()
+        try:
+            frames = self._segment(chunk_config(self.config, video, chunk, parts))
+        except StreamsegError as exc:
+            return Outcome(video, seconds=time.monotonic() - started, error=redact_text(str(exc)), started=at)
+        return Outcome(video, tuple(parts.values()), frames, time.monotonic() - started, started=at)
 
     def progress(self) -> Working:
         with self._lock:

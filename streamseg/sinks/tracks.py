@@ -15,7 +15,7 @@ from .. import rle
 from ..types import FrameResult
 from .jsonl import LinesSink
 
-__all__ = ["TracksSink", "mots_lines"]
+__all__ = ["TracksSink", "mots_lines", "mots_lines_of_record"]
 
 
 def mots_lines(result: FrameResult) -> list[str]:
@@ -27,15 +27,33 @@ def mots_lines(result: FrameResult) -> list[str]:
     if seg.segment_map is not None:  # never overlapping: the masks as every export has them
         counts = [seg.rles[k]["counts"] for k in tracked]
     else:
-        stack = seg.masks.cpu().numpy()[tracked]
-        taken = np.zeros(seg.size, dtype=bool)
-        for mask in stack:  # segments come best first: an overlap stays with the earlier
-            mask &= ~taken
-            taken |= mask
-        counts = [r["counts"] for r in rle.encode_masks(stack)]
+        counts = _exclusive_counts(seg.masks.cpu().numpy()[tracked])
     height, width = seg.size
     return [f"{result.frame.index} {seg.track_ids[k]} {seg.label_ids[k]} {height} {width} {c}"
             for k, c in zip(tracked, counts)]
+
+
+def mots_lines_of_record(record: dict) -> list[str]:
+    """The MOTS lines of one frame's tracked segments, from its JSONL record (what :func:`mots_lines` gives
+    for the same frame)."""
+    tracked = [s for s in record["segments"] if s.get("track_id") is not None]
+    if not tracked:
+        return []
+    if record["task"] == "instance":
+        counts = _exclusive_counts(np.stack([rle.decode(s["rle"]).astype(bool) for s in tracked]))
+    else:
+        counts = [s["rle"]["counts"] for s in tracked]
+    return [f"{record['frame']} {s['track_id']} {s['label_id']} {record['height']} {record['width']} {c}"
+            for s, c in zip(tracked, counts)]
+
+
+def _exclusive_counts(stack: np.ndarray) -> list[str]:
+    """The RLE counts of masks (best first) made not to overlap: an overlap stays with the earlier."""
+    taken = np.zeros(stack.shape[1:], dtype=bool)
+    for mask in stack:
+        mask &= ~taken
+        taken |= mask
+    return [r["counts"] for r in rle.encode_masks(stack)]
 
 
 class TracksSink(LinesSink):
