@@ -14,9 +14,13 @@ import urllib.request
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 
-from .conftest import ROOT, SAMPLE_CLIP, needs_rtsp, read_video, run_cli, write_clip
+from streamseg.testing import synthetic
+from streamseg.testing.synthetic import Scene
+
+from .conftest import ROOT, needs_rtsp, read_video, run_cli, write_clip
 
 ray = pytest.importorskip("ray", reason="Ray is the [ray] extra (in [test] too)")
 
@@ -62,7 +66,7 @@ def _wait_for(what, deadline: float, proc: subprocess.Popen, why: str):
 
 def test_a_killed_worker_and_a_lost_node_cost_only_a_retry(head, tmp_path: Path) -> None:
     (tmp_path / "in").mkdir()
-    clips = [write_clip(tmp_path / "in" / f"clip{n}.mp4", width=320, height=240, frames=60, seed=n, audio=n % 2 == 0)
+    clips = [write_clip(tmp_path / "in" / f"clip{n}.mp4", width=256, height=192, frames=48, seed=n, audio=n % 2 == 0)
              for n in range(8)]
     # The reference: one process, torch on one thread as each worker's is (the same sums in the same order).
     ref = run_cli("segment", str(tmp_path / "in"), "-o", f"{tmp_path / 'ref'}/", "--save-masks",
@@ -80,7 +84,7 @@ def test_a_killed_worker_and_a_lost_node_cost_only_a_retry(head, tmp_path: Path)
         try:
             deadline = time.monotonic() + 400
             _wait_for(lambda: _manifest(out), deadline, proc, "a first input done")
-            time.sleep(1.5)  # both workers are inside an input now
+            time.sleep(0.8)  # both workers are inside an input now (an input takes about 2 s)
             killed = _wait_for(lambda: _workers_under(head.head_node), deadline, proc, "a worker on the head node")
             os.kill(killed[0], signal.SIGKILL)
             _wait_for(lambda: [m for m in _manifest(out) if m["attempt"] == 2], deadline, proc,
@@ -175,7 +179,7 @@ def test_a_dead_workers_camera_goes_on_on_the_other_worker(head, rtsp, tmp_path:
     head.wait_for_nodes()
     (tmp_path / "out").mkdir()
     args = [sys.executable, "-m", "streamseg", "segment", *cameras, "-o", "out/rec.mp4", "--save-masks", "out/m.jsonl",
-            "--segment-time", "4", "--duration", "24", "--stats-interval", "1", "--cluster", head.address,
+            "--segment-time", "4", "--duration", "16", "--stats-interval", "1", "--cluster", head.address,
             "--serve", "127.0.0.1:0",
             "--config", str(ROOT / "configs" / "sample.yaml")]
     err = tmp_path / "stderr"
@@ -228,12 +232,15 @@ def test_a_dead_workers_camera_goes_on_on_the_other_worker(head, rtsp, tmp_path:
 
 
 def test_a_long_file_in_chunks_equals_one_run(head, tmp_path: Path) -> None:
-    # The sample: 10 s with sound, keyframes at 0 and 6.13 s, so two chunks, on two workers.
+    # The sample's scene, 3 s with sound and a keyframe every 1.5 s: two chunks, on two workers.
+    clip = synthetic.write_clip(tmp_path / "long.mp4", Scene(2_000_001, aspect=16 / 9), width=640, height=360,
+                                pts=range(90), options={"g": "45", "keyint_min": "45", "sc_threshold": "0"},
+                                audio=0.3 * np.sin(2 * np.pi * 440 * np.arange(3 * 48000) / 48000)[None])
     outputs = ["--save-masks", "{}/masks/", "--save-tracks", "{}/tracks/"]
 
     def run(where: str, *extra: str) -> subprocess.CompletedProcess:
         args = [a.format(tmp_path / where) for a in outputs]
-        return run_cli("segment", str(SAMPLE_CLIP), "-o", f"{tmp_path / where}/", *args, *SAMPLE, *extra,
+        return run_cli("segment", str(clip), "-o", f"{tmp_path / where}/", *args, *SAMPLE, *extra,
                        env={"OMP_NUM_THREADS": "1"})
 
     one = run("one")
@@ -241,12 +248,12 @@ def test_a_long_file_in_chunks_equals_one_run(head, tmp_path: Path) -> None:
     node = head.add_node(num_cpus=1)
     head.wait_for_nodes()
     try:
-        chunked = run("chunked", "--cluster", head.address, "--chunk-seconds", "3")
+        chunked = run("chunked", "--cluster", head.address, "--chunk-seconds", "1")
     finally:
         head.remove_node(node)
     assert chunked.returncode == 0, chunked.stderr
     [line] = _manifest(tmp_path / "chunked")
-    assert line["chunks"] == 2 and line["frames"] == 300 and len(line["worker"].split()) == 2, line
+    assert line["chunks"] == 2 and line["frames"] == 90 and len(line["worker"].split()) == 2, line
 
     def streams(path: Path) -> tuple[list, list]:
         with av.open(str(path)) as container:
@@ -256,10 +263,10 @@ def test_a_long_file_in_chunks_equals_one_run(head, tmp_path: Path) -> None:
                      if p.dts is not None]
         return pictures, sound
 
-    pictures, sound = streams(tmp_path / "chunked" / "shapes.mp4")
-    assert (pictures, sound) == streams(tmp_path / "one" / "shapes.mp4")
-    assert len(pictures) == 300 and len(sound) > 400
+    pictures, sound = streams(tmp_path / "chunked" / "long.mp4")
+    assert (pictures, sound) == streams(tmp_path / "one" / "long.mp4")
+    assert len(pictures) == 90 and len(sound) > 130
     # The masks and the tracks (their ids stitched across the join) as one run gives them, byte for byte.
-    for name in ("masks/shapes.jsonl", "tracks/shapes.txt"):
+    for name in ("masks/long.jsonl", "tracks/long.txt"):
         assert (tmp_path / "chunked" / name).read_bytes() == (tmp_path / "one" / name).read_bytes(), name
     assert not [p for p in tmp_path.rglob("*") if ".part" in p.name or p.name == ".chunks"]

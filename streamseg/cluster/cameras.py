@@ -12,11 +12,12 @@ from types import ModuleType
 from typing import Any
 
 from ..config import Config
-from ..exceptions import ConfigError, ModelError, StreamsegError
+from ..exceptions import ConfigError, StreamsegError
 from ..sinks.web import WebPreviewSink
 from ..sources.base import source_names
 from ..urls import redact
-from .connect import connected, for_workers, worker_class
+from .connect import connected, for_workers
+from .workers import Worker, Workers
 
 __all__ = ["CameraPool", "check_cameras", "watch_on_cluster"]
 
@@ -27,11 +28,8 @@ PAGE_FPS = 5.0  # the driver's page: each camera's newest picture, this many tim
 STOP_WAIT_S = 30.0  # how long the workers get to finish their recordings once told to stop
 
 
-@dataclass
-class _Worker:
-    actor: Any
-    name: str = "starting"
-    loaded: Any = None  # the ObjectRef of its load() call until it answers
+@dataclass(eq=False)
+class _Worker(Worker):
     watches: dict[Any, tuple[str, ...]] = field(default_factory=dict)  # watch() call -> its cameras
 
 
@@ -72,31 +70,30 @@ class CameraPool:
         self._page = page  # the driver's page, fed each camera's newest picture and every camera's stats
         self._asked: dict[Any, _Worker] = {}  # pictures() calls under way
         self._stats_at = 0.0  # when the page was last given the stats
-        self._count, self._class = worker_class(ray, config)
-        self._workers: list[_Worker] = []
-        self.moves = 0  # cameras moved from a dead worker
+        self._workers = Workers(ray, config, _Worker)
 
     def run(self, cameras: Sequence[str]) -> list[dict]:
         """Watch every camera for ``config.duration`` (or until a KeyboardInterrupt, which stops the workers
         and waits for their recordings to be finished); every camera's last statistics."""
         self._cameras = tuple(cameras)
+        self._names = source_names(cameras)  # how the workers name them
         duration = self._config.duration
-        self._workers = [self._spawn() for _ in range(min(self._count, len(cameras)))]
-        self._wait_loaded()
+        self._workers.start(min(self._workers.fit, len(cameras)))
+        self._workers.wait_ready()
         self._deadline = time.monotonic() + duration if duration else None
-        ready = [w for w in self._workers if w.loaded is None]
+        ready = self._workers.ready()
         for k, w in enumerate(ready):
             self._give(w, cameras[k::len(ready)])
         final: list[dict] = []
         shown = time.monotonic()
         try:
-            while any(w.watches for w in self._workers):
-                refs = [ref for w in self._workers for ref in w.watches]
+            while any(w.watches for w in self._workers.all):
+                refs = [ref for w in self._workers.all for ref in w.watches]
                 done, _ = self._ray.wait(refs, num_returns=1, timeout=POLL_S)
                 for ref in done:
                     final += self._ended(ref)
-                for w in [w for w in self._workers if w.loaded is not None]:
-                    self._check_loaded(w, wait=0)
+                for w in [w for w in self._workers.all if not w.ready]:
+                    self._workers.check(w)
                 if self._page is not None:
                     self._feed_page()
                 if time.monotonic() - shown >= (self._config.live.stats_interval_s or 10.0):
@@ -109,7 +106,7 @@ class CameraPool:
 
     def stats(self) -> list[dict]:
         """Every camera's statistics now, each with the worker that watches it."""
-        asked = [w.actor.stats.remote() for w in self._workers if w.watches]
+        asked = [w.actor.stats.remote() for w in self._workers.all if w.watches]
         answered, _ = self._ray.wait(asked, num_returns=len(asked), timeout=2.0) if asked else ([], [])
         found = []
         for ref in answered:
@@ -117,7 +114,7 @@ class CameraPool:
                 found += self._ray.get(ref)
             except self._ray.exceptions.RayError:
                 pass  # died meanwhile: its cameras move when its watch says so
-        return sorted(found, key=lambda s: self._cameras.index(s["source"]) if s["source"] in self._cameras else 0)
+        return sorted(found, key=lambda s: self._names.index(s["source"]) if s["source"] in self._names else 0)
 
     def _feed_page(self) -> None:
         """Hand the page the pictures asked for last time, and ask again (nothing here waits)."""
@@ -133,7 +130,7 @@ class CameraPool:
                 if name in self._page.frames:
                     self._page.frames[name].publish(picture)
         waiting = set(map(id, self._asked.values()))
-        for w in self._workers:
+        for w in self._workers.all:
             if w.watches and id(w) not in waiting:
                 self._asked[w.actor.pictures.remote()] = w
         if time.monotonic() - self._stats_at >= 1.0:
@@ -141,37 +138,7 @@ class CameraPool:
             self._page.publish_stats(self.stats())
 
     def close(self) -> None:
-        for w in self._workers:
-            self._ray.kill(w.actor, no_restart=True)
-        self._workers = []
-
-    def _spawn(self) -> _Worker:
-        actor = self._class.remote(self._config, self._config.cluster.worker_cpus)
-        return _Worker(actor, loaded=actor.load.remote())
-
-    def _wait_loaded(self) -> None:
-        """Wait for every worker to start, or for the start timeout; refuse to go on with none."""
-        deadline = time.monotonic() + self._config.cluster.start_timeout_s
-        while any(w.loaded is not None for w in self._workers) and time.monotonic() < deadline:
-            for w in [w for w in self._workers if w.loaded is not None]:
-                self._check_loaded(w, wait=POLL_S)
-        if not any(w.loaded is None for w in self._workers):
-            raise ConfigError(f"cluster: no worker started in {self._config.cluster.start_timeout_s:.0f} s: the "
-                              f"cluster has no room for one ({self._config.cluster.worker_cpus} CPUs each)")
-
-    def _check_loaded(self, w: _Worker, wait: float) -> None:
-        done, _ = self._ray.wait([w.loaded], timeout=wait)
-        if not done:
-            return
-        try:
-            name, problem = self._ray.get(w.loaded)
-        except self._ray.exceptions.RayActorError:
-            self._workers[self._workers.index(w)] = self._spawn()
-            return
-        if problem:
-            raise ModelError(problem)
-        w.name, w.loaded = name, None
-        log.info("worker %s ready", name)
+        self._workers.close()
 
     def _give(self, w: _Worker, cameras: Sequence[str]) -> None:
         if not cameras:
@@ -181,7 +148,7 @@ class CameraPool:
         w.watches[w.actor.watch.remote(list(cameras), list(self._cameras), remaining, fps)] = tuple(cameras)
 
     def _ended(self, ref: Any) -> list[dict]:
-        w = next(w for w in self._workers if ref in w.watches)
+        w = next(w for w in self._workers.all if ref in w.watches)
         cameras = w.watches.pop(ref)
         try:
             return self._ray.get(ref)
@@ -194,14 +161,13 @@ class CameraPool:
             raise StreamsegError(f"{', '.join(map(redact, cameras))} on {w.name}: {exc}".splitlines()[0]) from None
         # Its worker died: everything it watched moves.
         lost = [*cameras, *(c for group in w.watches.values() for c in group)]
-        self._ray.kill(w.actor, no_restart=True)
-        self._workers[self._workers.index(w)] = self._spawn()
+        self._workers.replace(w)
         if self._deadline is not None and time.monotonic() >= self._deadline - 0.5:
             return []
-        alive = [x for x in self._workers if x.loaded is None]
+        alive = self._workers.ready()
         if not alive:
-            self._wait_loaded()
-            alive = [x for x in self._workers if x.loaded is None]
+            self._workers.wait_ready()
+            alive = self._workers.ready()
         log.warning("worker %s died: %s move to %s", w.name, ", ".join(map(redact, lost)), ", ".join(x.name for x in alive))
         load = {id(x): sum(len(g) for g in x.watches.values()) for x in alive}
         moved: dict[int, list[str]] = {}
@@ -211,14 +177,13 @@ class CameraPool:
             moved.setdefault(id(target), []).append(camera)
         for x in alive:
             self._give(x, moved.get(id(x), []))
-        self.moves += len(lost)
         return []
 
     def _stop_all(self) -> list[dict]:
-        for w in self._workers:
+        for w in self._workers.all:
             if w.watches:
                 w.actor.stop.remote()
-        refs = [ref for w in self._workers for ref in w.watches]
+        refs = [ref for w in self._workers.all for ref in w.watches]
         done, _ = self._ray.wait(refs, num_returns=len(refs), timeout=STOP_WAIT_S) if refs else ([], [])
         final = []
         for ref in done:

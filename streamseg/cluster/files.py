@@ -18,12 +18,12 @@ from typing import Any
 import av
 
 from ..config import Config
-from ..exceptions import ModelError
 from ..jobs import Outcome, check_folders, finished, manifest_path, partial, record, targets
 from .chunks import Chunk, join, plan
-from .connect import connected, for_workers, worker_class
+from .connect import connected, for_workers
 from .progress import PoolView, WorkerView
 from .worker import Working
+from .workers import Worker, Workers
 
 __all__ = ["DEATHS_TO_FAIL", "FilePool", "Joins", "Task", "run_on_cluster"]
 
@@ -46,16 +46,12 @@ class Task:
         return self.video if self.chunk is None else f"{self.video} (part {self.chunk.index + 1})"
 
 
-@dataclass
-class _Worker:
-    actor: Any
-    name: str = "starting"
-    loaded: Any = None  # the ObjectRef of its load() call until it answers
+@dataclass(eq=False)
+class _Worker(Worker):
     running: Any = None  # the ObjectRef of its run() call
     task: Task | None = None
     frames: int = 0  # frames of the inputs it has finished
     working: Working = field(default_factory=Working)
-    ready_at: float = 0.0
 
 
 class FilePool:
@@ -78,8 +74,7 @@ class FilePool:
         self._config = config
         self._on_outcome = on_outcome
         self._on_progress = on_progress
-        self._count, self._class = worker_class(ray, config)
-        self._workers: list[_Worker] = []
+        self._workers = Workers(ray, config, _Worker)
         self._started = self._polled = time.monotonic()
         self._unit = "inputs"
 
@@ -87,7 +82,7 @@ class FilePool:
         """Run every task; their outcomes, in the order they ended."""
         todo, outcomes = deque(tasks), []
         deaths: Counter[Task] = Counter()
-        self._workers = [self._spawn() for _ in range(min(self._count, len(todo)))]
+        self._workers.start(min(self._workers.fit, len(todo)))
         self._unit = unit
         alive_at = time.monotonic()
 
@@ -95,21 +90,21 @@ class FilePool:
             outcomes.append(outcome)
             self._on_outcome(task, outcome, worker, deaths[task] + 1)
 
-        while todo or any(w.running for w in self._workers):
-            for w in self._workers:
+        while todo or any(w.running for w in self._workers.all):
+            for w in self._workers.all:
                 if w.loaded is None and w.running is None and todo:
                     w.task = task = todo.popleft()
                     w.running = (w.actor.run.remote(task.video) if task.chunk is None
                                  else w.actor.run_chunk.remote(task.video, task.chunk, dict(task.parts)))
-            pending = [r for w in self._workers for r in (w.loaded, w.running) if r is not None]
+            pending = [r for w in self._workers.all for r in (w.loaded, w.running) if r is not None]
             # Whichever answers first is dealt with at once: an idle worker gets its next input without waiting.
             if not pending:  # every worker gone and waiting for room
                 time.sleep(POLL_S)
             ready, _ = self._ray.wait(pending, num_returns=1, timeout=POLL_S) if pending else ([], [])
             for ref in ready:
-                w = next(w for w in self._workers if ref in (w.loaded, w.running))
+                w = next(w for w in self._workers.all if ref in (w.loaded, w.running))
                 if ref is w.loaded:
-                    self._loaded(w)
+                    self._workers.check(w)
                     continue
                 task, w.running, w.task = w.task, None, None
                 try:
@@ -121,18 +116,17 @@ class FilePool:
                         finish(task, Outcome(task.video, error=f"its worker died {deaths[task]} times"), w.name)
                     else:
                         todo.appendleft(task)
-                    self._replace(w)
+                    self._workers.replace(w)
                     continue
                 except self._ray.exceptions.RayTaskError as exc:  # not a StreamsegError: a bug, said in one line
                     cause = exc.cause if getattr(exc, "cause", None) is not None else exc
                     outcome = Outcome(task.video, error=f"{type(cause).__name__}: {str(cause).splitlines()[0]}")
                 w.frames += outcome.frames
                 finish(task, outcome, w.name)
-            if any(w.loaded is None for w in self._workers):
+            if self._workers.ready():
                 alive_at = time.monotonic()
             elif time.monotonic() - alive_at > self._config.cluster.start_timeout_s:
-                why = (f"no worker started in {self._config.cluster.start_timeout_s:.0f} s: the cluster has no room "
-                       f"for one ({self._config.cluster.worker_cpus} CPUs each)")
+                why = self._workers.no_room()
                 while todo:
                     task = todo.popleft()
                     finish(task, Outcome(task.video, error=why), "none")
@@ -144,32 +138,10 @@ class FilePool:
 
     def close(self) -> None:
         """Stop every worker (those still waiting for room too)."""
-        for w in self._workers:
-            self._ray.kill(w.actor, no_restart=True)
-        self._workers = []
-
-    def _spawn(self) -> _Worker:
-        actor = self._class.remote(self._config, self._config.cluster.worker_cpus)
-        return _Worker(actor, loaded=actor.load.remote())
-
-    def _loaded(self, w: _Worker) -> None:
-        try:
-            name, problem = self._ray.get(w.loaded)
-        except self._ray.exceptions.RayActorError:  # died while loading (its node lost, out of memory)
-            log.warning("a worker died while starting; starting another")
-            self._replace(w)
-            return
-        if problem:
-            raise ModelError(problem)
-        w.name, w.loaded, w.ready_at = name, None, time.monotonic()
-        log.info("worker %s ready", name)
-
-    def _replace(self, w: _Worker) -> None:
-        self._ray.kill(w.actor, no_restart=True)
-        self._workers[self._workers.index(w)] = self._spawn()
+        self._workers.close()
 
     def _poll_progress(self, total: int, outcomes: list[Outcome]) -> None:
-        busy = [w for w in self._workers if w.running is not None]
+        busy = [w for w in self._workers.all if w.running is not None]
         asked = {w.actor.progress.remote(): w for w in busy}
         answered, _ = self._ray.wait(list(asked), num_returns=len(asked), timeout=0.5) if asked else ([], [])
         for ref in answered:
@@ -177,15 +149,15 @@ class FilePool:
                 asked[ref].working = self._ray.get(ref)
             except self._ray.exceptions.RayError:
                 pass  # died meanwhile: its run() says so
-        for w in self._workers:
+        for w in self._workers.all:
             if w.running is None:
                 w.working = Working()
         self._on_progress(PoolView(
             total=total, done=sum(o.error is None for o in outcomes), failed=sum(o.error is not None for o in outcomes),
             seconds=time.monotonic() - self._started,
             workers={w.name: WorkerView(w.frames + w.working.frames, time.monotonic() - w.ready_at, w.working)
-                     for w in self._workers if w.loaded is None},
-            frames=sum(o.frames for o in outcomes) + sum(w.working.frames for w in self._workers), unit=self._unit))
+                     for w in self._workers.ready()},
+            frames=sum(o.frames for o in outcomes) + sum(w.working.frames for w in self._workers.all), unit=self._unit))
 
 
 def run_on_cluster(config: Config, inputs: Sequence[str], progress: Callable[[PoolView], None] = lambda view: None,
