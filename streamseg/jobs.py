@@ -12,6 +12,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import socket
 import time
 from collections.abc import Callable, Sequence
@@ -25,8 +26,8 @@ from .sources.base import LIST_SUFFIX, files_named, is_glob, is_image, list_file
 from .sources.images import natural_key
 from .urls import redact_text
 
-__all__ = ["VIDEO_SUFFIXES", "Outcome", "check_folders", "finished", "many_videos", "partial", "record", "run_jobs",
-           "run_one", "targets"]
+__all__ = ["VIDEO_SUFFIXES", "Outcome", "check_folders", "finished", "labels_partial", "many_videos", "move_files",
+           "partial", "record", "run_jobs", "run_one", "targets"]
 
 log = logging.getLogger(__name__)
 
@@ -106,15 +107,34 @@ def partial(path: str) -> str:
     return str(p.with_name(f"{p.stem}.part{p.suffix}"))
 
 
+def labels_partial(config: Config, video: str) -> str | None:
+    """Where an input's label maps are written until it has run to its end (``LABELS/.clip.part/``); their
+    files then move into the labels folder, where they are named after the input (``clip-000042.png``)."""
+    return str(Path(config.output.labels) / f".{Path(video).stem}.part") if config.output.labels else None
+
+
+def move_files(folder: str, into: str) -> None:
+    """Move every file of ``folder`` into ``into``, then remove ``folder``."""
+    Path(into).mkdir(parents=True, exist_ok=True)
+    if os.path.isdir(folder):
+        for entry in os.scandir(folder):
+            os.replace(entry.path, os.path.join(into, entry.name))
+        os.rmdir(folder)
+
+
 def check_folders(config: Config) -> None:
     """Refuse per-input outputs that several inputs would share.
 
     Raises:
-        ConfigError: the masks or tracks go to a single file, which several inputs cannot share.
+        ConfigError: the masks or tracks go to a single file, or a COCO file is asked for, which several
+            inputs cannot share.
     """
     for key in _FOLDERED:
         if (given := getattr(config.output, key)) and not names_folder(given):
             raise ConfigError(f"output.{key}: with many videos, give a folder (--save-{key} DIR/), not {given}")
+    if config.output.coco:
+        raise ConfigError("output.coco: not written for many videos (each would overwrite it); give one video, "
+                          "or export --save-masks DIR/")
 
 
 def finished(config: Config, video: str) -> bool:
@@ -133,8 +153,11 @@ def run_one(config: Config, video: str, run: Callable[[Config], int]) -> Outcome
         return Outcome(video, tuple(final.values()), skipped=True)
     for path in final.values():
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+    labels = labels_partial(config, video)
+    if labels:
+        shutil.rmtree(labels, ignore_errors=True)  # what a crashed run left
     one = dataclasses.replace(config, sources=(video,), output=dataclasses.replace(
-        config.output, **{key: partial(path) for key, path in final.items()}))
+        config.output, labels=labels, **{key: partial(path) for key, path in final.items()}))
     at, started = time.time(), time.monotonic()
     try:
         frames = run(one)
@@ -142,6 +165,8 @@ def run_one(config: Config, video: str, run: Callable[[Config], int]) -> Outcome
         outcome = Outcome(video, seconds=time.monotonic() - started, error=redact_text(str(exc)), started=at)
         log.warning("%s: failed, skipped (%s)", video, outcome.error)
         return outcome
+    if labels:
+        move_files(labels, config.output.labels)
     for path in final.values():
         if os.path.exists(partial(path)):
             os.replace(partial(path), path)

@@ -236,7 +236,7 @@ def test_a_long_file_in_chunks_equals_one_run(head, tmp_path: Path) -> None:
     clip = synthetic.write_clip(tmp_path / "long.mp4", Scene(2_000_001, aspect=16 / 9), width=640, height=360,
                                 pts=range(90), options={"g": "45", "keyint_min": "45", "sc_threshold": "0"},
                                 audio=0.3 * np.sin(2 * np.pi * 440 * np.arange(3 * 48000) / 48000)[None])
-    outputs = ["--save-masks", "{}/masks/", "--save-tracks", "{}/tracks/"]
+    outputs = ["--save-masks", "{}/masks/", "--save-tracks", "{}/tracks/", "--save-labels", "{}/labels/"]
 
     def run(where: str, *extra: str) -> subprocess.CompletedProcess:
         args = [a.format(tmp_path / where) for a in outputs]
@@ -267,6 +267,8 @@ def test_a_long_file_in_chunks_equals_one_run(head, tmp_path: Path) -> None:
     assert (pictures, sound) == streams(tmp_path / "one" / "long.mp4")
     assert len(pictures) == 90 and len(sound) > 130
     # The masks and the tracks (their ids stitched across the join) as one run gives them, byte for byte.
-    for name in ("masks/long.jsonl", "tracks/long.txt"):
+    labels = sorted(p.name for p in (tmp_path / "one" / "labels").iterdir())
+    assert len(labels) == 180 and sorted(p.name for p in (tmp_path / "chunked" / "labels").iterdir()) == labels
+    for name in ("masks/long.jsonl", "tracks/long.txt", *(f"labels/{label}" for label in labels)):
         assert (tmp_path / "chunked" / name).read_bytes() == (tmp_path / "one" / name).read_bytes(), name
     assert not [p for p in tmp_path.rglob("*") if ".part" in p.name or p.name == ".chunks"]

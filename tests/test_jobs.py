@@ -57,3 +57,24 @@ def test_many_videos_need_a_folder_for_their_masks(tmp_path: Path, tiny_model: P
                    str(tmp_path / "all.jsonl"), "--model", str(tiny_model))
     assert proc.returncode == 2 and "output.masks: with many videos, give a folder" in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_many_videos_label_maps_appear_when_their_video_is_done(tmp_path: Path, tiny_model: Path) -> None:
+    (tmp_path / "in").mkdir()
+    clips = [write_clip(tmp_path / "in" / f"v{n}.mp4", frames=4 + n, seed=n) for n in (1, 2)]
+    labels = tmp_path / "labels"
+    (labels / ".v1.part").mkdir(parents=True)
+    (labels / ".v1.part" / "v1-000099.png").write_bytes(b"what a crash left")
+    proc = run_cli("segment", str(tmp_path / "in"), "-o", f"{tmp_path / 'out'}/", "--save-labels", f"{labels}/",
+                   "--model", str(tiny_model), "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    expected = sorted(f"{clip.stem}-{k:06d}.{ext}" for clip in clips for k in range(len(read_video(clip)[0]))
+                      for ext in ("png", "json"))
+    assert sorted(p.name for p in labels.iterdir()) == expected  # no temporary folder, nothing of the crash's
+
+
+def test_many_videos_refuse_one_coco_file(tmp_path: Path, tiny_model: Path) -> None:
+    _videos(tmp_path / "in")
+    proc = run_cli("segment", str(tmp_path / "in"), "-o", f"{tmp_path / 'out'}/", "--save-coco",
+                   str(tmp_path / "coco.json"), "--model", str(tiny_model))
+    assert proc.returncode == 2 and "output.coco: not written for many videos" in proc.stderr, proc.stderr

@@ -18,7 +18,7 @@ from typing import Any
 import av
 
 from ..config import Config
-from ..jobs import Outcome, check_folders, finished, manifest_path, partial, record, targets
+from ..jobs import Outcome, check_folders, finished, manifest_path, move_files, partial, record, targets
 from .chunks import Chunk, join, plan
 from .connect import connected, for_workers
 from .progress import PoolView, WorkerView
@@ -212,8 +212,8 @@ class Joins:
             folder.mkdir(parents=True)
             suffix = Path(targets(config, video)["video"]).suffix
             self._chunks[video] = [Task(video, chunk, tuple(
-                (key, str(folder / f"{chunk.index}{ext}")) for key, ext in
-                (("video", suffix), ("masks", ".jsonl"))))
+                (key, str(folder / f"{chunk.index}{ext}") if ext else str(folder / key)) for key, ext in
+                (("video", suffix), ("masks", ".jsonl"), *((("labels", ""),) if config.output.labels else ()))))
                 for chunk in chunks]
             self.tasks += self._chunks[video]
 
@@ -255,6 +255,8 @@ class Joins:
                 with contextlib.suppress(OSError):
                     os.remove(partial(path))
             raise
+        if self.config.output.labels:  # every part's label maps, named by their frames, in one folder
+            move_files(str(self._folder(video) / "labels"), self.config.output.labels)
         for path in final.values():
             os.replace(partial(path), path)
         shutil.rmtree(self._folder(video), ignore_errors=True)
