@@ -63,6 +63,9 @@ class _Reader:
         # A named pipe opened before its writer reads as ended until one comes: wait for it (for at most
         # ``wait_s``), where standard input's end is its end.
         self.writer_may_come = writer_may_come
+        # The run's duration bounds the reading as a whole, also while FFmpeg is still probing the stream
+        # (a writer that sent a few frames and holds the pipe open): reading then ends as at the stream's
+        # end, and what came is segmented.
         self.give_up_at = None if wait_s is None else time.monotonic() + wait_s
 
     def read(self, size: int) -> bytes:
@@ -84,7 +87,7 @@ class _Reader:
         return b""
 
     def _waited_enough(self) -> bool:
-        return not self.started and self.give_up_at is not None and time.monotonic() > self.give_up_at
+        return self.give_up_at is not None and time.monotonic() > self.give_up_at
 
     def check(self) -> None:
         """Raise the Ctrl-C that came while FFmpeg was reading, if one did."""
