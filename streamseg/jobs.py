@@ -14,11 +14,13 @@ import logging
 import os
 import shutil
 import socket
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import stores
 from .config import Config
 from .containers import names_folder
 from .exceptions import ConfigError, StreamsegError
@@ -94,17 +96,18 @@ def targets(config: Config, video: str) -> dict[str, str]:
     """An input's outputs in the folders given: ``OUTDIR/<stem>.mp4``, its masks ``<stem>.jsonl``, its
     tracks ``<stem>.txt``."""
     stem = Path(video).stem
-    found = {"video": str(Path(config.output.video or ".") / f"{stem}.mp4")}
+    found = {"video": stores.join(config.output.video or ".", f"{stem}.mp4")}
     for key, suffix in _FOLDERED.items():
         if folder := getattr(config.output, key):
-            found[key] = str(Path(folder) / f"{stem}{suffix}")
+            found[key] = stores.join(folder, f"{stem}{suffix}")
     return found
 
 
 def partial(path: str) -> str:
     """Where an output is written until its input has run to its end: ``clip.part.mp4``."""
-    p = Path(path)
-    return str(p.with_name(f"{p.stem}.part{p.suffix}"))
+    folder, slash, name = path.rpartition("/") if stores.is_url(path) else ("", "", path)
+    p = Path(name)
+    return folder + slash + str(p.with_name(f"{p.stem}.part{p.suffix}"))
 
 
 def labels_partial(config: Config, video: str) -> str | None:
@@ -132,6 +135,8 @@ def check_folders(config: Config) -> None:
     for key in _FOLDERED:
         if (given := getattr(config.output, key)) and not names_folder(given):
             raise ConfigError(f"output.{key}: with many videos, give a folder (--save-{key} DIR/), not {given}")
+    if config.output.labels and stores.is_url(config.output.labels):
+        raise ConfigError("output.labels: label maps go to a local or shared folder, not a URL")
     if config.output.coco:
         raise ConfigError("output.coco: not written for many videos (each would overwrite it); give one video, "
                           "or export --save-masks DIR/")
@@ -139,7 +144,7 @@ def check_folders(config: Config) -> None:
 
 def finished(config: Config, video: str) -> bool:
     """Whether every output of ``video`` is there under its final name (written by an earlier run)."""
-    return all(os.path.exists(path) for path in targets(config, video).values())
+    return all(stores.exists(path) for path in targets(config, video).values())
 
 
 def run_one(config: Config, video: str, run: Callable[[Config], int]) -> Outcome:
@@ -151,25 +156,33 @@ def run_one(config: Config, video: str, run: Callable[[Config], int]) -> Outcome
     if finished(config, video):
         log.info("%s: done before, skipped", video)
         return Outcome(video, tuple(final.values()), skipped=True)
-    for path in final.values():
+    # Outputs to a URL are made in a local folder, then uploaded (see streamseg.stores).
+    workdir = tempfile.mkdtemp(prefix="streamseg-") if any(map(stores.is_url, final.values())) else None
+    local = {key: os.path.join(workdir, path.rsplit("/", 1)[-1]) if workdir and stores.is_url(path) else path
+             for key, path in final.items()}
+    for path in local.values():
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     labels = labels_partial(config, video)
     if labels:
         shutil.rmtree(labels, ignore_errors=True)  # what a crashed run left
     one = dataclasses.replace(config, sources=(video,), output=dataclasses.replace(
-        config.output, labels=labels, **{key: partial(path) for key, path in final.items()}))
+        config.output, labels=labels, **{key: partial(path) for key, path in local.items()}))
     at, started = time.time(), time.monotonic()
     try:
-        frames = run(one)
-    except StreamsegError as exc:
-        outcome = Outcome(video, seconds=time.monotonic() - started, error=redact_text(str(exc)), started=at)
-        log.warning("%s: failed, skipped (%s)", video, outcome.error)
-        return outcome
-    if labels:
-        move_files(labels, config.output.labels)
-    for path in final.values():
-        if os.path.exists(partial(path)):
-            os.replace(partial(path), path)
+        try:
+            frames = run(one)
+        except StreamsegError as exc:
+            outcome = Outcome(video, seconds=time.monotonic() - started, error=redact_text(str(exc)), started=at)
+            log.warning("%s: failed, skipped (%s)", video, outcome.error)
+            return outcome
+        if labels:
+            move_files(labels, config.output.labels)
+        for key, path in final.items():
+            if os.path.exists(partial(local[key])):
+                stores.publish(partial(local[key]), path, partial(path))
+    finally:
+        if workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
     return Outcome(video, tuple(final.values()), frames, time.monotonic() - started, started=at)
 
 
@@ -192,16 +205,14 @@ def run_jobs(config: Config, inputs: Sequence[str], run: Callable[[Config], int]
     return outcomes
 
 
-def manifest_path(config: Config) -> Path:
+def manifest_path(config: Config) -> str:
     """The job's manifest: ``manifest.jsonl`` in the videos' output folder."""
-    return Path(config.output.video or ".") / MANIFEST
+    return stores.join(config.output.video or ".", MANIFEST)
 
 
-def record(manifest: Path, outcome: Outcome, worker: str, **extra: object) -> None:
+def record(manifest: str, outcome: Outcome, worker: str, **extra: object) -> None:
     """Append one input's outcome to the manifest (one JSON line, written whole)."""
-    manifest.parent.mkdir(parents=True, exist_ok=True)
     line = {"input": outcome.input, "worker": worker, "frames": outcome.frames, "fps": round(outcome.fps, 3),
             "seconds": round(outcome.seconds, 3), "started": round(outcome.started, 3) if outcome.started else None,
             "outputs": list(outcome.outputs), "error": outcome.error, **extra}
-    with manifest.open("a", encoding="utf-8") as f:
-        f.write(json.dumps(line) + "\n")
+    stores.append_line(manifest, json.dumps(line))

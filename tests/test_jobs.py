@@ -78,3 +78,25 @@ def test_many_videos_refuse_one_coco_file(tmp_path: Path, tiny_model: Path) -> N
     proc = run_cli("segment", str(tmp_path / "in"), "-o", f"{tmp_path / 'out'}/", "--save-coco",
                    str(tmp_path / "coco.json"), "--model", str(tiny_model))
     assert proc.returncode == 2 and "output.coco: not written for many videos" in proc.stderr, proc.stderr
+
+
+def test_many_videos_to_an_fsspec_url(tmp_path: Path, tiny_model: Path) -> None:
+    """Outputs to a URL go through fsspec (its local filesystem here, as s3fs would take s3://): made locally,
+    uploaded under a temporary name, moved to their own once whole; the manifest is kept there too."""
+    clips = _videos(tmp_path / "in")[:2]
+    (tmp_path / "in" / "broken.mp4").unlink()
+    (tmp_path / "in" / "clip10.mp4").unlink()
+    out, masks = f"file://{tmp_path}/bucket/out/", f"file://{tmp_path}/bucket/masks/"
+    args = ["segment", str(tmp_path / "in"), "-o", out, "--save-masks", masks, "--model", str(tiny_model),
+            "--no-progress"]
+    proc = run_cli(*args)
+    assert proc.returncode == 0, proc.stderr
+    bucket = tmp_path / "bucket"
+    assert sorted(p.relative_to(bucket).as_posix() for p in bucket.rglob("*") if p.is_file()) == [
+        "masks/clip1.jsonl", "masks/clip2.jsonl", "out/clip1.mp4", "out/clip2.mp4", "out/manifest.jsonl"]
+    for clip in clips:
+        assert len(read_video(bucket / "out" / clip.name)[0]) == len(read_video(clip)[0])
+    manifest = [json.loads(line) for line in (bucket / "out" / "manifest.jsonl").read_text().splitlines()]
+    assert [m["outputs"][0] for m in manifest] == [f"{out}clip1.mp4", f"{out}clip2.mp4"]
+    again = run_cli(*args)
+    assert again.returncode == 0 and "(2 done before, 0 failed)" in again.stderr, again.stderr

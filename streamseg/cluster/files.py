@@ -17,7 +17,9 @@ from typing import Any
 
 import av
 
+from .. import stores
 from ..config import Config
+from ..exceptions import ConfigError
 from ..jobs import Outcome, check_folders, finished, manifest_path, move_files, partial, record, targets
 from .chunks import Chunk, join, plan
 from .connect import connected, for_workers
@@ -174,6 +176,9 @@ def run_on_cluster(config: Config, inputs: Sequence[str], progress: Callable[[Po
     import os
 
     check_folders(config)
+    if config.cluster.chunk_seconds and stores.is_url(config.output.video or ""):
+        raise ConfigError("cluster.chunk_seconds: a long file's parts are joined on the driver from a folder every "
+                          "node sees; give -o such a path, not a URL")
     config = for_workers(config)
     inputs = [os.path.abspath(video) for video in inputs]
     skipped = [Outcome(video, skipped=True) for video in inputs if finished(config, video)]
