@@ -233,7 +233,7 @@ def test_a_dead_workers_camera_goes_on_on_the_other_worker(head, rtsp, tmp_path:
 
 def test_a_long_file_in_chunks_equals_one_run(head, tmp_path: Path) -> None:
     # The sample's scene, 3 s with sound and a keyframe every 1.5 s: two chunks, on two workers.
-    clip = synthetic.write_clip(tmp_path / "long.mp4", Scene(2_000_001, aspect=16 / 9), width=640, height=360,
+    clip = synthetic.write_clip(tmp_path / "long.mp4", Scene(2_000_001, aspect=16 / 9), width=320, height=180,
                                 pts=range(90), options={"g": "45", "keyint_min": "45", "sc_threshold": "0"},
                                 audio=0.3 * np.sin(2 * np.pi * 440 * np.arange(3 * 48000) / 48000)[None])
     outputs = ["--save-masks", "{}/masks/", "--save-tracks", "{}/tracks/", "--save-labels", "{}/labels/"]

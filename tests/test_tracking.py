@@ -205,8 +205,21 @@ BOUND_SHARE_BAR = 0.9  # on the hard scenes, at least this share of what a perfe
 
 
 def _segmented(video: Path, out: Path, *extra: str) -> Path:
+    """Through the command line, as a user runs it."""
     proc = run_cli("segment", str(video), "--config", "configs/sample.yaml", "--save-masks", str(out), *extra)
     assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def _segmented_here(video: Path, out: Path, model, **overrides) -> Path:
+    """The same run through the Python API, with a model loaded once (the command's start, torch's import
+    and the model's loading, left out of the other runs)."""
+    from streamseg.runtime.pipeline import Pipeline
+
+    config = load_config(ROOT / "configs" / "sample.yaml", sources=(str(video),), output__masks=str(out),
+                         **overrides)
+    with Pipeline(config, model=model) as pipeline:
+        pipeline.run(handle_interrupt=False)
     return out
 
 
@@ -223,12 +236,19 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     """Each clip segmented with every frame, and the sample and a hard scene with every second one."""
     folder = tmp_path_factory.mktemp("tracking")
     clips = {"sample": (SAMPLE_CLIP, TRUTH), **{str(seed): _hard_clip(folder, seed) for seed in HARD_SEEDS}}
+    from streamseg.inference.loading import load_model
+
+    model = load_model(str(SAMPLE_MODEL))
     out = {}
     for name, (video, truth) in clips.items():
-        every = _segmented(video, folder / f"{name}.jsonl", "--save-tracks", str(folder / f"{name}.txt"))
-        out[name] = {"truth": truth, "every": every, "tracks": folder / f"{name}.txt"}
+        tracks = folder / f"{name}.txt"
+        if name == "sample":
+            every = _segmented(video, folder / f"{name}.jsonl", "--save-tracks", str(tracks))
+        else:
+            every = _segmented_here(video, folder / f"{name}.jsonl", model, output__tracks=str(tracks))
+        out[name] = {"truth": truth, "every": every, "tracks": tracks}
         if name in ("sample", str(HARD_SEEDS[0])):
-            out[name]["second"] = _segmented(video, folder / f"{name}-2.jsonl", "--vid-stride", "2")
+            out[name]["second"] = _segmented_here(video, folder / f"{name}-2.jsonl", model, vid_stride=2)
     return out
 
 
