@@ -304,6 +304,7 @@ class VideoSink(Sink):
         self._unwrap: dict[int, BitStreamFilterContext] = {}  # ADTS headers to strip, by input stream
         self._pending_audio: av.Packet | None = None
         self._audio_refused = 0
+        self._wild = 0  # frames whose timestamp was damaged
         self._last_pts: int | None = None
         self._end_time = 0.0
         self._size: tuple[int, int] | None = None
@@ -429,6 +430,14 @@ class VideoSink(Sink):
             # recorded across its 33-bit clock's wrap reads so. Such a file is moved to start at 0.
             self._origin = pts if self.rebase else min(pts, 0)
         pts -= self._origin
+        if self._last_pts is not None and pts - self._last_pts >= _WILD_JUMP:
+            # A damaged timestamp (a bit flipped in an MPEG-TS header: hours ahead of its neighbours): MP4
+            # cannot hold it, and the frames after it would all follow it. It takes the next tick instead.
+            self._wild += 1
+            if self._wild == 1:
+                log.warning("%s: a frame %d ticks after the one before it (a damaged timestamp) follows it instead",
+                            self.name, pts - self._last_pts)
+            pts = self._last_pts + 1
         if self._last_pts is not None and pts <= self._last_pts:
             pts = self._last_pts + 1  # encoders reject repeated timestamps
         self._last_pts = pts
@@ -523,6 +532,10 @@ class VideoSink(Sink):
 # file at once, not held in FFmpeg's write buffer.
 _FRAGMENTED = {"movflags": "frag_keyframe+delay_moov+default_base_moof", "frag_duration": "1000000",
                "flush_packets": "1"}
+# Between two frames, a jump this many ticks or more is damage, not a gap: MP4 stores a frame's offset from
+# its decoding time in 32 bits, and no recording pauses for 2**31 ticks (6.6 hours at 90 kHz) between frames.
+_WILD_JUMP = 2**31
+
 _CRASH_SAFE = {"mp4": _FRAGMENTED, "mov": _FRAGMENTED,
                "matroska": {"cluster_time_limit": "1000", "flush_packets": "1"},
                "webm": {"cluster_time_limit": "1000", "flush_packets": "1"}}
