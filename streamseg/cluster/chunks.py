@@ -25,7 +25,6 @@ import av
 import numpy as np
 
 from ..config import Config
-from ..containers import CONTAINERS
 from ..demuxing import Damage, Timeline, packets
 from ..rle import decode
 from ..sinks.tracks import mots_lines_of_record
@@ -182,22 +181,22 @@ def _renumbered(record: dict, number: int, ids: Ids) -> dict:
 
 def _join_video(video: str, chunks: Sequence[Chunk], parts: Sequence[str], target: str) -> None:
     """The chunks' video packets, each moved back to its chunk's place, and the source's sound, copied."""
-    from av.bitstream import BitStreamFilterContext
+    from ..sinks.video import crash_safe_options, sound_copy
 
-    from ..sinks.video import _CONFIG_UP_FRONT, _CRASH_SAFE, _adts_config, _is_adts
-
-    options = _CRASH_SAFE.get(CONTAINERS.get(Path(target).suffix.lower()), {})
-    with av.open(video) as source, av.open(target, mode="w", options=options) as out:
+    with av.open(video) as source, av.open(target, mode="w", options=crash_safe_options(target)) as out:
         source_base = source.streams.video[0].time_base
         with av.open(parts[0]) as first:
             picture = out.add_stream_from_template(first.streams.video[0])
         sound, unwrap = {}, {}
         for stream in source.streams.audio:
-            bare = out.format.name in _CONFIG_UP_FRONT and _is_adts(stream)
-            sound[stream.index] = out.add_stream_from_template(stream)
-            if bare and (config := _adts_config(stream)) is not None:
-                sound[stream.index].codec_context.extradata = config
-                unwrap[stream.index] = BitStreamFilterContext("aac_adtstoasc", stream)
+            try:  # the sound a run over the whole file copies: what this container cannot take is left out
+                copied = sound_copy(out, stream)
+            except (av.FFmpegError, ValueError):
+                continue
+            if copied is not None:
+                sound[stream.index], filtered = copied
+                if filtered is not None:
+                    unwrap[stream.index] = filtered
 
         def video_packets() -> Iterator[av.Packet]:
             for chunk, part in zip(chunks, parts):

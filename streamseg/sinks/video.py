@@ -161,6 +161,31 @@ def _takes_sound(muxer: str, stream: av.AudioStream) -> bool:
     return True
 
 
+def sound_copy(out: av.container.OutputContainer,
+               stream: av.AudioStream) -> tuple[av.AudioStream, BitStreamFilterContext | None] | None:
+    """Add a copy of ``stream`` to ``out``: the new stream, and the filter its packets go through first (ADTS
+    AAC unwrapped for a muxer that takes its config up front), or None where it cannot be sent that way (its
+    config unknown).
+
+    Raises:
+        av.FFmpegError, ValueError: the container does not take this codec.
+    """
+    bare = out.format.name in _CONFIG_UP_FRONT and _is_adts(stream)
+    config = _adts_config(stream) if bare else None
+    if bare and config is None:
+        return None
+    copy = out.add_stream_from_template(stream)
+    if config is None:
+        return copy, None
+    copy.codec_context.extradata = config
+    return copy, BitStreamFilterContext("aac_adtstoasc", stream)
+
+
+def crash_safe_options(path: str | Path) -> dict[str, str]:
+    """The muxer options that keep a file playable when its writer is killed (see :data:`_CRASH_SAFE`)."""
+    return _CRASH_SAFE.get(CONTAINERS.get(Path(path).suffix.lower()), {})
+
+
 def pick_encoder(codec: str, accelerated: bool, path: str | Path | None = None) -> str:
     """The encoder to use: a format's name (``h264``, ``hevc``, ``vp9``) is its encoder's (libx264, libx265,
     libvpx-vp9), whose quality settings apply; ``auto``: VP9 for a .webm ``path`` (WebM takes no H.264),
@@ -322,7 +347,7 @@ class VideoSink(Sink):
         if (even_w, even_h) != (width, height):
             log.info("%s: padding %dx%d frames to %dx%d for 4:2:0 video", self.name, width, height, even_w, even_h)
         codecs = [self.codec] + ([self.fallback] if self.fallback and self.fallback != self.codec else [])
-        open_args = self.open_args or {"options": _CRASH_SAFE.get(CONTAINERS.get(Path(self.path).suffix.lower()), {})}
+        open_args = self.open_args or {"options": crash_safe_options(self.path)}
         for codec in codecs:
             try:
                 self._out = av.open(self.path, mode="w", **open_args)
@@ -381,21 +406,20 @@ class VideoSink(Sink):
                 return
             streams, fed = tuple(self._audio_in.streams.audio), None
         for stream in streams:
-            bare = self._out.format.name in _CONFIG_UP_FRONT and _is_adts(stream)
-            config = _adts_config(stream) if bare else None
-            if bare and config is None:
-                log.warning("%s: %s audio (%s) cannot be sent this way; sending video only", self.name,
-                            stream.codec_context.name, stream.codec_context.profile)
-                continue
             try:
-                self._audio_map[stream.index] = self._out.add_stream_from_template(stream)
-                if config is not None:
-                    self._audio_map[stream.index].codec_context.extradata = config
-                    self._unwrap[stream.index] = BitStreamFilterContext("aac_adtstoasc", stream)
+                copied = sound_copy(self._out, stream)
             except (av.FFmpegError, ValueError) as exc:
                 fits = [suffix for suffix, muxer in CONTAINERS.items() if _takes_sound(muxer, stream)]
                 log.warning("%s: audio codec %s cannot be copied into this container (%s)%s", self.name,
                             stream.codec_context.name, _reason(exc), f"; use {' or '.join(fits)}" if fits else "")
+                continue
+            if copied is None:
+                log.warning("%s: %s audio (%s) cannot be sent this way; sending video only", self.name,
+                            stream.codec_context.name, stream.codec_context.profile)
+                continue
+            self._audio_map[stream.index], unwrap = copied
+            if unwrap is not None:
+                self._unwrap[stream.index] = unwrap
         if self._audio_map and self._audio_in is not None:
             # Damaged sound is left out, and a restarted clock moved as the video's reader moves it; that
             # reader tells of both.
