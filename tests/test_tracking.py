@@ -89,6 +89,45 @@ def test_no_overlap_needs_a_similar_embedding_near_where_the_motion_leads() -> N
         assert (got == 1) == same, (box, similarity)
 
 
+def test_a_lost_track_is_looked_for_back_to_where_it_was_last_seen() -> None:
+    # Its motion was misjudged as it went out of sight (here: upwards, fast); it comes back beside where it
+    # was last seen, nowhere near where that motion leads, and is found by its embedding.
+    tracker = Tracker(TrackingConfig(min_hits=1))
+    for t, y in enumerate((100, 90, 80)):
+        _step(tracker, t / 10, [(100, y, 20, 20)])
+    assert _step(tracker, 1.2, [(125, 95, 20, 20)], iou=0.0, similarity=0.9) == [(1, 0)]
+
+
+def test_a_partly_hidden_object_keeps_its_motion_and_size() -> None:
+    tracker = Tracker(TrackingConfig(min_hits=1))
+    _step(tracker, 0.0, [(0, 0, 40, 40)])
+    _step(tracker, 0.1, [(10, 0, 40, 40)])  # 100 pixels a second to the right
+    (track,) = tracker.tracks
+    size = track.size
+    _step(tracker, 0.2, [(20, 0, 8, 40)])  # only its left edge shows: its centre jumped back
+    assert track.velocity == pytest.approx((100.0, 0.0)) and track.size >= 0.9 * size
+
+
+def _parting(remembered: np.ndarray | None) -> list[tuple[int | None, int]]:
+    """Two balls of one class, apart, then over each other (the model trading their queries, one mask
+    covering more of the other), then apart again: the new segments' ids."""
+    tracker = Tracker(TrackingConfig(min_hits=1))
+    _step(tracker, 0.0, [(0, 0, 20, 20), (30, 0, 20, 20)])
+    _step(tracker, 0.1, [(12, 0, 20, 20), (18, 0, 20, 20)])  # crowded: each box covers most of the other
+    # Parting: by overlap and by their latest embeddings, each track's segment is the other's.
+    iou = np.array([[0.2, 0.7], [0.7, 0.2], [1.0, 0.0], [0.0, 1.0]])
+    similarity = np.array([[0.5, 0.9], [0.9, 0.5], [1.0, 0.0], [0.0, 1.0]])
+    tracker.begin(iou, similarity, remembered)
+    return tracker.step(0.2, [Candidate(0, 0, 0.9, (4, 0, 20, 20)), Candidate(1, 0, 0.9, (26, 0, 20, 20))])
+
+
+def test_objects_that_pass_over_each_other_are_told_apart_by_how_they_looked_alone() -> None:
+    # Remembered as they were when apart, each finds its own again.
+    assert _parting(np.array([[0.95, 0.5], [0.5, 0.95]])) == [(1, 0), (2, 0)]
+    # Known by their latest embeddings, they would swap: what the memory is for.
+    assert _parting(None) == [(2, 0), (1, 0)]
+
+
 def test_classes_are_smoothed_and_a_class_change_needs_a_strong_overlap() -> None:
     tracker = Tracker(TrackingConfig(min_hits=1))
     box = (0, 0, 10, 10)

@@ -1,7 +1,7 @@
 """The tracking stage: between post-processing and drawing, one :class:`~.tracker.Tracker` per source.
 
-Per batch, the features of every thing segment and the matrices against each source's tracks are made
-on the device, and the matrices of all sources come to the host in one copy: a batch, not a frame, waits
+Per batch, the features of every thing segment and the matrices against each source's tracks (their
+latest masks and embeddings, and the embeddings they are remembered by) are made on the device, and the matrices of all sources come to the host in one copy: a batch, not a frame, waits
 for the device, and post-processing already waits once a batch. The tracks' features stay on the device.
 """
 
@@ -34,7 +34,8 @@ class Tracking:
         self.settings = settings
         self.stuff = stuff
         self._trackers: dict[str, Tracker] = {}
-        self._banks: dict[str, Features] = {}
+        self._banks: dict[str, Features] = {}  # each track's latest appearance, in its tracker's order
+        self._memories: dict[str, torch.Tensor] = {}  # each track's remembered embedding (see tracker)
 
     def update(self, frames: Sequence[Frame], segs: Sequence[Segmentation],
                embeddings: torch.Tensor) -> list[Segmentation]:
@@ -54,18 +55,20 @@ class Tracking:
         for source, members in groups.items():
             bank = self._banks.get(source)
             if bank is None:
-                bank = Features.empty(embeddings.shape[-1], embeddings.device)
+                bank = self._banks[source] = Features.empty(embeddings.shape[-1], embeddings.device)
+                self._memories[source] = bank.embeddings
             new = [thing_features(segs[b], index[b], embeddings[b]) for b in members if things[b]]
             batch = bank if not new else bank.cat(Features(torch.cat([f.masks for f in new]),
                                                            torch.cat([f.embeddings for f in new])))
-            matrices.append(affinities(batch, Features(batch.masks[len(bank):], batch.embeddings[len(bank):])).flatten())
-            shapes.append((len(batch), len(batch) - len(bank)))
+            columns = Features(batch.masks[len(bank):], batch.embeddings[len(bank):])
+            matrices += [affinities(batch, columns).flatten(), (self._memories[source] @ columns.embeddings.T).flatten()]
+            shapes.append((len(batch), len(batch) - len(bank), len(bank)))
             self._banks[source] = batch
-        host = torch.cat(matrices).cpu().split([2 * r * c for r, c in shapes])  # the batch's one wait
-        for (source, members), flat, (rows, cols) in zip(groups.items(), host, shapes):
+        host = torch.cat(matrices).cpu().split([n for r, c, t in shapes for n in (2 * r * c, t * c)])  # the one wait
+        for k, ((source, members), (rows, cols, tracks)) in enumerate(zip(groups.items(), shapes)):
             tracker = self._trackers.setdefault(source, Tracker(self.settings))
-            iou, similarity = flat.view(2, rows, cols).numpy()
-            tracker.begin(iou, similarity)
+            iou, similarity = host[2 * k].view(2, rows, cols).numpy()
+            tracker.begin(iou, similarity, host[2 * k + 1].view(tracks, cols).numpy())
             column = 0
             for b in members:
                 seg = segs[b]
@@ -80,8 +83,10 @@ class Tracking:
                     track_ids[k], label_ids[k] = track_id, label_id
                 out[b] = dataclasses.replace(seg, track_ids=track_ids, label_ids=label_ids)
             batch = self._banks[source]
-            self._banks[source] = batch.take(upload_each([torch.tensor(tracker.refs(), dtype=torch.int64)],
-                                                         batch.masks.device)[0])
+            refs, memories = upload_each([torch.tensor(tracker.refs(), dtype=torch.int64),
+                                          torch.tensor(tracker.memories(), dtype=torch.int64)], batch.masks.device)
+            self._banks[source] = batch.take(refs)
+            self._memories[source] = torch.cat([self._memories[source], batch.embeddings]).index_select(0, memories)
         return out
 
 
