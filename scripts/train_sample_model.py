@@ -3,12 +3,17 @@
 Reproduce with:
     python scripts/train_sample_model.py --out samples/model --steps 2500
 
-Frames are rendered on the fly from scene seeds below 1,000,000 (the sample clip uses a seed above it),
+Frames are rendered on the fly from scene seeds below 1,000,000 (the sample clip uses a seed above it, the
+tracking tests' hard scenes seeds above 5,000,000),
 at 2x the model's input size and shrunk with area averaging, like the antialiased resize that
 streamseg applies to a 640x360 clip. The model computes its own Hungarian-matched loss from
 ``mask_labels`` and ``class_labels``. A checkpoint in the hub layout (float16 safetensors, config
 with id2label, preprocessor_config.json) is written every ``--save-every`` steps and at the end,
 with the learning curve in ``training_log.csv``.
+
+``--init FOLDER --hard SHARE`` fine-tunes a trained model with that share of each batch drawn from scenes with
+the options that make tracking hard (same-class balls crossing, a ball passing behind a box, a kite coming
+in and leaving, changing speeds); its curve goes to ``finetune_log.csv``.
 """
 
 from __future__ import annotations
@@ -57,9 +62,18 @@ def preprocessor_config() -> dict:
     }
 
 
-def sample(seed: int, index: int, rng: np.random.Generator, augment: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def hard_scene(seed: int) -> Scene:
+    """A scene with some of the options that make tracking hard, drawn from its seed."""
+    rng = np.random.default_rng(seed)
+    crossing, occlusion, exits, speed = (bool(v) for v in rng.random(4) < (0.7, 0.5, 0.5, 0.5))
+    return Scene(seed, crossing=crossing, occlusion=occlusion, exits=exits, speed_changes=speed,
+                 own_things=int(rng.integers(0, 4)))
+
+
+def sample(seed: int, index: int, rng: np.random.Generator, augment: bool,
+           scene: Scene | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One training frame: normalized CHW image, (N, H, W) masks and (N,) labels."""
-    image, truth = Scene(seed).render(index, INPUT_W * 2, INPUT_H * 2)
+    image, truth = (scene or Scene(seed)).render(index, INPUT_W * 2, INPUT_H * 2)
     image = cv2.resize(image, (INPUT_W, INPUT_H), interpolation=cv2.INTER_AREA)
     panoptic = cv2.resize(truth.panoptic, (INPUT_W, INPUT_H), interpolation=cv2.INTER_NEAREST)
     if augment:
@@ -76,13 +90,15 @@ def sample(seed: int, index: int, rng: np.random.Generator, augment: bool) -> tu
 
 
 @torch.no_grad()
-def evaluate(model: Mask2FormerForUniversalSegmentation) -> tuple[float, float]:
-    """Semantic mIoU and thing-class accuracy of the argmax map on held-out scenes."""
+def evaluate(model: Mask2FormerForUniversalSegmentation, hard: bool = False) -> tuple[float, float]:
+    """Semantic mIoU and thing-class accuracy of the argmax map on held-out scenes (``hard``: with the
+    options that make tracking hard)."""
     model.eval()
     inter = np.zeros(len(LABELS))
     union = np.zeros(len(LABELS))
     for seed in EVAL_SEEDS:
-        x, masks, labels = sample(seed, 40, np.random.default_rng(0), augment=False)
+        x, masks, labels = sample(seed, 40, np.random.default_rng(0), augment=False,
+                                  scene=hard_scene(seed) if hard else None)
         out = model(pixel_values=torch.from_numpy(x)[None])
         probs = out.class_queries_logits.softmax(-1)[..., :-1]
         m = torch.nn.functional.interpolate(out.masks_queries_logits, size=(INPUT_H, INPUT_W), mode="bilinear")
@@ -118,15 +134,20 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save-every", type=int, default=250)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--init", type=Path, help="fine-tune this trained model instead of starting afresh")
+    parser.add_argument("--hard", type=float, default=0.0, help="share of each batch from hard scenes")
+    parser.add_argument("--warmup", type=int, default=200)
     args = parser.parse_args()
 
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(args.seed)
     model = Mask2FormerForUniversalSegmentation(build_config())
+    if args.init:
+        model.load_state_dict(Mask2FormerForUniversalSegmentation.from_pretrained(args.init).float().state_dict())
     model.train()
     optim = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
-    warmup = 200
+    warmup = args.warmup
 
     def lr_at(step: int) -> float:
         if step < warmup:
@@ -135,15 +156,22 @@ def main() -> None:
         return args.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
 
     args.out.mkdir(parents=True, exist_ok=True)
-    log_path = args.out / "training_log.csv"
+    stage = "finetune" if args.init else "training"
+    log_path = args.out / f"{stage}_log.csv"
     start = time.time()
     with open(log_path, "w", newline="") as log_file:
         log = csv.writer(log_file)
-        log.writerow(["step", "seconds", "loss", "lr", "eval_miou", "eval_thing_iou"])
+        log.writerow(["step", "seconds", "loss", "lr", "eval_miou", "eval_thing_iou", "hard_miou", "hard_thing_iou"])
         running = 0.0
         for step in range(args.steps):
-            batch = [sample(int(rng.integers(TRAIN_SEEDS)), int(rng.integers(0, 600)), rng, True)
-                     for _ in range(args.batch)]
+            hard = round(args.hard * args.batch)
+            if hard:
+                seeds = [int(rng.integers(TRAIN_SEEDS)) for _ in range(args.batch)]
+                batch = [sample(seed, int(rng.integers(0, 600)), rng, True) for seed in seeds[hard:]]
+                batch += [sample(seed, int(rng.integers(0, 300)), rng, True, hard_scene(seed)) for seed in seeds[:hard]]
+            else:  # the draws the first model was trained with, so that its command still makes it
+                batch = [sample(int(rng.integers(TRAIN_SEEDS)), int(rng.integers(0, 600)), rng, True)
+                         for _ in range(args.batch)]
             for group in optim.param_groups:
                 group["lr"] = lr_at(step)
             out = model(
@@ -159,14 +187,16 @@ def main() -> None:
             last = step + 1 == args.steps
             if (step + 1) % args.save_every == 0 or last:
                 miou, thing_iou = evaluate(model)
+                hard_miou, hard_thing_iou = evaluate(model, hard=True)
                 elapsed = time.time() - start
                 log.writerow([step + 1, round(elapsed, 1), round(running, 4), lr_at(step), round(miou, 4),
-                              round(thing_iou, 4)])
+                              round(thing_iou, 4), round(hard_miou, 4), round(hard_thing_iou, 4)])
                 log_file.flush()
                 save(model, args.out)
                 print(f"step {step + 1}/{args.steps} {elapsed / 60:.1f} min loss {running:.3f} "
-                      f"mIoU {miou:.3f} thing IoU {thing_iou:.3f}", flush=True)
-    (args.out / "training_run.json").write_text(json.dumps({
+                      f"mIoU {miou:.3f} thing IoU {thing_iou:.3f} (hard scenes {hard_miou:.3f}, {hard_thing_iou:.3f})",
+                      flush=True)
+    (args.out / f"{stage}_run.json").write_text(json.dumps({
         "command": "python scripts/train_sample_model.py " + " ".join(
             f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
         "wall_seconds": round(time.time() - start, 1),
