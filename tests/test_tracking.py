@@ -238,6 +238,7 @@ def test_labels_read_with_the_track_and_colours_follow_it() -> None:
 # -- through the whole pipeline, scored against ground truth -----------------------------------------------
 
 SAMPLE_IDF1_BAR = 0.95
+HARD_IDF1_BAR = 0.85  # on each hard scene
 STRIDE_DROP_BAR = 0.05  # IDF1 may fall by at most this with every second frame dropped
 SHUFFLED_BAR = 0.6  # ids shuffled within each frame score below this
 BOUND_SHARE_BAR = 0.9  # on the hard scenes, at least this share of what a perfect tracker reaches on the same segments
@@ -336,11 +337,12 @@ def test_the_metric_can_fail(runs: dict) -> None:
 
 @needs_model
 @long_setup
-def test_hard_scenes_beat_both_baselines_near_the_bound(runs: dict) -> None:
+def test_hard_scenes_reach_the_bar_and_beat_both_baselines(runs: dict) -> None:
     ours, bound = [], []
     for seed in HARD_SEEDS:
         got = _scores(runs[str(seed)])
         print(seed, {k: round(v.idf1, 3) for k, v in got.items()}, "switches", got["ours"].id_switches)
+        assert got["ours"].idf1 >= HARD_IDF1_BAR, (seed, got)
         assert got["ours"].idf1 > got["greedy"].idf1 and got["ours"].idf1 > got["bytetrack"].idf1, (seed, got)
         ours.append(got["ours"].idf1)
         bound.append(got["bound"].idf1)
