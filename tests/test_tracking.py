@@ -192,6 +192,18 @@ def test_each_source_has_its_own_tracks_and_stuff_gets_none() -> None:
     assert [s.track_ids for s in out[2]] == [[1, None], [1]]  # ids count per source
 
 
+def test_the_stage_remembers_a_crowded_track_as_it_was_alone() -> None:
+    tracking = Tracking(TrackingConfig(min_hits=1))
+    directions = torch.eye(4)
+    for t, (boxes, queries) in enumerate(((((0, 10, 30, 30), (40, 10, 30, 30)), (0, 1)),  # apart
+                                          (((8, 10, 30, 30), (32, 10, 30, 30)), (2, 1)))):  # crowded, a query traded
+        embeddings = directions[list(queries)][None]  # (1, Q, D): segment k is query k
+        (seg,) = tracking.update([_frame("a", t, t / 30)], [_panoptic(list(boxes), [0, 0])], embeddings)
+        assert seg.track_ids == [1, 2]
+    assert torch.equal(tracking._banks["a"].embeddings, directions[[2, 1]])  # as last seen
+    assert torch.equal(tracking._memories["a"], directions[[0, 1]])  # as last seen alone
+
+
 def test_an_image_job_is_not_tracked() -> None:
     tracking = Tracking(TrackingConfig(min_hits=1))
     frame = Frame(np.zeros((90, 160, 3), np.uint8), 0, 0, Fraction(1, 30), 0.0, item="a.png")

@@ -1,8 +1,9 @@
 """The tracking stage: between post-processing and drawing, one :class:`~.tracker.Tracker` per source.
 
 Per batch, the features of every thing segment and the matrices against each source's tracks (their
-latest masks and embeddings, and the embeddings they are remembered by) are made on the device, and the matrices of all sources come to the host in one copy: a batch, not a frame, waits
-for the device, and post-processing already waits once a batch. The tracks' features stay on the device.
+latest masks and embeddings, and the embeddings they are remembered by) are made on the device, and the
+matrices of all sources come to the host in one copy: a batch, not a frame, waits for the device, and
+post-processing already waits once a batch. The tracks' features stay on the device.
 """
 
 from __future__ import annotations
@@ -65,10 +66,10 @@ class Tracking:
             shapes.append((len(batch), len(batch) - len(bank), len(bank)))
             self._banks[source] = batch
         host = torch.cat(matrices).cpu().split([n for r, c, t in shapes for n in (2 * r * c, t * c)])  # the one wait
-        for k, ((source, members), (rows, cols, tracks)) in enumerate(zip(groups.items(), shapes)):
+        for g, ((source, members), (rows, cols, tracks)) in enumerate(zip(groups.items(), shapes)):
             tracker = self._trackers.setdefault(source, Tracker(self.settings))
-            iou, similarity = host[2 * k].view(2, rows, cols).numpy()
-            tracker.begin(iou, similarity, host[2 * k + 1].view(tracks, cols).numpy())
+            iou, similarity = host[2 * g].view(2, rows, cols).numpy()
+            tracker.begin(iou, similarity, host[2 * g + 1].view(tracks, cols).numpy())
             column = 0
             for b in members:
                 seg = segs[b]
