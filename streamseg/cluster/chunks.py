@@ -8,7 +8,8 @@ run as inputs of their own, then joined without re-encoding.
   timestamps and the sound are those of the whole-file run.
 - Each chunk tracks on its own; its tracks are stitched to the previous chunk's by mask overlap across the
   join (the last frames before it against the first after it), and every other id is renumbered after the
-  ids before it, so that ids stay unique and never reused.
+  ids before it, so that ids stay unique and never reused. A track hidden at the join is not seen there:
+  it comes back with a new id, or none if it shows for fewer frames than confirm a track.
 """
 
 from __future__ import annotations
