@@ -94,24 +94,20 @@ def _distance_to_path(point: tuple[float, float], start: tuple[float, float], en
 
 def _alone(candidates: Sequence[Candidate]) -> list[bool]:
     """For each candidate, whether no other thing covers more than a tenth of its box."""
-    out = []
-    for k, cand in enumerate(candidates):
-        x, y, w, h = cand.box
-        covered = 0.0
-        for j, other in enumerate(candidates):
-            if j != k:
-                x2, y2, w2, h2 = other.box
-                iw, ih = min(x + w, x2 + w2) - max(x, x2), min(y + h, y2 + h2) - max(y, y2)
-                covered = max(covered, max(iw, 0) * max(ih, 0) / max(w * h, 1))
-        out.append(covered <= 0.1)
-    return out
+    return [all(_intersection(cand.box, other.box) <= 0.1 * max(cand.box[2] * cand.box[3], 1)
+                for j, other in enumerate(candidates) if j != k) for k, cand in enumerate(candidates)]
+
+
+def _intersection(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    """The area two (x, y, w, h) boxes share."""
+    w = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
+    h = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
+    return max(w, 0) * max(h, 0)
 
 
 def _box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     """IoU of two (x, y, w, h) boxes."""
-    w = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
-    h = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
-    inter = max(w, 0) * max(h, 0)
+    inter = _intersection(a, b)
     union = a[2] * a[3] + b[2] * b[3] - inter
     return inter / union if union > 0 else 0.0
 
