@@ -17,6 +17,7 @@ import av
 import numpy as np
 import pytest
 
+from streamseg.cluster.chunks import STITCH_FRAMES
 from streamseg.testing import synthetic
 from streamseg.testing.synthetic import Scene
 
@@ -275,9 +276,12 @@ def test_a_long_file_in_chunks_equals_one_run(head, tmp_path: Path) -> None:
     assert len(labels) == 180 and sorted(p.name for p in (tmp_path / "chunked" / "labels").iterdir()) == labels
     one_run, chunked_run = ([json.loads(line) for line in (tmp_path / where / "masks" / "long.jsonl").open()]
                             for where in ("one", "chunked"))
+    # Hidden at the join: seen on both sides of it, but not in the frames either side that the stitching
+    # compares (STITCH_FRAMES before it and after it).
     join = 45  # the second chunk's first frame
     seen = [{s["track_id"] for s in record["segments"]} - {None} for record in one_run]
-    hidden = (set().union(*seen[: join - 5]) & set().union(*seen[join:])) - set().union(*seen[join - 5 : join])
+    near = set().union(*seen[join - STITCH_FRAMES : join]) & set().union(*seen[join : join + STITCH_FRAMES])
+    hidden = (set().union(*seen[:join]) & set().union(*seen[join:])) - near
     for ours, theirs in zip(chunked_run, one_run, strict=True):
         for mine, one in zip(ours["segments"], theirs["segments"], strict=True):
             if one["track_id"] in hidden:
