@@ -153,7 +153,7 @@ def run_one(config: Config, video: str, run: Callable[[Config], int]) -> Outcome
     there already is skipped. A :class:`StreamsegError` is the input's failure, reported in the outcome; any
     other exception (a KeyboardInterrupt from a signal) leaves its outputs under their temporary names."""
     final = targets(config, video)
-    if all(stores.exists(path) for path in final.values()):  # finished(), without making the names again
+    if finished(config, video):
         log.info("%s: done before, skipped", video)
         return Outcome(video, tuple(final.values()), skipped=True)
     # Outputs to a URL are made in a local folder, then uploaded (see streamseg.stores).

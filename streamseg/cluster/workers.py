@@ -85,11 +85,10 @@ class Workers:
         if not self.ready():
             raise StreamsegError(self.no_room())
 
-    def replace(self, w: Worker) -> Any:
-        """Stop a worker (dead already, or to be) and ask Ray for another in its place; the new record."""
+    def replace(self, w: Worker) -> None:
+        """Stop a worker (dead already, or to be) and ask Ray for another in its place."""
         self._ray.kill(w.actor, no_restart=True)
-        new = self.all[self.all.index(w)] = self._new()
-        return new
+        self.all[self.all.index(w)] = self._new()
 
     def no_room(self) -> str:
         return (f"no worker started in {self._config.cluster.start_timeout_s:.0f} s: the cluster has no room "
